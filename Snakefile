@@ -1,0 +1,26 @@
+# ABMILX reproduction workflow. `snakemake --cores all results/tables results/figures`.
+# The DAG: cohort -> segmentation -> tiling -> splits / features -> two_stage / e2e -> evaluation
+# -> report. Each stage is one rule file below and one sub-package of src/abmilx/.
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/tiling.smk"
+include: "workflow/rules/splits.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/two_stage.smk"
+include: "workflow/rules/e2e.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/tables",
+        "results/figures",
+        "results/qc/slides.tsv",
+    default_target: True

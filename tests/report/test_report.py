@@ -1,0 +1,166 @@
+"""Report stage: QC table, main table and the attention-heatmap figure, on files made here."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from abmilx.cohort.slidefile import write_slide
+from abmilx.report.figures import attention_heatmaps, attention_map, choose_slides
+from abmilx.report.qc import write_qc_table
+from abmilx.report.tables import write_tables
+
+
+def _record(slide_id, status, patches=None, **extra):
+    return {
+        "dataset": "d",
+        "slide_id": slide_id,
+        "status": status,
+        "reason": "" if status == "ok" else f"{status} because",
+        "vendor": "aperio",
+        "mpp": 0.5,
+        "mpp_source": "metadata",
+        "objective_power": 20.0,
+        "width": 800,
+        "height": 600,
+        "level_count": 2,
+        "tissue_area_mm2": 0.05,
+        "patches": patches or {},
+        **extra,
+    }
+
+
+def test_qc_table_has_a_row_per_slide_and_zero_patches_for_failures(tmp_path):
+    files = []
+    for record in [
+        _record("b", "ok", {"main": 12, "low": 3}),
+        _record("a", "failed", vendor=None),
+        _record("c", "no_tissue", {"main": 0, "low": 0}),
+    ]:
+        path = tmp_path / f"{record['slide_id']}.json"
+        path.write_text(json.dumps(record))
+        files.append(path)
+    table = write_qc_table(files, tmp_path / "qc" / "slides.tsv")
+    read = pd.read_csv(tmp_path / "qc" / "slides.tsv", sep="\t")
+    assert list(read.slide_id) == ["a", "b", "c"]
+    assert list(read.status) == ["failed", "ok", "no_tissue"]
+    assert list(read.patches_main) == [0, 12, 0]
+    assert read.loc[0, "reason"] == "failed because"
+    assert list(table.columns[-2:]) == ["patches_low", "patches_main"]
+
+
+def _metrics(experiment, auc, weights="random"):
+    summary = {
+        "point": auc,
+        "mean": auc,
+        "ci_low": auc - 0.1,
+        "ci_high": auc + 0.05,
+        "std": 0.04,
+        "n_boot": 1000,
+        "n": 12,
+        "skipped": 0,
+    }
+    return {
+        "dataset": "demo",
+        "experiment": experiment,
+        "task": "classification",
+        "fold": 0,
+        "n": 12,
+        "metrics": {"auc": summary, "balanced_accuracy": {**summary, "mean": 0.5}},
+        "cost": {"train_seconds": 10.0, "params": 1000, "inference_seconds_per_slide": 0.1},
+        "provenance": {"encoder_weights": weights},
+    }
+
+
+def test_main_table_shows_each_run_with_its_interval(tmp_path):
+    files = []
+    for name, auc in [("e2e", 0.9), ("two", 0.75)]:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(_metrics(name, auc)))
+        files.append(path)
+    settings = {
+        "datasets": {"demo": "subtyping"},
+        "experiments": {
+            "two": {"title": "ABMIL", "kind": "two_stage"},
+            "e2e": {"title": "ABMILX E2E", "kind": "e2e"},
+        },
+    }
+    table = write_tables(files, tmp_path / "tables", settings)
+    assert len(table) == 4
+    csv = pd.read_csv(tmp_path / "tables" / "main.csv")
+    assert set(csv.metric) == {"auc", "balanced_accuracy"}
+    markdown = (tmp_path / "tables" / "main.md").read_text()
+    assert "| ABMIL | 75.00 [65.00, 80.00] |" in markdown
+    assert "| ABMILX E2E | 90.00 [80.00, 95.00] |" in markdown
+    assert "initialised at random" in markdown
+
+
+def test_attention_map_paints_each_patch_footprint():
+    coords = np.array([[0, 0], [100, 0]])
+    attention = np.array([[0.2, 0.8], [0.2, 0.8]], np.float32)
+    heat, covered = attention_map(coords, attention, footprint=100, scale=0.1, shape=(20, 30))
+    assert heat[5, 5] == pytest.approx(0.0)
+    assert heat[5, 15] == pytest.approx(1.0)
+    assert covered[:10, :20].all() and not covered[:, 20:].any() and not covered[10:].any()
+
+
+def test_choose_slides_alternates_classes_most_confident_first():
+    predictions = pd.DataFrame(
+        {
+            "slide_id": ["a", "b", "c", "d"],
+            "label": ["x", "x", "y", "y"],
+            "prob_x": [0.6, 0.9, 0.2, 0.4],
+            "prob_y": [0.4, 0.1, 0.8, 0.6],
+            "predicted": ["x", "x", "y", "y"],
+        }
+    )
+    assert choose_slides(predictions, ["x", "y"], 3) == ["b", "c", "a"]
+
+
+def test_attention_heatmaps_draws_a_real_slide(tmp_path):
+    image = np.full((600, 800, 3), 240, np.uint8)
+    image[100:500, 100:700] = (200, 120, 190)
+    slide = write_slide(
+        tmp_path / "cohort" / "slides" / "s1.svs", image, mpp=0.5, downsamples=(1, 4)
+    )
+    pd.DataFrame(
+        {"slide_id": ["s1"], "case_id": ["c1"], "path": ["slides/s1.svs"], "mpp": [None]}
+    ).to_csv(tmp_path / "cohort" / "slides.csv", index=False)
+    truth = np.zeros((150, 200), bool)
+    truth[50:70, 60:90] = True
+    (tmp_path / "cohort" / "truth").mkdir()
+    np.savez(tmp_path / "cohort" / "truth" / "s1.svs.npz", lesion=truth)
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {"slide_id": ["s1"], "label": ["x"], "prob_x": [0.9], "prob_y": [0.1], "predicted": ["x"]}
+    ).to_csv(run / "predictions.csv", index=False)
+    coords = np.array([[x, y] for y in range(100, 500, 64) for x in range(100, 700, 64)])
+    np.savez(
+        run / "attention.npz",
+        **{"s1/coords": coords, "s1/attention": np.random.default_rng(0).random((2, len(coords)))},
+    )
+    qc = tmp_path / "qc"
+    qc.mkdir()
+    (qc / "s1.json").write_text(json.dumps(_record("s1", "ok")))
+    settings = {
+        "experiment": "e",
+        "title": "E2E",
+        "n_slides": 2,
+        "patch_size": 32,
+        "main_mpp": 1.0,
+        "runs": {
+            "d": {
+                "run_dir": str(run),
+                "slide_sheet": str(tmp_path / "cohort" / "slides.csv"),
+                "qc_dir": str(qc),
+                "classes": ["x", "y"],
+            }
+        },
+    }
+    path = attention_heatmaps(settings, tmp_path / "figures")
+    assert slide.exists() and path.exists() and path.with_suffix(".pdf").exists()
+    width, height = Image.open(path).size
+    assert width > 500 and height > 300

@@ -1,0 +1,101 @@
+"""The config schema: every key described and defaulted, configs shipped with the repo valid."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from abmilx.config import REPO_ROOT, ConfigError, load_config, load_schema, validate_config
+
+SHIPPED_CONFIGS = [
+    REPO_ROOT / "config.yaml",
+    *sorted((REPO_ROOT / "workflow/configs").rglob("*.yaml")),
+]
+
+
+def _walk_properties(node, path=""):
+    """Yield (key path, property schema, parent schema) for every property in the schema."""
+    if not isinstance(node, dict):
+        return
+    for name, sub in (node.get("properties") or {}).items():
+        yield f"{path}/{name}", sub, node
+        yield from _walk_properties(sub, f"{path}/{name}")
+    for keyword in ("additionalProperties", "items", "then", "if"):
+        yield from _walk_properties(node.get(keyword), f"{path}/*")
+    for keyword in ("allOf", "oneOf", "anyOf"):
+        for sub in node.get(keyword, []):
+            yield from _walk_properties(sub, path)
+    for name, sub in (node.get("$defs") or {}).items():
+        yield from _walk_properties(sub, f"$defs/{name}")
+
+
+def _is_alternative(name, parent):
+    """Keys that select one of the parent's alternatives (oneOf) need no default."""
+    return any(name in alternative.get("required", []) for alternative in parent.get("oneOf", []))
+
+
+def test_every_key_has_a_description():
+    undocumented = [
+        path
+        for path, sub, _ in _walk_properties(load_schema())
+        if "description" not in sub and "$ref" not in sub and "const" not in sub
+    ]
+    assert undocumented == []
+
+
+def test_every_optional_key_has_a_default():
+    missing = [
+        path
+        for path, sub, parent in _walk_properties(load_schema())
+        if not {"default", "$ref", "const"} & set(sub)
+        and path.rsplit("/", 1)[-1] not in parent.get("required", [])
+        and not _is_alternative(path.rsplit("/", 1)[-1], parent)
+    ]
+    # classes: required by classification tasks only, checked against the label sheet.
+    assert [p for p in missing if not p.endswith("/classes")] == []
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_shipped_configs_validate(path):
+    config = load_config(path)
+    assert config["datasets"]
+
+
+def test_defaults_are_filled_in_nested_objects():
+    config = validate_config(
+        {
+            "datasets": {"d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}},
+            "experiments": {"x": {"kind": "e2e"}},
+        }
+    )
+    assert config["datasets"]["d"]["synthetic"]["n_slides"] == 40
+    assert config["datasets"]["d"]["split"]["ratios"] == [0.7, 0.0, 0.3]
+    assert config["experiments"]["x"]["settings"]["mil"] == "abmilx"
+    assert config["tiling"]["scales"] == {"main": 1.0, "low": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda c: c["tiling"].update(patch_size="big"), "tiling/patch_size"),
+        (lambda c: c["tiling"].update(colour=True), "tiling"),
+        (
+            lambda c: c["datasets"]["demo_subtyping"].update(task="staging"),
+            "datasets/demo_subtyping/task",
+        ),
+        (
+            lambda c: c["experiments"]["abmilx_r18_e2e"]["settings"].update(lr=-1),
+            "experiments/abmilx_r18_e2e/settings/lr",
+        ),
+    ],
+)
+def test_bad_config_names_the_key(change, named):
+    raw = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    change(raw)
+    with pytest.raises(ConfigError, match=named):
+        validate_config(raw)
+
+
+def test_dataset_needs_synthetic_or_sheets(tmp_path: Path):
+    with pytest.raises(ConfigError, match="datasets/d"):
+        validate_config({"datasets": {"d": {"task": "survival"}}})

@@ -1,0 +1,149 @@
+# Config validation and the helpers every rule file uses: slide tables, paths, settings, digests.
+import json
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from abmilx.config import validate_config
+from abmilx.provenance import code_digest, config_hash
+from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
+
+config.update(validate_config(config))
+
+DATASETS = list(config["datasets"])
+CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
+SHELL_ENV = "../../envs/abmilx.yaml"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "no-dataset",
+    slide=r"[^/]+",
+    file=r"[^/]+\.(svs|tif)",
+    fold=r"\d+",
+
+
+def dataset_config(dataset):
+    return config["datasets"][dataset]
+
+
+def is_synthetic(dataset):
+    return "synthetic" in dataset_config(dataset)
+
+
+def model_task(dataset):
+    """Task kind the trainers know: classification or survival."""
+    task = dataset_config(dataset)["task"]
+    return "classification" if task in CLASSIFICATION_TASKS else "survival"
+
+
+def synthetic_settings(dataset):
+    ds = dataset_config(dataset)
+    return {"task": ds["task"], "classes": ds.get("classes"), **ds["synthetic"]}
+
+
+def slide_sheet_path(dataset):
+    if is_synthetic(dataset):
+        return f"results/cohort/{dataset}/slides.csv"
+    return dataset_config(dataset)["slides"]
+
+
+def label_sheet_path(dataset):
+    if is_synthetic(dataset):
+        return f"results/cohort/{dataset}/labels.csv"
+    return dataset_config(dataset)["labels"]
+
+
+@cache
+def slide_table(dataset):
+    """slide_id, case_id, path, mpp of every slide; validated before any job runs."""
+    if is_synthetic(dataset):
+        from abmilx.cohort import plan_cohort
+
+        plan = plan_cohort(dataset, **synthetic_settings(dataset))
+        return pd.DataFrame(
+            {
+                "slide_id": plan["slide_id"],
+                "case_id": plan["case_id"],
+                "path": [f"results/cohort/{dataset}/slides/{f}" for f in plan["file"]],
+                "mpp": plan["mpp_override"],
+            }
+        ).set_index("slide_id", drop=False)
+    ds = dataset_config(dataset)
+    slides = load_slide_sheet(ds["slides"], check_files=True)
+    labels = load_label_sheet(ds["labels"], ds["task"], classes=ds.get("classes"))
+    _, warnings = join_labels(slides, labels, ds["task"])
+    for warning in warnings:
+        print(f"[{dataset}] {warning}", file=sys.stderr)
+    return slides.set_index("slide_id", drop=False)
+
+
+def slide_ids(dataset):
+    return list(slide_table(dataset)["slide_id"])
+
+
+def slide_path(wildcards):
+    return str(slide_table(wildcards.dataset).loc[wildcards.slide, "path"])
+
+
+def mpp_override(wildcards):
+    mpp = slide_table(wildcards.dataset).loc[wildcards.slide, "mpp"]
+    return "" if pd.isna(mpp) else f"{float(mpp):g}"
+
+
+def tile_qc_files(dataset):
+    return expand(
+        "results/tiles/{dataset}/slides/{slide}.json",
+        dataset=dataset,
+        slide=slide_ids(dataset),
+    )
+
+
+def experiments_for(dataset, kind=None):
+    """Experiment names that run on ``dataset`` (optionally of one kind)."""
+    names = []
+    for name, experiment in config["experiments"].items():
+        if kind is not None and experiment["kind"] != kind:
+            continue
+        if experiment["datasets"] is None or dataset in experiment["datasets"]:
+            names.append(name)
+    return names
+
+
+def experiment_names(kind):
+    return [n for n, e in config["experiments"].items() if e["kind"] == kind]
+
+
+def name_pattern(names):
+    """Wildcard regex matching exactly the given names (never empty, never matching others)."""
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
+def folds(dataset):
+    split = dataset_config(dataset)["split"]
+    return list(range(split["k"])) if split["scheme"] == "kfold" else [0]
+
+
+def training_settings(wildcards):
+    """The experiment's settings plus what the dataset decides (task, classes, seed)."""
+    experiment = config["experiments"][wildcards.experiment]
+    ds = dataset_config(wildcards.dataset)
+    settings = dict(experiment["settings"])
+    settings.update(
+        task=model_task(wildcards.dataset),
+        classes=ds.get("classes"),
+        seed=config["seed"],
+    )
+    if experiment["kind"] == "e2e":
+        settings.update(device=config["device"])
+    return json.dumps(settings, sort_keys=True)
+
+
+def run_outputs(dataset):
+    return expand(
+        "results/runs/{dataset}/{experiment}/metrics.json",
+        dataset=dataset,
+        experiment=experiments_for(dataset),
+    )

@@ -1,0 +1,30 @@
+# End-to-end training: encoder + MIL jointly, multi-scale random instance sampling from LMDB.
+
+
+rule train_e2e:
+    input:
+        store="results/tiles/{dataset}/patches.lmdb",
+        splits="results/splits/{dataset}.csv",
+    output:
+        model="results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
+        history="results/runs/{dataset}/{experiment}/fold{fold}/train_log.csv",
+    params:
+        out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        settings=training_settings,
+        code=code_digest("e2e", "training", "models", "tiling/store.py"),
+    wildcard_constraints:
+        experiment=name_pattern(experiment_names("e2e")),
+    log:
+        "results/logs/train_e2e/{dataset}/{experiment}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/train_e2e/{dataset}/{experiment}/fold{fold}.tsv"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        gpu=1,
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
+        " --fold {wildcards.fold} --out-dir {params.out_dir:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

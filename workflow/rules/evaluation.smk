@@ -1,0 +1,96 @@
+# Test-set predictions, attention and bootstrap metrics per fold, then aggregated per experiment.
+
+
+def evaluation_inputs(wildcards):
+    experiment = config["experiments"][wildcards.experiment]
+    inputs = {
+        "model": "results/runs/{dataset}/{experiment}/fold{fold}/model.pt".format(
+            **wildcards
+        ),
+        "splits": f"results/splits/{wildcards.dataset}.csv",
+    }
+    if experiment["kind"] == "e2e":
+        inputs["store"] = f"results/tiles/{wildcards.dataset}/patches.lmdb"
+    else:
+        inputs["features"] = (
+            f"results/features/{wildcards.dataset}/{experiment['features']}"
+        )
+    return inputs
+
+
+def evaluation_source(wildcards, input):
+    if "store" in input.keys():
+        return f"--kind e2e --store {input.store}"
+    return f"--kind two_stage --features-dir {input.features}"
+
+
+def evaluation_settings(wildcards):
+    experiment = config["experiments"][wildcards.experiment]
+    settings = {
+        **config["evaluation"],
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "config_hash": config_hash(
+            {"experiment": experiment, "dataset": dataset_config(wildcards.dataset)}
+        ),
+        "encoder_weights": experiment["settings"].get("encoder_weights")
+        or config["feature_sets"].get(experiment["features"] or "", {}).get("weights"),
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+rule evaluate_fold:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        predictions="results/runs/{dataset}/{experiment}/fold{fold}/predictions.csv",
+        attention="results/runs/{dataset}/{experiment}/fold{fold}/attention.npz",
+        metrics="results/runs/{dataset}/{experiment}/fold{fold}/metrics.json",
+    params:
+        run_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        source=evaluation_source,
+        settings=evaluation_settings,
+        code=code_digest("evaluation", "e2e", "two_stage", "models", "tiling/store.py"),
+    log:
+        "results/logs/evaluate_fold/{dataset}/{experiment}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/evaluate_fold/{dataset}/{experiment}/fold{fold}.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.evaluation evaluate --run-dir {params.run_dir:q}"
+        " --splits {input.splits:q} --fold {wildcards.fold} {params.source}"
+        " --out-dir {params.run_dir:q} --settings {params.settings:q}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
+rule aggregate_folds:
+    input:
+        metrics=lambda w: expand(
+            "results/runs/{dataset}/{experiment}/fold{fold}/metrics.json",
+            fold=folds(w.dataset),
+            **w,
+        ),
+        predictions=lambda w: expand(
+            "results/runs/{dataset}/{experiment}/fold{fold}/predictions.csv",
+            fold=folds(w.dataset),
+            **w,
+        ),
+    output:
+        metrics="results/runs/{dataset}/{experiment}/metrics.json",
+        predictions="results/runs/{dataset}/{experiment}/predictions.csv",
+    params:
+        code=code_digest("evaluation"),
+    log:
+        "results/logs/aggregate_folds/{dataset}/{experiment}.log",
+    threads: 1
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.evaluation aggregate --metrics {input.metrics:q}"
+        " --predictions {input.predictions:q} --out-metrics {output.metrics:q}"
+        " --out-predictions {output.predictions:q} > {log:q} 2>&1"

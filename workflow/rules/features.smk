@@ -1,0 +1,37 @@
+# Offline patch features for the two-stage baselines, one file per slide.
+
+
+def feature_set_names():
+    return list(config["feature_sets"])
+
+
+rule extract_features:
+    input:
+        store="results/tiles/{dataset}/patches.lmdb",
+    output:
+        directory("results/features/{dataset}/{feature_set}"),
+    params:
+        settings=lambda w: json.dumps(
+            {
+                **config["feature_sets"][w.feature_set],
+                "seed": config["seed"],
+                "device": config["device"],
+            },
+            sort_keys=True,
+        ),
+        code=code_digest("features", "models", "tiling/store.py"),
+    wildcard_constraints:
+        feature_set=name_pattern(feature_set_names()),
+    log:
+        "results/logs/extract_features/{dataset}/{feature_set}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{dataset}/{feature_set}.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.features extract --store {input.store:q} --out-dir {output:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,31 @@
+# Patient-level, stratified, seeded splits; slides that failed QC are left out.
+
+
+def split_settings(dataset):
+    ds = dataset_config(dataset)
+    split = dict(ds["split"])
+    if split["seed"] is None:
+        split["seed"] = config["seed"]
+    return {**split, "classes": ds.get("classes")}
+
+
+rule make_splits:
+    input:
+        slides=lambda w: slide_sheet_path(w.dataset),
+        labels=lambda w: label_sheet_path(w.dataset),
+        qc=lambda w: tile_qc_files(w.dataset),
+    output:
+        "results/splits/{dataset}.csv",
+    params:
+        task=lambda w: dataset_config(w.dataset)["task"],
+        settings=lambda w: json.dumps(split_settings(w.dataset), sort_keys=True),
+        code=code_digest("splits", "sheets.py"),
+    log:
+        "results/logs/make_splits/{dataset}.log",
+    threads: 1
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.splits make --slides {input.slides:q} --labels {input.labels:q}"
+        " --task {params.task} --out {output:q} --settings {params.settings:q}"
+        " --qc-dir results/tiles/{wildcards.dataset}/slides > {log:q} 2>&1"

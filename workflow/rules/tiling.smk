@@ -1,0 +1,53 @@
+# Multi-scale tiling by exact µm/px into one LMDB per slide, then packed per dataset.
+
+
+rule tile_slide:
+    input:
+        slide=slide_path,
+        segmentation="results/qc/segmentation/{dataset}/{slide}.json",
+    output:
+        store="results/tiles/{dataset}/slides/{slide}.lmdb",
+        qc="results/tiles/{dataset}/slides/{slide}.json",
+    params:
+        prefix="results/qc/segmentation/{dataset}/{slide}",
+        mpp=mpp_override,
+        settings=json.dumps({**config["tiling"], "strict": config["strict"]}, sort_keys=True),
+        code=code_digest("tiling", "slides.py"),
+    log:
+        "results/logs/tile_slide/{dataset}/{slide}.log",
+    benchmark:
+        "results/benchmarks/tile_slide/{dataset}/{slide}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.tiling tile --slide {input.slide:q} --slide-id {wildcards.slide:q}"
+        " --dataset {wildcards.dataset} --mpp '{params.mpp}' --segmentation {params.prefix:q}"
+        " --out-store {output.store:q} --out-qc {output.qc:q} --settings {params.settings:q}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
+rule pack_tiles:
+    input:
+        stores=lambda w: expand(
+            "results/tiles/{dataset}/slides/{slide}.lmdb",
+            dataset=w.dataset,
+            slide=slide_ids(w.dataset),
+        ),
+    output:
+        "results/tiles/{dataset}/patches.lmdb",
+    params:
+        code=code_digest("tiling"),
+    log:
+        "results/logs/pack_tiles/{dataset}.log",
+    benchmark:
+        "results/benchmarks/pack_tiles/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.tiling pack --stores {input.stores:q} --out {output:q} > {log:q} 2>&1"

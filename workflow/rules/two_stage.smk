@@ -1,0 +1,31 @@
+# Two-stage baselines: a MIL model trained on offline features (batch 1, full bag).
+
+
+rule train_two_stage:
+    input:
+        features=lambda w: "results/features/{dataset}/%s"
+        % config["experiments"][w.experiment]["features"],
+        splits="results/splits/{dataset}.csv",
+    output:
+        model="results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
+        history="results/runs/{dataset}/{experiment}/fold{fold}/train_log.csv",
+    params:
+        out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        settings=training_settings,
+        code=code_digest("two_stage", "training", "models"),
+    wildcard_constraints:
+        experiment=name_pattern(experiment_names("two_stage")),
+    log:
+        "results/logs/train_two_stage/{dataset}/{experiment}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/train_two_stage/{dataset}/{experiment}/fold{fold}.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        SHELL_ENV
+    shell:
+        "python -m abmilx.two_stage train --features-dir {input.features:q}"
+        " --splits {input.splits:q} --fold {wildcards.fold} --out-dir {params.out_dir:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
