@@ -1,0 +1,5 @@
+"""Patch encoders; importing this package registers them."""
+
+from . import resnet
+
+__all__ = ["resnet"]

@@ -1,0 +1,83 @@
+"""Pieces shared by all MIL aggregators: the output type, input handling, init, embedding."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+MIL_NORMS = ("none", "ln")
+
+
+class MILOutput(NamedTuple):
+    """What every MIL model returns.
+
+    logits: (B, C) raw scores (classes, or hazard bins for survival).
+    attention: (B, H, N) post-softmax instance weights per head, or None for models without.
+    embedding: (B, D) slide representation that the classifier reads.
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor | None
+    embedding: torch.Tensor
+
+
+def as_bag_batch(x: torch.Tensor) -> torch.Tensor:
+    """(N, d) -> (1, N, d) as a view (the caller's tensor is not modified); (B, N, d) as is."""
+    if x.dim() == 2:
+        return x.unsqueeze(0)
+    if x.dim() != 3:
+        raise ValueError(f"expected instances of shape (B, N, d) or (N, d), got {tuple(x.shape)}")
+    return x
+
+
+def make_activation(name: str) -> nn.Module:
+    check_choice("act", name, tuple(ACTIVATIONS))
+    return ACTIVATIONS[name]()
+
+
+def check_choice(option: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+
+
+def canonical_mil_norm(mil_norm: str | None) -> str:
+    """Accept None as "none" so that YAML `null` and the string both work."""
+    mil_norm = "none" if mil_norm is None else mil_norm
+    check_choice("mil_norm", mil_norm, MIL_NORMS)
+    return mil_norm
+
+
+def init_linears_xavier(module: nn.Module) -> None:
+    """xavier_normal_ weights and zero biases for every Linear, as the official MIL code does."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class InstanceEmbedding(nn.Sequential):
+    """[LayerNorm(in_dim)] -> Linear(in_dim -> out_dim) -> act -> Dropout, applied per instance.
+
+    `mil_bias=False` removes the bias of both the LayerNorm and the Linear (the paper's
+    bias-free E2E setting).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        act: str = "relu",
+        dropout: float = 0.25,
+        mil_norm: str | None = "none",
+        mil_bias: bool = True,
+    ):
+        layers: list[nn.Module] = []
+        if canonical_mil_norm(mil_norm) == "ln":
+            layers.append(nn.LayerNorm(in_dim, bias=mil_bias))
+        layers += [nn.Linear(in_dim, out_dim, bias=mil_bias), make_activation(act)]
+        layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
