@@ -1,0 +1,334 @@
+"""Evaluate one trained run on one fold: predictions, attention and bootstrap metrics on disk.
+
+`evaluate_predictions` does the metric work from a logits table and the checkpoint dict, so it
+is testable without any model; `evaluate` wraps it with the trainers' `predict` functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import inspect
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from abmilx.evaluation.aggregate import aggregate_files
+from abmilx.evaluation.bootstrap import bootstrap
+from abmilx.evaluation.metrics import (
+    c_index,
+    classification_metrics,
+    median_survival_bin,
+    softmax,
+    survival_risk,
+)
+from abmilx.provenance import git_commit
+
+log = logging.getLogger(__name__)
+
+KINDS = ("e2e", "two_stage")
+# Official bootstrap seeds are fold + a constant; ours mix the configured seed and the fold.
+BOOTSTRAP_STREAM = 7784414403328510413
+
+
+def _logit_columns(logits: pd.DataFrame, n_outputs: int | None) -> list[str]:
+    columns = [c for c in logits.columns if c.startswith("logit_")]
+    expected = [f"logit_{i}" for i in range(n_outputs if n_outputs is not None else len(columns))]
+    if columns != expected:
+        raise ValueError(f"predictions need columns {expected}, got {columns}")
+    return columns
+
+
+def _join_truth(logits: pd.DataFrame, truth: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Truth rows (slide_id, case_id, label[, time, event]) that have logits, and the slides
+    without a prediction (failed slides: no patches or features), which are left out."""
+    if logits["slide_id"].duplicated().any():
+        raise ValueError("predictions contain a slide_id more than once")
+    logit_columns = [c for c in logits.columns if c.startswith("logit_")]
+    merged = truth.merge(
+        logits[["slide_id", *logit_columns]], on="slide_id", how="left", indicator=True
+    )
+    missing = merged.loc[merged["_merge"] == "left_only", "slide_id"].tolist()
+    if len(missing) == len(merged):
+        raise ValueError(f"no prediction for any of the {len(merged)} evaluated slides")
+    if missing:
+        log.warning("no prediction for %d slide(s), left out: %s", len(missing), missing[:10])
+    merged = merged[merged["_merge"] == "both"].drop(columns="_merge")
+    return merged.reset_index(drop=True), missing
+
+
+def _json_safe(value: Any) -> Any:
+    """Checkpoint values (numpy or torch scalars, tuples) as plain JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _torch_version() -> str:
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def evaluate_predictions(
+    logits: pd.DataFrame,
+    truth: pd.DataFrame,
+    checkpoint: Mapping[str, Any],
+    *,
+    fold: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    dataset: str = "",
+    experiment: str = "",
+    config_hash: str = "",
+    encoder_weights: str = "",
+    split: str = "test",
+    inference_seconds_per_slide: float | None = None,
+    device: str = "cpu",
+    model_weights: str = "main",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Bootstrap metrics of one fold from slide-level logits; returns (predictions, metrics).
+
+    logits: slide_id + logit_0..logit_{C-1}. truth: split-file rows of the evaluated slides.
+    Classification is scored per slide (bootstrap units = cases, a case's slides drawn
+    together); survival per case, with logits averaged over the case's slides before the risk.
+    """
+    task = checkpoint["task"]
+    classes = [str(c) for c in checkpoint.get("classes") or []]
+    table, missing = _join_truth(logits, truth)
+    if task == "classification":
+        columns = _logit_columns(logits, len(classes))
+        probs = softmax(table[columns].to_numpy(dtype=float))
+        predictions = table[["slide_id", "case_id", "label"]].copy()
+        predictions["label"] = predictions["label"].astype(str)
+        for i, name in enumerate(classes):
+            predictions[f"prob_{name}"] = probs[:, i]
+        predictions["pred"] = [classes[i] for i in probs.argmax(axis=1)]
+        data = {"y": predictions["label"].to_numpy(), "probs": probs}
+
+        def metric_fn(sample: Mapping[str, np.ndarray]) -> dict[str, float]:
+            return classification_metrics(sample["y"], sample["probs"], classes)
+
+        groups = predictions["case_id"].to_numpy()
+    elif task == "survival":
+        columns = _logit_columns(logits, None)
+        per_case = table.groupby("case_id", sort=True)
+        case_logits = per_case[columns].mean().to_numpy(dtype=float)
+        predictions = per_case[["label", "time", "event"]].first().reset_index()
+        predictions["label"] = predictions["label"].astype(int)
+        predictions["risk"] = survival_risk(case_logits)
+        predictions["pred"] = median_survival_bin(case_logits)
+        data = {
+            "time": predictions["time"].to_numpy(dtype=float),
+            "event": predictions["event"].to_numpy(dtype=int),
+            "risk": predictions["risk"].to_numpy(),
+        }
+
+        def metric_fn(sample: Mapping[str, np.ndarray]) -> dict[str, float]:
+            return {"c_index": c_index(sample["time"], sample["event"], sample["risk"])}
+
+        groups = None
+    else:
+        raise ValueError(f"checkpoint has unknown task '{task}'")
+
+    bootstrap_seed = [int(seed), int(fold), BOOTSTRAP_STREAM]
+    summaries = bootstrap(metric_fn, data, n=n_boot, seed=bootstrap_seed, groups=groups)
+    train_settings = checkpoint.get("settings") or {}
+    cost = dict(_json_safe(checkpoint.get("cost") or {}))
+    cost["inference_seconds_per_slide"] = inference_seconds_per_slide
+    metrics = {
+        "dataset": dataset,
+        "experiment": experiment,
+        "kind": checkpoint.get("kind"),
+        "model_weights": model_weights,
+        "task": task,
+        "fold": int(fold),
+        "split": split,
+        "n": len(predictions),
+        "n_cases": int(table["case_id"].nunique()),
+        "n_slides": len(table),
+        "missing_predictions": missing,
+        "classes": classes,
+        "metrics": summaries,
+        "bootstrap": {"n_boot": n_boot, "seed": int(seed), "unit": "case", "ci": "percentile 95%"},
+        "cost": cost,
+        "provenance": {
+            "git_commit": git_commit(),
+            "config_hash": config_hash,
+            "seed": _json_safe(train_settings.get("seed", seed)),
+            "device": device,
+            "encoder_weights": encoder_weights or train_settings.get("encoder_weights", ""),
+            "torch_version": _torch_version(),
+        },
+    }
+    return predictions, metrics
+
+
+def write_outputs(
+    out_dir: str | Path,
+    predictions: pd.DataFrame,
+    attention: Mapping[str, Mapping[str, np.ndarray]],
+    metrics: Mapping[str, Any],
+) -> None:
+    """predictions.csv, attention.npz (`<slide_id>/coords`, `<slide_id>/attention`), metrics.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(out_dir / "predictions.csv", index=False)
+    arrays = {}
+    for slide_id, maps in attention.items():
+        arrays[f"{slide_id}/coords"] = np.asarray(maps["coords"], dtype=np.int64)
+        arrays[f"{slide_id}/attention"] = np.asarray(maps["attention"], dtype=np.float32)
+    np.savez_compressed(out_dir / "attention.npz", **arrays)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+
+
+def evaluate(
+    run_dir: str | Path,
+    splits: str | Path,
+    fold: int,
+    kind: str,
+    out_dir: str | Path,
+    store: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    threads: int = 1,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    dataset: str = "",
+    experiment: str = "",
+    config_hash: str = "",
+    encoder_weights: str = "",
+    split: str = "test",
+    device: str = "auto",
+    model_weights: str = "main",
+) -> dict[str, Any]:
+    """Predict the fold's `split` slides with the run's model.pt and write the three outputs.
+
+    device: "auto" | "cpu" | "cuda", passed to `predict`. model_weights: "main" or "ema" (the
+    EMA teacher of an E2E run, when it kept one; two-stage runs have main weights only).
+    """
+    import torch
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind '{kind}': expected one of {', '.join(KINDS)}")
+    torch.set_num_threads(threads)
+    table = pd.read_csv(splits, dtype={"slide_id": str, "case_id": str, "label": str})
+    rows = table[(table["fold"] == fold) & (table["split"] == split)]
+    if rows.empty:
+        raise ValueError(f"{splits}: no '{split}' slides in fold {fold}")
+    rows = rows.drop(columns=["split", "fold", "repeat"], errors="ignore").reset_index(drop=True)
+    slide_ids = rows["slide_id"].tolist()
+
+    # model.pt is this workflow's own output (kind, task, classes, settings, history, cost).
+    checkpoint = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=False)
+    if kind == "e2e":
+        if store is None:
+            raise ValueError("kind e2e needs --store (the dataset's patch store)")
+        from abmilx.e2e import predict
+
+        source = store
+    else:
+        if features_dir is None:
+            raise ValueError("kind two_stage needs --features-dir")
+        from abmilx.two_stage import predict
+
+        source = features_dir
+    accepted = inspect.signature(predict).parameters
+    options: dict[str, Any] = {"device": device} if "device" in accepted else {}
+    if "weights" in accepted:
+        options["weights"] = model_weights
+    elif model_weights != "main":
+        raise ValueError(f"kind {kind} has no '{model_weights}' weights to evaluate")
+    if checkpoint["task"] == "survival" and "case_ids" in accepted:
+        options["case_ids"] = rows["case_id"].tolist()  # a case's slides form one bag
+    started = time.perf_counter()
+    logits, attention = predict(run_dir, source, slide_ids, threads, **options)
+    seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    resolved_device = f"cuda ({torch.cuda.get_device_name(0)})" if on_gpu else "cpu"
+
+    predictions, metrics = evaluate_predictions(
+        logits,
+        rows,
+        checkpoint,
+        fold=fold,
+        n_boot=n_boot,
+        seed=seed,
+        dataset=dataset,
+        experiment=experiment,
+        config_hash=config_hash,
+        encoder_weights=encoder_weights,
+        split=split,
+        inference_seconds_per_slide=seconds_per_slide,
+        device=resolved_device,
+        model_weights=model_weights,
+    )
+    write_outputs(out_dir, predictions, attention, metrics)
+    summary = ", ".join(
+        f"{name} {s['point']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]"
+        for name, s in metrics["metrics"].items()
+        if s["point"] is not None and s["ci_low"] is not None
+    )
+    log.info("fold %d %s: n=%d %s", fold, split, metrics["n"], summary)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m abmilx.evaluation", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("evaluate", help="bootstrap metrics of one run and fold")
+    command.add_argument("--run-dir", required=True, help="directory holding model.pt")
+    command.add_argument("--splits", required=True, help="split CSV of the dataset")
+    command.add_argument("--fold", required=True, type=int)
+    command.add_argument("--kind", required=True, choices=KINDS)
+    source = command.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", help="patch store (LMDB) for kind e2e")
+    source.add_argument("--features-dir", help="feature directory for kind two_stage")
+    command.add_argument("--out-dir", required=True)
+    command.add_argument("--settings", default="{}", help="JSON object of evaluate options")
+    command.add_argument("--threads", type=int, default=1)
+    combine = commands.add_parser("aggregate", help="combine the folds of one experiment")
+    combine.add_argument("--metrics", nargs="+", required=True, help="per-fold metrics.json")
+    combine.add_argument("--predictions", nargs="+", required=True, help="per-fold CSVs")
+    combine.add_argument("--out-metrics", required=True)
+    combine.add_argument("--out-predictions", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "aggregate":
+        aggregate_files(args.metrics, args.predictions, args.out_metrics, args.out_predictions)
+        return
+    settings = json.loads(args.settings)
+    if not isinstance(settings, dict):
+        parser.error("--settings must be a JSON object")
+    known = {
+        name
+        for name, parameter in inspect.signature(evaluate).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        parser.error(f"unknown settings key(s) {unknown}; known: {sorted(known)}")
+    evaluate(
+        args.run_dir,
+        args.splits,
+        args.fold,
+        args.kind,
+        args.out_dir,
+        store=args.store,
+        features_dir=args.features_dir,
+        threads=args.threads,
+        **settings,
+    )

@@ -1,0 +1,165 @@
+"""Split stage I/O: sheets + per-slide QC records in, split CSV + sidecar JSON out."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
+from abmilx.splits.core import make_splits
+
+log = logging.getLogger(__name__)
+
+
+def read_qc_status(qc_dir: str | Path, slide_ids: Sequence[str]) -> dict[str, dict]:
+    """Status and reason of each slide from `<qc_dir>/<slide_id>.json` (architecture.md)."""
+    records = {}
+    for slide_id in slide_ids:
+        path = Path(qc_dir) / f"{slide_id}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: QC record of slide '{slide_id}' is missing")
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if "status" not in record:
+            raise ValueError(f"{path}: QC record has no 'status' key")
+        records[slide_id] = {"status": record["status"], "reason": record.get("reason", "")}
+    return records
+
+
+def _counts(splits: pd.DataFrame) -> dict:
+    """Slides per fold, split and label, for the sidecar and the log."""
+    counts: dict = {}
+    for (fold, split, label), n in splits.groupby(["fold", "split", "label"]).size().items():
+        counts.setdefault(str(fold), {}).setdefault(split, {})[str(label)] = int(n)
+    return counts
+
+
+def make_split_file(
+    slides: str | Path,
+    labels: str | Path,
+    task: str,
+    out: str | Path,
+    qc_dir: str | Path | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    strict: bool = False,
+    scheme: str = "holdout",
+    seed: int = 2021,
+    ratios: Sequence[float] = (0.7, 0.1, 0.2),
+    k: int = 5,
+    val_fraction: float = 0.0,
+    repeats: Sequence[int] | None = None,
+    n_bins: int = 4,
+    bins_from: str = "train",
+    oversample: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Validate the sheets, drop slides whose QC status is not ok, split, write CSV + JSON.
+
+    The sidecar `<out>.json` (same stem) records the settings, survival bin edges per fold,
+    excluded slides with their QC reason, sheet warnings and slide counts per split and label.
+    """
+    if classes is not None:
+        classes = [str(c) for c in classes]  # YAML may give grades as integers
+    slide_sheet = load_slide_sheet(slides, check_files=False)
+    label_sheet = load_label_sheet(labels, task, classes)
+    table, warnings = join_labels(slide_sheet, label_sheet, task, strict=strict)
+
+    excluded = []
+    if qc_dir is not None:
+        status = read_qc_status(qc_dir, table["slide_id"].tolist())
+        bad = [s for s, record in status.items() if record["status"] != "ok"]
+        for slide_id in bad:
+            record = status[slide_id]
+            excluded.append({"slide_id": slide_id, **record})
+            log.warning(
+                "excluded slide %s: QC status %s (%s)",
+                slide_id,
+                record["status"],
+                record["reason"] or "no reason given",
+            )
+        if bad and strict:
+            raise ValueError(f"strict: {len(bad)} slide(s) failed QC: {', '.join(bad[:10])}")
+        table = table[~table["slide_id"].isin(bad)].reset_index(drop=True)
+    if table.empty:
+        raise ValueError(f"no labelled slide with QC status ok is left to split ({slides})")
+
+    split_table, info = make_splits(
+        table,
+        task,
+        scheme=scheme,
+        seed=seed,
+        ratios=ratios,
+        k=k,
+        val_fraction=val_fraction,
+        repeats=repeats,
+        n_bins=n_bins,
+        bins_from=bins_from,
+        oversample=oversample,
+        classes=classes,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    split_table.to_csv(out, index=False)
+    settings = {
+        "classes": list(classes) if classes is not None else None,
+        "strict": strict,
+        "scheme": scheme,
+        "seed": seed,
+        "ratios": list(ratios),
+        "k": k,
+        "val_fraction": val_fraction,
+        "repeats": list(repeats) if repeats is not None else None,
+        "n_bins": n_bins,
+        "bins_from": bins_from,
+        "oversample": dict(oversample) if oversample else None,
+    }
+    sidecar = {
+        "slides": str(slides),
+        "labels": str(labels),
+        "settings": settings,
+        **info,
+        "excluded": excluded,
+        "warnings": warnings,
+        "counts": _counts(split_table),
+    }
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    log.info(
+        "wrote %s: %d slides, %d cases, %d fold(s), %d excluded, %d warning(s)",
+        out,
+        split_table["slide_id"].nunique(),
+        split_table["case_id"].nunique(),
+        split_table["fold"].nunique(),
+        len(excluded),
+        len(warnings),
+    )
+    return split_table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m abmilx.splits", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("make", help="write the split CSV of one dataset")
+    make.add_argument("--slides", required=True, help="slide sheet CSV")
+    make.add_argument("--labels", required=True, help="label sheet CSV")
+    make.add_argument("--task", required=True, choices=("classification", "survival"))
+    make.add_argument("--out", required=True, help="split CSV to write (+ sidecar .json)")
+    make.add_argument("--settings", default="{}", help="JSON object of make_split_file options")
+    make.add_argument("--qc-dir", default=None, help="directory of per-slide QC JSON records")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = json.loads(args.settings)
+    if not isinstance(settings, dict):
+        parser.error("--settings must be a JSON object")
+    known = set(inspect.signature(make_split_file).parameters) - {"slides", "labels", "task", "out"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        parser.error(f"unknown settings key(s) {unknown}; known: {sorted(known)}")
+    make_split_file(args.slides, args.labels, args.task, args.out, args.qc_dir, **settings)
