@@ -8,22 +8,22 @@ rule train_e2e:
     output:
         model="results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
         history="results/runs/{dataset}/{experiment}/fold{fold}/train_log.csv",
-    params:
-        out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
-        settings=training_settings,
-        code=code_digest("e2e", "training", "models", "tiling/store.py"),
-    wildcard_constraints:
-        experiment=name_pattern(experiment_names("e2e")),
     log:
         "results/logs/train_e2e/{dataset}/{experiment}/fold{fold}.log",
     benchmark:
         "results/benchmarks/train_e2e/{dataset}/{experiment}/fold{fold}.tsv"
+    wildcard_constraints:
+        experiment=name_pattern(experiment_names("e2e")),
+    conda:
+        SHELL_ENV
     threads: 8
     resources:
         mem_mb=16000,
         gpu=1,
-    conda:
-        SHELL_ENV
+    params:
+        out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        settings=training_settings,
+        code=code_digest("e2e", "training", "models", "tiling/store.py"),
     shell:
         "python -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
         " --fold {wildcards.fold} --out-dir {params.out_dir:q}"

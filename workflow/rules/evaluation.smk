@@ -29,6 +29,7 @@ def evaluation_settings(wildcards):
     settings = {
         **config["evaluation"],
         "dataset": wildcards.dataset,
+        "device": config["device"],
         "experiment": wildcards.experiment,
         "config_hash": config_hash(
             {"experiment": experiment, "dataset": dataset_config(wildcards.dataset)}
@@ -46,21 +47,21 @@ rule evaluate_fold:
         predictions="results/runs/{dataset}/{experiment}/fold{fold}/predictions.csv",
         attention="results/runs/{dataset}/{experiment}/fold{fold}/attention.npz",
         metrics="results/runs/{dataset}/{experiment}/fold{fold}/metrics.json",
+    log:
+        "results/logs/evaluate_fold/{dataset}/{experiment}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/evaluate_fold/{dataset}/{experiment}/fold{fold}.tsv"
+    conda:
+        SHELL_ENV
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=1,
     params:
         run_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         source=evaluation_source,
         settings=evaluation_settings,
         code=code_digest("evaluation", "e2e", "two_stage", "models", "tiling/store.py"),
-    log:
-        "results/logs/evaluate_fold/{dataset}/{experiment}/fold{fold}.log",
-    benchmark:
-        "results/benchmarks/evaluate_fold/{dataset}/{experiment}/fold{fold}.tsv"
-    threads: 8
-    resources:
-        mem_mb=8000,
-        gpu=1,
-    conda:
-        SHELL_ENV
     shell:
         "python -m abmilx.evaluation evaluate --run-dir {params.run_dir:q}"
         " --splits {input.splits:q} --fold {wildcards.fold} {params.source}"
@@ -83,13 +84,13 @@ rule aggregate_folds:
     output:
         metrics="results/runs/{dataset}/{experiment}/metrics.json",
         predictions="results/runs/{dataset}/{experiment}/predictions.csv",
-    params:
-        code=code_digest("evaluation"),
     log:
         "results/logs/aggregate_folds/{dataset}/{experiment}.log",
-    threads: 1
     conda:
         SHELL_ENV
+    threads: 1
+    params:
+        code=code_digest("evaluation"),
     shell:
         "python -m abmilx.evaluation aggregate --metrics {input.metrics:q}"
         " --predictions {input.predictions:q} --out-metrics {output.metrics:q}"

@@ -10,6 +10,18 @@ rule extract_features:
         store="results/tiles/{dataset}/patches.lmdb",
     output:
         directory("results/features/{dataset}/{feature_set}"),
+    log:
+        "results/logs/extract_features/{dataset}/{feature_set}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{dataset}/{feature_set}.tsv"
+    wildcard_constraints:
+        feature_set=name_pattern(feature_set_names()),
+    conda:
+        SHELL_ENV
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=1,
     params:
         settings=lambda w: json.dumps(
             {
@@ -20,18 +32,6 @@ rule extract_features:
             sort_keys=True,
         ),
         code=code_digest("features", "models", "tiling/store.py"),
-    wildcard_constraints:
-        feature_set=name_pattern(feature_set_names()),
-    log:
-        "results/logs/extract_features/{dataset}/{feature_set}.log",
-    benchmark:
-        "results/benchmarks/extract_features/{dataset}/{feature_set}.tsv"
-    threads: 8
-    resources:
-        mem_mb=8000,
-        gpu=1,
-    conda:
-        SHELL_ENV
     shell:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {output:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -79,13 +79,13 @@ rule qc_table:
         qc=[f for d in DATASETS for f in tile_qc_files(d)],
     output:
         "results/qc/slides.tsv",
-    params:
-        code=code_digest("report/qc.py", "report/__main__.py"),
     log:
         "results/logs/qc_table.log",
-    threads: 1
     conda:
         SHELL_ENV
+    threads: 1
+    params:
+        code=code_digest("report/qc.py", "report/__main__.py"),
     shell:
         "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
 
@@ -95,14 +95,14 @@ rule tables:
         metrics=[f for d in DATASETS for f in run_outputs(d)],
     output:
         directory("results/tables"),
+    log:
+        "results/logs/tables.log",
+    conda:
+        SHELL_ENV
+    threads: 1
     params:
         settings=table_settings(),
         code=code_digest("report/tables.py", "report/__main__.py"),
-    log:
-        "results/logs/tables.log",
-    threads: 1
-    conda:
-        SHELL_ENV
     shell:
         "python -m abmilx.report tables --metrics {input.metrics:q} --out-dir {output:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
@@ -113,18 +113,18 @@ rule figures:
         unpack(heatmap_inputs),
     output:
         directory("results/figures"),
-    params:
-        settings=heatmap_settings(),
-        code=code_digest("report/figures.py", "report/__main__.py", "slides.py"),
     log:
         "results/logs/figures.log",
     benchmark:
         "results/benchmarks/figures.tsv"
+    conda:
+        SHELL_ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        SHELL_ENV
+    params:
+        settings=heatmap_settings(),
+        code=code_digest("report/figures.py", "report/__main__.py", "slides.py"),
     shell:
         "python -m abmilx.report figures --out-dir {output:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"

@@ -12,6 +12,15 @@ rule segment_tissue:
             ".mask.png",
             ".overlay.png",
         ),
+    log:
+        "results/logs/segment_tissue/{dataset}/{slide}.log",
+    benchmark:
+        "results/benchmarks/segment_tissue/{dataset}/{slide}.tsv"
+    conda:
+        SHELL_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
     params:
         prefix="results/qc/segmentation/{dataset}/{slide}",
         mpp=mpp_override,
@@ -19,15 +28,6 @@ rule segment_tissue:
             {**config["segmentation"], "strict": config["strict"]}, sort_keys=True
         ),
         code=code_digest("segmentation", "slides.py"),
-    log:
-        "results/logs/segment_tissue/{dataset}/{slide}.log",
-    benchmark:
-        "results/benchmarks/segment_tissue/{dataset}/{slide}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-    conda:
-        SHELL_ENV
     shell:
         "python -m abmilx.segmentation segment --slide {input.slide:q}"
         " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset} --mpp '{params.mpp}'"

@@ -6,7 +6,7 @@ def split_settings(dataset):
     split = dict(ds["split"])
     if split["seed"] is None:
         split["seed"] = config["seed"]
-    return {**split, "classes": ds.get("classes")}
+    return {**split, "classes": ds.get("classes"), "strict": config["strict"]}
 
 
 rule make_splits:
@@ -15,17 +15,18 @@ rule make_splits:
         labels=lambda w: label_sheet_path(w.dataset),
         qc=lambda w: tile_qc_files(w.dataset),
     output:
-        "results/splits/{dataset}.csv",
+        split="results/splits/{dataset}.csv",
+        summary="results/splits/{dataset}.json",
+    log:
+        "results/logs/make_splits/{dataset}.log",
+    conda:
+        SHELL_ENV
+    threads: 1
     params:
         task=lambda w: dataset_config(w.dataset)["task"],
         settings=lambda w: json.dumps(split_settings(w.dataset), sort_keys=True),
         code=code_digest("splits", "sheets.py"),
-    log:
-        "results/logs/make_splits/{dataset}.log",
-    threads: 1
-    conda:
-        SHELL_ENV
     shell:
         "python -m abmilx.splits make --slides {input.slides:q} --labels {input.labels:q}"
-        " --task {params.task} --out {output:q} --settings {params.settings:q}"
+        " --task {params.task} --out {output.split:q} --settings {params.settings:q}"
         " --qc-dir results/tiles/{wildcards.dataset}/slides > {log:q} 2>&1"

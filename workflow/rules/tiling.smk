@@ -8,20 +8,22 @@ rule tile_slide:
     output:
         store="results/tiles/{dataset}/slides/{slide}.lmdb",
         qc="results/tiles/{dataset}/slides/{slide}.json",
-    params:
-        prefix="results/qc/segmentation/{dataset}/{slide}",
-        mpp=mpp_override,
-        settings=json.dumps({**config["tiling"], "strict": config["strict"]}, sort_keys=True),
-        code=code_digest("tiling", "slides.py"),
     log:
         "results/logs/tile_slide/{dataset}/{slide}.log",
     benchmark:
         "results/benchmarks/tile_slide/{dataset}/{slide}.tsv"
+    conda:
+        SHELL_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        SHELL_ENV
+    params:
+        prefix="results/qc/segmentation/{dataset}/{slide}",
+        mpp=mpp_override,
+        settings=json.dumps(
+            {**config["tiling"], "strict": config["strict"]}, sort_keys=True
+        ),
+        code=code_digest("tiling", "slides.py"),
     shell:
         "python -m abmilx.tiling tile --slide {input.slide:q} --slide-id {wildcards.slide:q}"
         " --dataset {wildcards.dataset} --mpp '{params.mpp}' --segmentation {params.prefix:q}"
@@ -38,16 +40,16 @@ rule pack_tiles:
         ),
     output:
         "results/tiles/{dataset}/patches.lmdb",
-    params:
-        code=code_digest("tiling"),
     log:
         "results/logs/pack_tiles/{dataset}.log",
     benchmark:
         "results/benchmarks/pack_tiles/{dataset}.tsv"
+    conda:
+        SHELL_ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        SHELL_ENV
+    params:
+        code=code_digest("tiling"),
     shell:
         "python -m abmilx.tiling pack --stores {input.stores:q} --out {output:q} > {log:q} 2>&1"

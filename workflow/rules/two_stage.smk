@@ -9,22 +9,22 @@ rule train_two_stage:
     output:
         model="results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
         history="results/runs/{dataset}/{experiment}/fold{fold}/train_log.csv",
-    params:
-        out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
-        settings=training_settings,
-        code=code_digest("two_stage", "training", "models"),
-    wildcard_constraints:
-        experiment=name_pattern(experiment_names("two_stage")),
     log:
         "results/logs/train_two_stage/{dataset}/{experiment}/fold{fold}.log",
     benchmark:
         "results/benchmarks/train_two_stage/{dataset}/{experiment}/fold{fold}.tsv"
+    wildcard_constraints:
+        experiment=name_pattern(experiment_names("two_stage")),
+    conda:
+        SHELL_ENV
     threads: 8
     resources:
         mem_mb=8000,
         gpu=1,
-    conda:
-        SHELL_ENV
+    params:
+        out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        settings=training_settings,
+        code=code_digest("two_stage", "training", "models"),
     shell:
         "python -m abmilx.two_stage train --features-dir {input.features:q}"
         " --splits {input.splits:q} --fold {wildcards.fold} --out-dir {params.out_dir:q}"
