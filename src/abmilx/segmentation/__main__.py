@@ -1,0 +1,83 @@
+"""CLI: python -m abmilx.segmentation segment --slide PATH --slide-id ID --dataset D [--mpp F]
+[--geojson PATH] --out-prefix PREFIX --settings JSON [--threads N]"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+
+import cv2
+
+from abmilx.segmentation.segment import segment_slide
+from abmilx.slides import SlideError
+
+# Arguments of segment_slide that come from the command line, not from --settings.
+_COMMAND_LINE_ONLY = {"slide_path", "out_prefix", "slide_id", "dataset", "mpp", "geojson"}
+
+
+def optional_mpp(text: str) -> float | None:
+    """``--mpp``: empty means no override (the slide sheet's mpp column was blank)."""
+    if text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mpp must be a number or empty, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--mpp must be positive, got {text!r}")
+    return value
+
+
+def parse_settings(
+    parser: argparse.ArgumentParser, text: str, function, reserved: set[str]
+) -> dict:
+    """The ``--settings`` JSON object, checked against ``function``'s keyword arguments."""
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        parser.error(f"--settings is not valid JSON: {error}")
+    if not isinstance(settings, dict):
+        parser.error("--settings must be a JSON object")
+    allowed = set(inspect.signature(function).parameters) - reserved
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        parser.error(f"unknown settings {unknown}; allowed: {sorted(allowed)}")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m abmilx.segmentation")
+    commands = parser.add_subparsers(dest="command", required=True)
+    segment = commands.add_parser("segment", help="segment the tissue of one slide")
+    segment.add_argument("--slide", required=True, help="slide file")
+    segment.add_argument("--slide-id", required=True)
+    segment.add_argument("--dataset", required=True)
+    segment.add_argument("--mpp", type=optional_mpp, default=None, help="level-0 µm/px override")
+    segment.add_argument("--geojson", default=None, help="user tissue polygons (level-0 px)")
+    segment.add_argument("--out-prefix", required=True, help="writes PREFIX.{json,geojson,...}")
+    segment.add_argument("--settings", default="{}", help="JSON object of segment_slide() kwargs")
+    segment.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    settings = parse_settings(parser, args.settings, segment_slide, _COMMAND_LINE_ONLY)
+    cv2.setNumThreads(args.threads)
+    try:
+        record = segment_slide(
+            args.slide,
+            args.out_prefix,
+            slide_id=args.slide_id,
+            dataset=args.dataset,
+            mpp=args.mpp,
+            geojson=args.geojson or None,
+            **settings,
+        )
+    except SlideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.slide_id}: {record['status']} {record['reason']}".rstrip(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

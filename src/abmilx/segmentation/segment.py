@@ -1,0 +1,225 @@
+"""Segment one slide and write its QC record, GeoJSON contours, mask and overlay."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import abmilx
+from abmilx.segmentation.geometry import (
+    Polygon,
+    mask_to_polygons,
+    polygons_to_geojson,
+    rasterize_polygons,
+    read_geojson,
+)
+from abmilx.segmentation.tissue import tissue_mask
+from abmilx.slides import Slide, SlideError
+
+OUTPUT_SUFFIXES = (".json", ".geojson", ".mask.png", ".overlay.png")
+# Samples per mask pixel side when rasterising a user GeoJSON (a pixel is tissue when half is).
+USER_SUPERSAMPLE = 4
+_OUTER_COLOUR = (0, 200, 0)
+_HOLE_COLOUR = (0, 90, 255)
+_EXCLUDED_TINT = np.array([255, 0, 0], dtype=np.float32)
+
+
+def output_paths(prefix: str | Path) -> dict[str, Path]:
+    """The four files written for ``prefix`` (keys: json, geojson, mask, overlay)."""
+    prefix = str(prefix)
+    return {
+        "json": Path(prefix + ".json"),
+        "geojson": Path(prefix + ".geojson"),
+        "mask": Path(prefix + ".mask.png"),
+        "overlay": Path(prefix + ".overlay.png"),
+    }
+
+
+def empty_record(dataset: str, slide_id: str) -> dict:
+    """A QC record with every key of docs/architecture.md, values unknown."""
+    return {
+        "dataset": dataset,
+        "slide_id": slide_id,
+        "status": "failed",
+        "reason": "",
+        "vendor": None,
+        "mpp": None,
+        "mpp_source": None,
+        "objective_power": None,
+        "objective_power_source": None,
+        "width": None,
+        "height": None,
+        "level_count": None,
+        "tissue_area_mm2": 0.0,
+        "code_version": abmilx.__version__,
+    }
+
+
+def _overlay(
+    thumbnail: np.ndarray,
+    polygons: list[Polygon],
+    downsample: tuple[float, float],
+    excluded: np.ndarray | None,
+) -> np.ndarray:
+    image = thumbnail.astype(np.float32)
+    if excluded is not None and excluded.any():
+        image[excluded] = 0.6 * image[excluded] + 0.4 * _EXCLUDED_TINT
+    image = image.astype(np.uint8)
+    thickness = max(1, round(max(image.shape[:2]) / 500))
+    scale = np.asarray(downsample)
+    for polygon in polygons:
+        rings = [
+            np.round(ring / scale - 0.5).astype(np.int32).reshape(-1, 1, 2) for ring in polygon
+        ]
+        cv2.polylines(image, rings[:1], True, _OUTER_COLOUR, thickness)
+        if len(rings) > 1:
+            cv2.polylines(image, rings[1:], True, _HOLE_COLOUR, thickness)
+    return image
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"could not write {path}")
+
+
+def write_outputs(
+    prefix: str | Path,
+    record: dict,
+    polygons: list[Polygon],
+    mask: np.ndarray,
+    overlay: np.ndarray,
+) -> None:
+    paths = output_paths(prefix)
+    paths["json"].parent.mkdir(parents=True, exist_ok=True)
+    geojson = polygons_to_geojson(polygons, {"slide_id": record["slide_id"]})
+    paths["geojson"].write_text(json.dumps(geojson))
+    _write_png(paths["mask"], mask.astype(np.uint8) * 255)
+    _write_png(paths["overlay"], overlay)
+    paths["json"].write_text(json.dumps(record, indent=1) + "\n")
+
+
+def segment_slide(
+    slide_path: str | Path,
+    out_prefix: str | Path,
+    *,
+    slide_id: str,
+    dataset: str,
+    mpp: float | None = None,
+    geojson: str | Path | None = None,
+    working_mpp: float = 8.0,
+    saturation_threshold: int | str = 8,
+    median_kernel: int = 7,
+    closing_um: float = 32.0,
+    min_tissue_area_um2: float = 262144.0,
+    min_hole_area_um2: float = 65536.0,
+    black_value_max: int = 50,
+    pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
+    pen_min_saturation: int = 30,
+    pen_margin_um: float = 16.0,
+    debris_value_max: int = 110,
+    debris_max_area_um2: float = 40000.0,
+    strict: bool = False,
+) -> dict:
+    """Segment tissue, write ``<out_prefix>.{json,geojson,mask.png,overlay.png}``, return the record.
+
+    ``mpp`` overrides the file's level-0 µm/px; ``geojson`` (level-0 polygons) replaces the
+    computed mask. A slide that cannot be used gets ``status`` ``failed`` or ``no_tissue`` with
+    a reason and all four files (empty GeoJSON, blank images); ``strict`` raises
+    :class:`SlideError` after writing them instead of returning.
+    """
+    if not working_mpp > 0:
+        raise ValueError(f"working_mpp must be positive, got {working_mpp}")
+    if saturation_threshold != "otsu" and not (
+        isinstance(saturation_threshold, int) and 0 <= saturation_threshold < 255
+    ):
+        raise ValueError(
+            f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
+        )
+    record = empty_record(dataset, slide_id)
+    record["settings"] = {
+        "working_mpp": working_mpp,
+        "saturation_threshold": saturation_threshold,
+        "median_kernel": median_kernel,
+        "closing_um": closing_um,
+        "min_tissue_area_um2": min_tissue_area_um2,
+        "min_hole_area_um2": min_hole_area_um2,
+        "black_value_max": black_value_max,
+        "pen_hue_ranges_deg": [list(r) for r in pen_hue_ranges_deg],
+        "pen_min_saturation": pen_min_saturation,
+        "pen_margin_um": pen_margin_um,
+        "debris_value_max": debris_value_max,
+        "debris_max_area_um2": debris_max_area_um2,
+    }
+    record["mask_source"] = "geojson" if geojson else "computed"
+    polygons: list[Polygon] = []
+    mask = np.zeros((1, 1), dtype=bool)
+    overlay = np.full((1, 1, 3), 255, dtype=np.uint8)
+    try:
+        with Slide(slide_path, mpp_override=mpp) as slide:
+            record.update(slide.info.as_record())
+            thumbnail = slide.thumbnail(working_mpp)
+        mask = np.zeros(thumbnail.shape[:2], dtype=bool)
+        overlay = thumbnail
+        height, width = mask.shape
+        downsample = (record["width"] / width, record["height"] / height)
+        record["mask"] = {
+            "mpp": working_mpp,
+            "width": width,
+            "height": height,
+            "downsample": list(downsample),
+        }
+        excluded = None
+        if geojson:
+            try:
+                polygons = read_geojson(geojson)
+            except ValueError as error:
+                raise SlideError(geojson, str(error)) from None
+            coverage = rasterize_polygons(polygons, width, height, downsample, USER_SUPERSAMPLE)
+            mask = coverage >= 0.5
+        else:
+            result = tissue_mask(
+                thumbnail,
+                mpp=working_mpp,
+                saturation_threshold=saturation_threshold,
+                median_kernel=median_kernel,
+                closing_um=closing_um,
+                min_tissue_area_um2=min_tissue_area_um2,
+                min_hole_area_um2=min_hole_area_um2,
+                black_value_max=black_value_max,
+                pen_hue_ranges_deg=pen_hue_ranges_deg,
+                pen_min_saturation=pen_min_saturation,
+                pen_margin_um=pen_margin_um,
+                debris_value_max=debris_value_max,
+                debris_max_area_um2=debris_max_area_um2,
+            )
+            mask, excluded = result.mask, result.excluded
+            record["saturation_threshold_used"] = result.threshold
+            polygons = mask_to_polygons(mask, downsample)
+        pixel_area_um2 = downsample[0] * downsample[1] * record["mpp"] ** 2
+        record["tissue_area_mm2"] = round(float(mask.sum()) * pixel_area_um2 / 1e6, 6)
+        record["n_regions"] = len(polygons)
+        overlay = _overlay(thumbnail, polygons, downsample, excluded)
+        if polygons and mask.any():
+            record["status"] = "ok"
+        else:
+            record["status"] = "no_tissue"
+            record["reason"] = (
+                f"no tissue in the GeoJSON mask {geojson}"
+                if geojson
+                else "no tissue found: no region of at least "
+                f"{min_tissue_area_um2:g} µm² left after removing background, ink and debris "
+                f"(saturation threshold {record['saturation_threshold_used']})"
+            )
+            polygons = []
+    except SlideError as error:
+        record["status"], record["reason"] = "failed", error.reason
+    write_outputs(out_prefix, record, polygons, mask, overlay)
+    if strict and record["status"] != "ok":
+        raise SlideError(slide_path, f"slide {slide_id}: {record['status']}: {record['reason']}")
+    return record

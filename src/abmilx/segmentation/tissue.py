@@ -1,0 +1,141 @@
+"""Tissue mask of a thumbnail: saturation threshold with guards against ink, debris and black.
+
+CLAM-style (saturation of a median-blurred thumbnail, threshold, morphological closing, area
+filters), with every size given in µm or µm² so the result does not depend on the pyramid.
+Guards, applied per pixel before the area filters:
+
+- black or transparent background and black ink: value (HSV V) below ``black_value_max``
+  (transparent pixels arrive as white from :mod:`abmilx.slides` and fail the saturation test);
+- green and blue ink: hue inside one of ``pen_hue_ranges_deg`` with saturation at least
+  ``pen_min_saturation`` (H&E is pink to purple, 280°-360° and 0°-20°, outside these ranges);
+  the excluded area is widened by ``pen_margin_um`` to drop the ink's faint fringe;
+- dark debris: a connected piece whose median value is below ``debris_value_max`` and whose area
+  is below ``debris_max_area_um2`` is dropped whole.
+
+Red ink cannot be told from eosin by colour and is not handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+# An Otsu threshold on a nearly blank thumbnail splits JPEG noise; never go below this.
+OTSU_FLOOR = 8
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    mask: np.ndarray  # bool, thumbnail size
+    threshold: int  # saturation threshold actually used
+    excluded: np.ndarray  # bool, pixels rejected as ink / black
+
+
+def _odd(n: float) -> int:
+    n = max(1, round(n))
+    return n if n % 2 else n + 1
+
+
+def _disk(diameter_px: float) -> np.ndarray:
+    size = _odd(diameter_px)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def _remove_small_components(mask: np.ndarray, min_area_px: float, connectivity: int) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=connectivity
+    )
+    keep = np.zeros(count, dtype=bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
+    return keep[labels]
+
+
+def _fill_small_holes(mask: np.ndarray, min_hole_area_px: float) -> np.ndarray:
+    """Fill background pieces enclosed by tissue that are smaller than ``min_hole_area_px``."""
+    background = ~mask
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        background.astype(np.uint8), connectivity=4
+    )
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    small = np.zeros(count, dtype=bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < min_hole_area_px
+    small[border] = False
+    small[0] = False
+    return mask | small[labels]
+
+
+def _drop_dark_debris(
+    mask: np.ndarray, value: np.ndarray, value_max: float, max_area_px: float
+) -> np.ndarray:
+    """Drop small pieces whose median value is dark (the median ignores blended edges)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < max_area_px)
+    small = small[small > 0]
+    if small.size == 0:
+        return mask
+    medians = np.asarray(ndimage.median(value, labels, small))
+    debris = np.zeros(count, dtype=bool)
+    debris[small[medians < value_max]] = True
+    return mask & ~debris[labels]
+
+
+def _hue_mask(hue_half_degrees: np.ndarray, ranges_deg: Sequence[Sequence[float]]) -> np.ndarray:
+    hue_deg = hue_half_degrees.astype(np.float32) * 2.0  # OpenCV stores hue / 2 in uint8
+    inside = np.zeros(hue_deg.shape, dtype=bool)
+    for low, high in ranges_deg:
+        inside |= (hue_deg >= low) & (hue_deg <= high)
+    return inside
+
+
+def tissue_mask(
+    rgb: np.ndarray,
+    *,
+    mpp: float,
+    saturation_threshold: int | str = 8,
+    median_kernel: int = 7,
+    closing_um: float = 32.0,
+    min_tissue_area_um2: float = 262144.0,
+    min_hole_area_um2: float = 65536.0,
+    black_value_max: int = 50,
+    pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
+    pen_min_saturation: int = 30,
+    pen_margin_um: float = 16.0,
+    debris_value_max: int = 110,
+    debris_max_area_um2: float = 40000.0,
+) -> TissueMask:
+    """Tissue mask of ``rgb`` (``(H, W, 3)`` uint8 thumbnail at ``mpp`` µm/px)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"thumbnail must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    pixel_area_um2 = mpp * mpp
+    blurred = cv2.medianBlur(rgb, _odd(median_kernel)) if median_kernel > 1 else rgb
+    hue, saturation, value = cv2.split(cv2.cvtColor(blurred, cv2.COLOR_RGB2HSV))
+    if saturation_threshold == "otsu":
+        otsu, _ = cv2.threshold(saturation, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        threshold = max(int(otsu), OTSU_FLOOR)
+    elif isinstance(saturation_threshold, int) and 0 <= saturation_threshold < 255:
+        threshold = saturation_threshold
+    else:
+        raise ValueError(
+            f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
+        )
+    ink = _hue_mask(hue, pen_hue_ranges_deg) & (saturation >= pen_min_saturation)
+    excluded = (value < black_value_max) | ink
+    if pen_margin_um > 0 and excluded.any():
+        excluded = cv2.dilate(excluded.astype(np.uint8), _disk(2 * pen_margin_um / mpp)) > 0
+    mask = (saturation > threshold) & ~excluded
+    if closing_um > 0:
+        kernel = _disk(closing_um / mpp)
+        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
+        mask &= ~excluded
+    mask = _drop_dark_debris(
+        mask, value.astype(np.float32), debris_value_max, debris_max_area_um2 / pixel_area_um2
+    )
+    mask = _fill_small_holes(mask, min_hole_area_um2 / pixel_area_um2) & ~excluded
+    mask = _remove_small_components(mask, min_tissue_area_um2 / pixel_area_um2, connectivity=8)
+    return TissueMask(mask=mask, threshold=threshold, excluded=excluded)

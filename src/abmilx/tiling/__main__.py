@@ -1,0 +1,77 @@
+"""CLI:
+python -m abmilx.tiling tile --slide PATH --slide-id ID --dataset D [--mpp F] --segmentation PREFIX
+    --out-store PATH.lmdb --out-qc PATH.json --settings JSON --threads N
+python -m abmilx.tiling pack --stores S1.lmdb S2.lmdb ... --out PATH.lmdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cv2
+
+from abmilx.segmentation.__main__ import optional_mpp, parse_settings
+from abmilx.slides import SlideError
+from abmilx.tiling.store import pack_stores
+from abmilx.tiling.tile import tile_slide
+
+_COMMAND_LINE_ONLY = {
+    "slide_path",
+    "segmentation",
+    "out_store",
+    "out_qc",
+    "slide_id",
+    "dataset",
+    "mpp",
+    "threads",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m abmilx.tiling")
+    commands = parser.add_subparsers(dest="command", required=True)
+    tile = commands.add_parser("tile", help="tile one slide into its patch store")
+    tile.add_argument("--slide", required=True, help="slide file")
+    tile.add_argument("--slide-id", required=True)
+    tile.add_argument("--dataset", required=True)
+    tile.add_argument("--mpp", type=optional_mpp, default=None, help="level-0 µm/px override")
+    tile.add_argument("--segmentation", required=True, help="segmentation output prefix")
+    tile.add_argument("--out-store", required=True, help="per-slide patch store (.lmdb)")
+    tile.add_argument("--out-qc", required=True, help="per-slide QC record (.json)")
+    tile.add_argument("--settings", default="{}", help="JSON object of tile_slide() kwargs")
+    tile.add_argument("--threads", type=int, default=1)
+    pack = commands.add_parser("pack", help="merge per-slide stores into one")
+    pack.add_argument("--stores", nargs="+", required=True)
+    pack.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        meta = pack_stores(args.stores, args.out)
+        print(f"packed {len(meta['slides'])} slides into {args.out}", file=sys.stderr)
+        return 0
+    settings = parse_settings(parser, args.settings, tile_slide, _COMMAND_LINE_ONLY)
+    cv2.setNumThreads(1)  # parallelism comes from the patch threads
+    try:
+        record = tile_slide(
+            args.slide,
+            args.segmentation,
+            args.out_store,
+            args.out_qc,
+            slide_id=args.slide_id,
+            dataset=args.dataset,
+            mpp=args.mpp,
+            threads=args.threads,
+            **settings,
+        )
+    except SlideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.slide_id}: {record['status']} {record['patches']} {record['reason']}".rstrip(),
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

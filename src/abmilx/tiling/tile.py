@@ -1,0 +1,218 @@
+"""Tile one segmented slide into its per-slide patch store and QC record."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from abmilx.segmentation.geometry import read_geojson
+from abmilx.segmentation.segment import output_paths
+from abmilx.slides import Slide, SlideError
+from abmilx.tiling.grid import (
+    ScalePlan,
+    grid_positions,
+    grid_shape,
+    level0_coords,
+    plan_scale,
+    read_patch,
+    tissue_fractions,
+)
+from abmilx.tiling.store import PatchStoreWriter, encode_jpeg, write_empty_store
+
+DEFAULT_SCALES = {"main": 1.0, "low": 2.0}
+# Patches handed to a worker thread at a time: large enough to amortise scheduling.
+_CHUNK = 32
+
+
+def select_patches(
+    slide: Slide, plan: ScalePlan, polygons, min_tissue_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Level-pixel positions and level-0 coords of grid patches with enough tissue."""
+    width, height = slide.level_dimensions(plan.level)
+    rows, columns = grid_shape(plan, width, height)
+    positions = grid_positions(plan, rows, columns)
+    keep = tissue_fractions(polygons, plan, rows, columns) >= min_tissue_fraction
+    positions = positions[keep]
+    return positions, level0_coords(slide, plan, positions)
+
+
+def _encoded_patches(
+    slide: Slide,
+    plan: ScalePlan,
+    positions: np.ndarray,
+    jpeg_quality: int,
+    pool: ThreadPoolExecutor,
+    window: int,
+    progress: tqdm,
+) -> Iterator[bytes]:
+    """JPEG bytes of the patches at ``positions``, in order, read and encoded by ``pool``.
+
+    At most ``window`` chunks are in flight, so encoded patches never pile up in memory.
+    """
+
+    def work(chunk: np.ndarray) -> list[bytes]:
+        return [
+            encode_jpeg(read_patch(slide, plan, int(x), int(y)), jpeg_quality) for x, y in chunk
+        ]
+
+    in_flight: deque = deque()
+    for start in range(0, len(positions), _CHUNK):
+        in_flight.append(pool.submit(work, positions[start : start + _CHUNK]))
+        if len(in_flight) >= window:
+            encoded = in_flight.popleft().result()
+            progress.update(len(encoded))
+            yield from encoded
+    while in_flight:
+        encoded = in_flight.popleft().result()
+        progress.update(len(encoded))
+        yield from encoded
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def tile_slide(
+    slide_path: str | Path,
+    segmentation: str | Path,
+    out_store: str | Path,
+    out_qc: str | Path,
+    *,
+    slide_id: str,
+    dataset: str,
+    mpp: float | None = None,
+    scales: Mapping[str, float] | None = None,
+    patch_size: int = 256,
+    min_tissue_fraction: float = 0.5,
+    jpeg_quality: int = 80,
+    level_tolerance: float = 0.0,
+    strict: bool = False,
+    threads: int = 1,
+) -> dict:
+    """Write the slide's patch store and its QC record (segmentation record + ``patches``).
+
+    ``segmentation`` is the prefix written by :func:`abmilx.segmentation.segment_slide`; its
+    GeoJSON decides which grid patches are kept. ``scales`` maps a scale name to µm/px. A slide
+    that failed segmentation or reading yields an empty store and its status; ``strict`` raises
+    :class:`SlideError` instead (after writing both).
+    """
+    scales = dict(DEFAULT_SCALES if scales is None else scales)
+    if not scales or any(not float(v) > 0 for v in scales.values()):
+        raise ValueError(f"scales must map names to positive µm/px, got {scales}")
+    if not 0.0 <= min_tissue_fraction <= 1.0:
+        raise ValueError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction}")
+    paths = output_paths(segmentation)
+    if not paths["json"].is_file():
+        raise FileNotFoundError(f"segmentation record {paths['json']} does not exist")
+    record = json.loads(paths["json"].read_text())
+    record.update(dataset=dataset, slide_id=slide_id)
+    record["tiling"] = {
+        "patch_size": patch_size,
+        "min_tissue_fraction": min_tissue_fraction,
+        "jpeg_quality": jpeg_quality,
+        "level_tolerance": level_tolerance,
+        "scales": {},
+    }
+    counts = dict.fromkeys(scales, 0)
+    store_args = dict(patch_size=patch_size, jpeg_quality=jpeg_quality, scales=scales)
+    if record.get("status") == "ok":
+        try:
+            counts = _tile(
+                slide_path,
+                paths["geojson"],
+                out_store,
+                record,
+                slide_id=slide_id,
+                mpp=mpp,
+                scales=scales,
+                patch_size=patch_size,
+                min_tissue_fraction=min_tissue_fraction,
+                jpeg_quality=jpeg_quality,
+                level_tolerance=level_tolerance,
+                threads=threads,
+            )
+        except SlideError as error:
+            record.update(status="failed", reason=error.reason)
+            counts = dict.fromkeys(scales, 0)
+    if record.get("status") == "ok" and sum(counts.values()) == 0:
+        record.update(
+            status="no_tissue",
+            reason=f"no patch has at least {min_tissue_fraction:g} of its footprint in tissue",
+        )
+    if record.get("status") != "ok":
+        write_empty_store(out_store, slide_id, **store_args)
+    record["patches"] = counts
+    _write_json(Path(out_qc), record)
+    if strict and record["status"] != "ok":
+        raise SlideError(slide_path, f"slide {slide_id}: {record['status']}: {record['reason']}")
+    return record
+
+
+def _tile(
+    slide_path: str | Path,
+    geojson_path: Path,
+    out_store: str | Path,
+    record: dict,
+    *,
+    slide_id: str,
+    mpp: float | None,
+    scales: dict[str, float],
+    patch_size: int,
+    min_tissue_fraction: float,
+    jpeg_quality: int,
+    level_tolerance: float,
+    threads: int,
+) -> dict[str, int]:
+    """Read, encode and store the selected patches of every scale; fills ``record``."""
+    try:
+        polygons = read_geojson(geojson_path)
+    except ValueError as error:
+        raise SlideError(geojson_path, str(error)) from None
+    counts: dict[str, int] = {}
+    with Slide(slide_path, mpp_override=mpp) as slide:
+        record.update(slide.info.as_record())
+        plans = [plan_scale(slide, n, m, patch_size, level_tolerance) for n, m in scales.items()]
+        selected = {
+            plan.name: select_patches(slide, plan, polygons, min_tissue_fraction) for plan in plans
+        }
+        expected = sum(len(coords) for _, coords in selected.values())
+        with (
+            PatchStoreWriter(
+                out_store,
+                patch_size=patch_size,
+                jpeg_quality=jpeg_quality,
+                scales=scales,
+                expected_patches=expected,
+            ) as writer,
+            ThreadPoolExecutor(max_workers=max(1, threads)) as pool,
+        ):
+            for plan in plans:
+                positions, coords = selected[plan.name]
+                record["tiling"]["scales"][plan.name] = plan.as_record()
+                with tqdm(
+                    total=len(positions),
+                    desc=f"{slide_id} {plan.name}",
+                    unit="patch",
+                    file=sys.stderr,
+                    leave=False,
+                ) as progress:
+                    patches = _encoded_patches(
+                        slide, plan, positions, jpeg_quality, pool, 4 * max(1, threads), progress
+                    )
+                    counts[plan.name] = writer.add_slide(
+                        slide_id,
+                        plan.name,
+                        coords,
+                        patches,
+                        extent_level0=plan.extent_level0,
+                        slide_mpp=slide.mpp,
+                    )
+    return counts

@@ -1,0 +1,148 @@
+"""Slide reading: metadata, exact-mpp level choice, aligned reads and unusable files."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from abmilx.cohort.slidefile import write_slide
+from abmilx.slides import Slide, SlideError
+from abmilx.tiling.grid import plan_scale, read_patch
+
+cv2.setNumThreads(1)
+
+
+def gradient_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth but position-dependent pixels, so a wrong level or offset shows."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([x / width * 200 + 30, y / height * 200 + 30, (x + y) % 97 + 80], axis=-1)
+    image += rng.normal(0, 2, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slides")
+    image = gradient_image(768, 1024)
+    return {
+        "aperio_025": write_slide(root / "a.svs", image, mpp=0.25, slide_format="aperio"),
+        "generic_05": write_slide(
+            root / "g.tif", image, mpp=0.5, slide_format="generic", downsamples=(1, 2, 4, 8)
+        ),
+        "nompp": write_slide(root / "n.tif", image, mpp=0.5, slide_format="nompp"),
+        "image": image,
+    }
+
+
+def test_metadata_from_properties(slides):
+    with Slide(slides["aperio_025"]) as slide:
+        info = slide.info
+        assert (info.vendor, info.mpp, info.mpp_source) == ("aperio", 0.25, "metadata")
+        assert (info.objective_power, info.objective_power_source) == (40.0, "metadata")
+        assert (info.width, info.height, info.level_count) == (1024, 768, 3)
+        assert info.level_downsamples == (1.0, 4.0, 16.0)
+    with Slide(slides["generic_05"]) as slide:
+        assert slide.info.vendor == "generic-tiff"
+        assert (slide.info.objective_power, slide.info.objective_power_source) == (20.0, "mpp")
+
+
+def test_mpp_override_and_missing_mpp(slides):
+    with pytest.raises(SlideError, match="no mpp metadata") as caught:
+        Slide(slides["nompp"])
+    assert "override" in caught.value.reason
+    with Slide(slides["nompp"], mpp_override=0.5) as slide:
+        assert (slide.mpp, slide.info.mpp_source) == (0.5, "override")
+    with Slide(slides["aperio_025"], mpp_override=0.3) as slide:  # the sheet wins
+        assert (slide.mpp, slide.info.mpp_source) == (0.3, "override")
+    with pytest.raises(SlideError, match="positive"):
+        Slide(slides["aperio_025"], mpp_override=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "level"),
+    [
+        ("aperio_025", 1.0, 1),  # level 1 is exactly 1.0 µm/px
+        ("aperio_025", 0.5, 0),  # level 1 would be too coarse
+        ("aperio_025", 0.25, 0),
+        ("aperio_025", 4.0, 2),
+        ("aperio_025", 3.9, 1),
+        ("generic_05", 2.0, 2),
+        ("generic_05", 1.5, 1),
+        ("generic_05", 100.0, 3),
+    ],
+)
+def test_level_is_coarsest_at_least_as_fine(slides, name, target, level):
+    with Slide(slides[name]) as slide:
+        assert slide.level_for_mpp(target) == level
+
+
+def test_level_tolerance_allows_slightly_coarser_level(slides):
+    with Slide(slides["aperio_025"], mpp_override=0.2527) as slide:  # level 1: 1.0108 µm/px
+        assert slide.level_for_mpp(1.0) == 0
+        assert slide.level_for_mpp(1.0, tolerance=0.02) == 1
+
+
+def test_read_at_target_uses_level_directly(slides):
+    with Slide(slides["aperio_025"]) as slide:
+        plan = plan_scale(slide, "main", 1.0, patch_size=64)
+        assert (plan.level, plan.read_size, plan.extent_level0) == (1, 64, 256.0)
+        level1 = slide.read_level(1, 0, 0, 256, 192)
+        np.testing.assert_array_equal(read_patch(slide, plan, 32, 64), level1[64:128, 32:96])
+
+
+def test_read_at_half_resizes_level0_by_two(slides):
+    with Slide(slides["aperio_025"]) as slide:
+        plan = plan_scale(slide, "main", 0.5, patch_size=64)
+        assert (plan.level, plan.read_size, plan.extent_level0) == (0, 128, 128.0)
+        region = slide.read_level(0, 256, 128, 128, 128)
+        expected = cv2.resize(region, (64, 64), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(read_patch(slide, plan, 256, 128), expected)
+        # and it shows the right place of the original image (JPEG-close)
+        truth = cv2.resize(
+            slides["image"][128:256, 256:384], (64, 64), interpolation=cv2.INTER_AREA
+        )
+        assert np.abs(expected.astype(int) - truth.astype(int)).mean() < 3.0
+
+
+def test_generic_level2_at_2um(slides):
+    with Slide(slides["generic_05"]) as slide:
+        plan = plan_scale(slide, "low", 2.0, patch_size=32)
+        assert (plan.level, plan.read_size, plan.extent_level0) == (2, 32, 128.0)
+
+
+def test_outside_the_slide_reads_white(slides):
+    with Slide(slides["aperio_025"]) as slide:
+        region = slide.read_level(0, 1000, 740, 64, 64)  # 24 x 28 px inside
+        assert (region[28:, :] == 255).all() and (region[:, 24:] == 255).all()
+        assert (region[:28, :24] < 255).any()
+
+
+def test_thumbnail_size_is_physical(slides):
+    with Slide(slides["aperio_025"]) as slide:
+        assert slide.thumbnail(2.0).shape == (96, 128, 3)
+        assert slide.thumbnail(3.0).shape == (64, 85, 3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("missing", "file not found"),
+        ("zero", "zero-byte"),
+        ("text", "not a slide file"),
+        ("truncated", "truncated or corrupt"),
+    ],
+)
+def test_unusable_files(slides, tmp_path, kind, reason):
+    path = tmp_path / "bad.svs"
+    if kind == "zero":
+        path.touch()
+    elif kind == "text":
+        path.write_text("slide_id,case_id\nA,B\n")
+    elif kind == "truncated":
+        data = slides["aperio_025"].read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(SlideError, match=reason) as caught:
+        Slide(path)
+    assert str(path) in str(caught.value)
