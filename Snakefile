@@ -19,8 +19,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/tables",
         "results/figures",
         "results/qc/slides.tsv",
-    default_target: True
