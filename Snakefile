@@ -7,6 +7,16 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "no-dataset",
+    slide=r"[^/]+",
+    file=r"[^/]+\.(svs|tif)",
+    fold=r"\d+",
+    experiment=name_pattern(list(config["experiments"])),
+
+
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/tiling.smk"

@@ -1,4 +1,4 @@
-# Config validation and the helpers every rule file uses: slide tables, paths, settings, digests.
+# Config validation and shared helpers: slide tables, paths, settings, code digests.
 import json
 import re
 import sys
@@ -16,13 +16,6 @@ config.update(validate_config(config))
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
 SHELL_ENV = "../../envs/abmilx.yaml"
-
-
-wildcard_constraints:
-    dataset="|".join(DATASETS) or "no-dataset",
-    slide=r"[^/]+",
-    file=r"[^/]+\.(svs|tif)",
-    fold=r"\d+",
 
 
 def dataset_config(dataset):
@@ -146,4 +139,132 @@ def run_outputs(dataset):
         "results/runs/{dataset}/{experiment}/metrics.json",
         dataset=dataset,
         experiment=experiments_for(dataset),
+    )
+
+
+# --- used by splits.smk ---
+def split_settings(dataset):
+    ds = dataset_config(dataset)
+    split = dict(ds["split"])
+    if split["seed"] is None:
+        split["seed"] = config["seed"]
+    return {**split, "classes": ds.get("classes"), "strict": config["strict"]}
+
+
+# --- used by features.smk ---
+def feature_set_names():
+    return list(config["feature_sets"])
+
+
+# --- used by evaluation.smk ---
+def evaluation_inputs(wildcards):
+    experiment = config["experiments"][wildcards.experiment]
+    inputs = {
+        "model": "results/runs/{dataset}/{experiment}/fold{fold}/model.pt".format(
+            **wildcards
+        ),
+        "splits": f"results/splits/{wildcards.dataset}.csv",
+    }
+    if experiment["kind"] == "e2e":
+        inputs["store"] = f"results/tiles/{wildcards.dataset}/patches.lmdb"
+    else:
+        inputs["features"] = (
+            f"results/features/{wildcards.dataset}/{experiment['features']}"
+        )
+    return inputs
+
+
+def evaluation_source(wildcards, input):
+    if "store" in input.keys():
+        return f"--kind e2e --store {input.store}"
+    return f"--kind two_stage --features-dir {input.features}"
+
+
+def evaluation_settings(wildcards):
+    experiment = config["experiments"][wildcards.experiment]
+    settings = {
+        **config["evaluation"],
+        "dataset": wildcards.dataset,
+        "device": config["device"],
+        "experiment": wildcards.experiment,
+        "config_hash": config_hash(
+            {"experiment": experiment, "dataset": dataset_config(wildcards.dataset)}
+        ),
+        "encoder_weights": experiment["settings"].get("encoder_weights")
+        or config["feature_sets"].get(experiment["features"] or "", {}).get("weights"),
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+# --- used by report.smk ---
+def heatmap_experiment():
+    chosen = config["report"]["heatmaps"]["experiment"]
+    if chosen is not None:
+        if chosen not in config["experiments"]:
+            raise ValueError(
+                f"config key 'report/heatmaps/experiment': no experiment {chosen!r}"
+            )
+        return chosen
+    e2e = experiment_names("e2e")
+    return e2e[0] if e2e else None
+
+
+def heatmap_datasets():
+    experiment = heatmap_experiment()
+    if experiment is None:
+        return []
+    return [d for d in DATASETS if experiment in experiments_for(d)]
+
+
+def heatmap_inputs(wildcards):
+    experiment = heatmap_experiment()
+    inputs = {}
+    for dataset in heatmap_datasets():
+        run = f"results/runs/{dataset}/{experiment}/fold0"
+        inputs[f"{dataset}_attention"] = f"{run}/attention.npz"
+        inputs[f"{dataset}_predictions"] = f"{run}/predictions.csv"
+        inputs[f"{dataset}_slides"] = slide_sheet_path(dataset)
+        inputs[f"{dataset}_qc"] = tile_qc_files(dataset)
+        if is_synthetic(dataset):
+            inputs[f"{dataset}_truth"] = [
+                f"results/cohort/{dataset}/truth/{Path(path).name}.npz"
+                for path in slide_table(dataset)["path"]
+            ]
+    return inputs
+
+
+def heatmap_settings():
+    experiment = heatmap_experiment()
+    runs = {
+        dataset: {
+            "run_dir": f"results/runs/{dataset}/{experiment}/fold0",
+            "slide_sheet": slide_sheet_path(dataset),
+            "qc_dir": f"results/tiles/{dataset}/slides",
+            "classes": dataset_config(dataset).get("classes"),
+        }
+        for dataset in heatmap_datasets()
+    }
+    return json.dumps(
+        {
+            "experiment": experiment,
+            "title": config["experiments"][experiment]["title"] if experiment else "",
+            "n_slides": config["report"]["heatmaps"]["n_slides"],
+            "patch_size": config["tiling"]["patch_size"],
+            "main_mpp": config["tiling"]["scales"]["main"],
+            "runs": runs,
+        },
+        sort_keys=True,
+    )
+
+
+def table_settings():
+    return json.dumps(
+        {
+            "datasets": {d: dataset_config(d)["task"] for d in DATASETS},
+            "experiments": {
+                name: {"title": e["title"] or name, "kind": e["kind"]}
+                for name, e in config["experiments"].items()
+            },
+        },
+        sort_keys=True,
     )

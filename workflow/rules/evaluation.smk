@@ -1,45 +1,6 @@
 # Test-set predictions, attention and bootstrap metrics per fold, then aggregated per experiment.
 
 
-def evaluation_inputs(wildcards):
-    experiment = config["experiments"][wildcards.experiment]
-    inputs = {
-        "model": "results/runs/{dataset}/{experiment}/fold{fold}/model.pt".format(
-            **wildcards
-        ),
-        "splits": f"results/splits/{wildcards.dataset}.csv",
-    }
-    if experiment["kind"] == "e2e":
-        inputs["store"] = f"results/tiles/{wildcards.dataset}/patches.lmdb"
-    else:
-        inputs["features"] = (
-            f"results/features/{wildcards.dataset}/{experiment['features']}"
-        )
-    return inputs
-
-
-def evaluation_source(wildcards, input):
-    if "store" in input.keys():
-        return f"--kind e2e --store {input.store}"
-    return f"--kind two_stage --features-dir {input.features}"
-
-
-def evaluation_settings(wildcards):
-    experiment = config["experiments"][wildcards.experiment]
-    settings = {
-        **config["evaluation"],
-        "dataset": wildcards.dataset,
-        "device": config["device"],
-        "experiment": wildcards.experiment,
-        "config_hash": config_hash(
-            {"experiment": experiment, "dataset": dataset_config(wildcards.dataset)}
-        ),
-        "encoder_weights": experiment["settings"].get("encoder_weights")
-        or config["feature_sets"].get(experiment["features"] or "", {}).get("weights"),
-    }
-    return json.dumps(settings, sort_keys=True)
-
-
 rule evaluate_fold:
     input:
         unpack(evaluation_inputs),

@@ -1,10 +1,6 @@
 # Offline patch features for the two-stage baselines, one file per slide.
 
 
-def feature_set_names():
-    return list(config["feature_sets"])
-
-
 rule extract_features:
     input:
         store="results/tiles/{dataset}/patches.lmdb",

@@ -1,14 +1,6 @@
 # Patient-level, stratified, seeded splits; slides that failed QC are left out.
 
 
-def split_settings(dataset):
-    ds = dataset_config(dataset)
-    split = dict(ds["split"])
-    if split["seed"] is None:
-        split["seed"] = config["seed"]
-    return {**split, "classes": ds.get("classes"), "strict": config["strict"]}
-
-
 rule make_splits:
     input:
         slides=lambda w: slide_sheet_path(w.dataset),

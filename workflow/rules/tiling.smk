@@ -18,7 +18,7 @@ rule tile_slide:
     resources:
         mem_mb=2000,
     params:
-        prefix="results/qc/segmentation/{dataset}/{slide}",
+        prefix=lambda w, input: input.segmentation.removesuffix(".json"),
         mpp=mpp_override,
         settings=json.dumps(
             {**config["tiling"], "strict": config["strict"]}, sort_keys=True
