@@ -1,0 +1,125 @@
+"""E2E training data: MRIS-sampled bags of JPEG patches read from the PatchStore.
+
+Every random choice of an item is drawn from a generator seeded by (seed, epoch, item index),
+and the batch augmentation from the seeds of its items, so results do not depend on the number
+of DataLoader workers and a resumed run repeats exactly what an uninterrupted run would do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from abmilx.e2e.augment import training_view
+from abmilx.e2e.sampling import mris_counts, sample_pooled
+from abmilx.features.data import to_chw_tensor
+from abmilx.tiling.store import PatchStore
+from abmilx.training.bags import Bag
+
+
+class MrisBags(Dataset):
+    """One item per bag: (N, 3, P, P) uint8 patches at store size, [low scale ; main scale]."""
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        bags: Sequence[Bag],
+        n_patches: int,
+        scale_ratio: float | None,
+        scales: Mapping[str, str],
+        seed: int,
+        channel_order: str = "rgb",
+    ) -> None:
+        self.store_path = str(store_path)
+        self.bags = list(bags)
+        self.n_low, self.n_main = mris_counts(n_patches, scale_ratio)
+        self.main_scale = scales["main"]
+        self.low_scale = scales.get("low")
+        if self.n_low and not self.low_scale:
+            raise ValueError("scale_ratio > 0 needs a 'low' entry in scales")
+        self.seed = seed
+        self.channel_order = channel_order
+        self.epoch = 0
+        self._store: PatchStore | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fresh samples every epoch (workers are re-created per epoch and see the new value)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.bags)
+
+    @property
+    def store(self) -> PatchStore:
+        if self._store is None:
+            self._store = PatchStore(self.store_path)
+        return self._store
+
+    def _read_sample(
+        self, slide_ids: Sequence[str], scale: str, n_wanted: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        counts = [self.store.count(slide_id, scale) for slide_id in slide_ids]
+        slide, index = sample_pooled(counts, n_wanted, rng)
+        size = self.store.patch_size
+        out = np.empty((n_wanted, size, size, 3), dtype=np.uint8)
+        for position, slide_id in enumerate(slide_ids):
+            rows = np.flatnonzero(slide == position)
+            if len(rows):
+                out[rows] = self.store.read(slide_id, scale, index[rows])
+        return out
+
+    def _has_patches(self, slide_ids: Sequence[str], scale: str | None) -> bool:
+        return scale is not None and any(
+            scale in self.store.meta["slides"][slide_id] and self.store.count(slide_id, scale)
+            for slide_id in slide_ids
+        )
+
+    def __getitem__(self, index: int) -> dict:
+        bag = self.bags[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        n_low, n_main = self.n_low, self.n_main
+        if n_low and not self._has_patches(bag.slide_ids, self.low_scale):
+            n_low, n_main = 0, n_low + n_main  # no low-magnification patches: all from main
+        parts = []
+        if n_low:
+            parts.append(self._read_sample(bag.slide_ids, self.low_scale, n_low, rng))
+        parts.append(self._read_sample(bag.slide_ids, self.main_scale, n_main, rng))
+        return {
+            "images": to_chw_tensor(np.concatenate(parts), self.channel_order),
+            "label": bag.label,
+            "event": bag.event,
+            "aug_seed": int(rng.integers(2**62)),
+        }
+
+
+class TrainCollate:
+    """Stack a batch of bags and apply the training view to all of its patches at once."""
+
+    def __init__(self, train_size: int, crop_scale: float, flips: bool, aug_chunks: int) -> None:
+        self.train_size = train_size
+        self.crop_scale = crop_scale
+        self.flips = flips
+        self.aug_chunks = aug_chunks
+
+    def __call__(self, items: list[dict]) -> dict:
+        images = torch.stack([item["images"] for item in items])
+        batch, n_patches = images.shape[:2]
+        seed = np.random.default_rng([item["aug_seed"] for item in items]).integers(2**62)
+        generator = torch.Generator().manual_seed(int(seed))
+        views = training_view(
+            images.flatten(0, 1),
+            self.train_size,
+            self.crop_scale,
+            self.flips,
+            generator,
+            self.aug_chunks,
+        )
+        return {
+            "images": views.view(batch, n_patches, *views.shape[1:]),
+            "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+            "event": torch.tensor([item["event"] for item in items], dtype=torch.float32),
+        }

@@ -1,0 +1,46 @@
+"""The end-to-end model: patch encoder + MIL aggregator trained jointly (reference §2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from abmilx.models import MILOutput
+
+
+class E2EModel(nn.Module):
+    """uint8 patches (B, N, 3, H, W) -> MILOutput.
+
+    The encoder runs on chunks of `patch_batch_size` patches, with gradients, and its features
+    are viewed (B, N, d) for one batched MIL call. BatchNorm statistics come from each chunk.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        mil: nn.Module,
+        patch_batch_size: int = 512,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.mil = mil
+        self.patch_batch_size = patch_batch_size
+        self.channels_last = channels_last
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (M, 3, H, W) -> normalised float input of the encoder."""
+        x = self.encoder.normalize(images.float().div_(255.0))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(M, 3, H, W) uint8 -> (M, d) features, chunked."""
+        chunks = torch.split(images, self.patch_batch_size)
+        return torch.cat([self.encoder(self.prepare(chunk)) for chunk in chunks])
+
+    def forward(self, images: torch.Tensor) -> MILOutput:
+        batch, n_patches = images.shape[:2]
+        features = self.encode(images.flatten(0, 1))
+        return self.mil(features.view(batch, n_patches, -1))

@@ -1,0 +1,110 @@
+"""Reading all patches of slides from a PatchStore in fixed-size chunks (inference data path).
+
+Used by feature extraction and by E2E validation/prediction: a slide of 40k patches is never
+held in memory as images, only as features, which avoids the out-of-memory failures at
+inference that users report for the official code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from abmilx.tiling.store import PatchStore
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def to_chw_tensor(patches: np.ndarray, channel_order: str = "rgb") -> torch.Tensor:
+    """(k, H, W, 3) RGB uint8 from the store -> contiguous (k, 3, H, W) uint8 in `channel_order`.
+
+    "bgr" reproduces the official code, whose TurboJPEG decoder returns BGR that is then
+    normalised with RGB ImageNet statistics (reference §8.6).
+    """
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+    if channel_order == "bgr":
+        patches = patches[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).contiguous()
+
+
+def resize_patches(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear antialiased resize of a (k, 3, H, W) uint8 batch to size x size (no-op if equal)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return TF.resize(images, [size, size], antialias=True)
+
+
+class SlideChunks(Dataset):
+    """Items are (slide, start, stop) chunks of every patch of the slides, in store order.
+
+    The store is opened lazily in each worker process (PatchStore is fork-safe that way).
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        slide_ids: Sequence[str],
+        scale: str,
+        chunk_size: int,
+        image_size: int,
+        channel_order: str = "rgb",
+    ) -> None:
+        self.store_path = str(store_path)
+        self.scale = scale
+        self.image_size = image_size
+        self.channel_order = channel_order
+        store = PatchStore(self.store_path)
+        self.counts = {slide_id: store.count(slide_id, scale) for slide_id in slide_ids}
+        self.items = [
+            (slide_id, start, min(start + chunk_size, count))
+            for slide_id, count in self.counts.items()
+            for start in range(0, count, chunk_size)
+        ]
+        self._store: PatchStore | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if self._store is None:
+            self._store = PatchStore(self.store_path)
+        slide_id, start, stop = self.items[index]
+        indices = np.arange(start, stop)
+        patches = self._store.read(slide_id, self.scale, indices)
+        images = resize_patches(to_chw_tensor(patches, self.channel_order), self.image_size)
+        return {"slide_id": slide_id, "start": start, "stop": stop, "images": images}
+
+
+def iter_slide_features(
+    store_path: str | Path,
+    slide_ids: Sequence[str],
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    scale: str = "main",
+    chunk_size: int = 512,
+    image_size: int = 224,
+    channel_order: str = "rgb",
+    num_workers: int = 0,
+) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
+    """Yield (slide_id, features (n, d) float32 on CPU, coords (n, 2) int64) per slide, in order.
+
+    `encode` maps a (k, 3, S, S) uint8 chunk to (k, d) features. Slides without patches at
+    `scale` are skipped (the caller sees them missing).
+    """
+    dataset = SlideChunks(store_path, slide_ids, scale, chunk_size, image_size, channel_order)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+    store = PatchStore(str(store_path))
+    parts: list[torch.Tensor] = []
+    for chunk in loader:
+        parts.append(encode(chunk["images"]).float().cpu())
+        slide_id = chunk["slide_id"]
+        if chunk["stop"] == dataset.counts[slide_id]:
+            coords = np.asarray(store.coords(slide_id, scale), dtype=np.int64)
+            yield slide_id, torch.cat(parts), coords
+            parts = []

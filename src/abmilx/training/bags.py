@@ -1,0 +1,95 @@
+"""Training/validation items from a split file: one bag per slide, or per case for survival."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classification", "survival")
+
+
+@dataclass(frozen=True)
+class Bag:
+    """What the MIL model sees as one sample.
+
+    Classification bags are slides. Survival bags are cases: the patches of all slides of the
+    case are pooled, as in the official survival config.
+    """
+
+    key: str
+    slide_ids: tuple[str, ...]
+    label: int
+    time: float = math.nan
+    event: int = 0
+
+
+def resolve_classes(table: pd.DataFrame, task: str, classes: list[str] | None) -> list[str]:
+    """Class names in output order; survival "classes" are the time bins."""
+    if task == "survival":
+        if classes:
+            return list(classes)
+        return [f"bin{k}" for k in range(int(table["label"].max()) + 1)]
+    if classes:
+        unknown = sorted(set(table["label"].astype(str)) - set(map(str, classes)))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not in settings classes {classes}")
+        return [str(name) for name in classes]
+    return sorted(table["label"].astype(str).unique())
+
+
+def load_fold(
+    splits: str | Path,
+    fold: int,
+    task: str,
+    classes: list[str] | None = None,
+    available: Collection[str] | None = None,
+) -> tuple[dict[str, list[Bag]], list[str]]:
+    """Bags per split ("train", "val", "test") of `fold`, and the class names.
+
+    Slides not in `available` (failed slides: no features, no patches) are dropped with a warning;
+    a bag left without slides is dropped too.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    table = pd.read_csv(splits, dtype={"slide_id": str, "case_id": str})
+    classes = resolve_classes(table, task, classes)
+    rows = table[table["fold"].astype(int) == int(fold)]
+    if rows.empty:
+        raise ValueError(f"{splits} has no rows for fold {fold}")
+    if available is not None:
+        missing = sorted(set(rows["slide_id"]) - set(available))
+        if missing:
+            log.warning(
+                "%d slides of fold %d are unavailable and skipped: %s",
+                len(missing),
+                fold,
+                missing[:10],
+            )
+        rows = rows[rows["slide_id"].isin(set(available))]
+    bags: dict[str, list[Bag]] = {}
+    for split, part in rows.groupby("split", sort=False):
+        if task == "classification":
+            index = {name: k for k, name in enumerate(classes)}
+            bags[split] = [
+                Bag(row.slide_id, (row.slide_id,), index[str(row.label)])
+                for row in part.itertuples(index=False)
+            ]
+        else:
+            bags[split] = [
+                Bag(
+                    case_id,
+                    tuple(case["slide_id"]),
+                    int(case["label"].iloc[0]),
+                    float(case["time"].iloc[0]),
+                    int(case["event"].iloc[0]),
+                )
+                for case_id, case in part.groupby("case_id", sort=False)
+            ]
+    return bags, classes

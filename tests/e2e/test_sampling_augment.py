@@ -1,0 +1,81 @@
+"""MRIS counts and padding; training-view crops and flips."""
+
+import numpy as np
+import pytest
+import torch
+
+from abmilx.e2e.augment import random_flips, random_resized_crop_params, training_view
+from abmilx.e2e.data import MrisBags
+from abmilx.e2e.sampling import mris_counts, sample_indices, sample_pooled
+from abmilx.tiling.store import PatchStoreWriter
+from abmilx.training.bags import Bag
+
+
+def test_mris_counts():
+    assert mris_counts(12, 4) == (3, 9)
+    assert mris_counts(768, 10) == (76, 692)
+    assert mris_counts(128, 3) == (42, 86)
+    assert mris_counts(12, 0) == (0, 12)
+
+
+def test_sampling_without_replacement_when_enough():
+    picks = sample_indices(20, 9, np.random.default_rng(0))
+    assert len(picks) == 9 and len(set(picks.tolist())) == 9 and picks.max() < 20
+
+
+def test_small_slide_keeps_all_and_pads_with_duplicates():
+    picks = sample_indices(5, 12, np.random.default_rng(0))
+    assert len(picks) == 12
+    assert set(picks.tolist()) == set(range(5))  # every real patch is kept
+    assert np.bincount(picks, minlength=5).sum() == 12
+    with pytest.raises(ValueError):
+        sample_indices(0, 3, np.random.default_rng(0))
+
+
+def test_pooled_sampling_over_slides_of_a_case():
+    slide, index = sample_pooled([3, 0, 4], 7, np.random.default_rng(1))
+    pairs = set(zip(slide.tolist(), index.tolist(), strict=True))
+    assert pairs == {(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2), (2, 3)}
+
+
+def test_random_resized_crop_params_in_bounds():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        top, left, h, w = random_resized_crop_params(32, 40, (0.25, 1.0), generator)
+        assert top >= 0 and top + h <= 32 and left >= 0 and left + w <= 40
+        assert 0.25 * 32 * 40 * 0.7 <= h * w <= 32 * 40
+
+
+@pytest.mark.parametrize("chunks", [0, 4])
+def test_training_view_size_dtype_and_determinism(chunks):
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    view = training_view(images, 24, 0.25, True, torch.Generator().manual_seed(5), chunks)
+    again = training_view(images, 24, 0.25, True, torch.Generator().manual_seed(5), chunks)
+    assert view.shape == (10, 3, 24, 24) and view.dtype == torch.uint8
+    assert torch.equal(view, again)
+
+
+def test_flips_hit_exactly_half_in_chunk_mode():
+    images = torch.arange(8, dtype=torch.uint8).view(8, 1, 1, 1).expand(8, 3, 2, 2).clone()
+    images[:, :, 0, 0] = 255  # marks the top-left corner
+    flipped = random_flips(images, torch.Generator().manual_seed(0), chunks=4)
+    moved = (flipped[:, 0] != images[:, 0]).flatten(1).any(1)
+    assert moved.any()  # some corner moved
+    hflipped = (flipped[:, 0, 0, 1] == 255) | (flipped[:, 0, 1, 1] == 255)
+    assert int(hflipped.sum()) == 4
+
+
+def test_mris_bag_takes_low_then_main_and_pads_small_slides(tmp_path):
+    path = tmp_path / "two_scales.lmdb"
+    with PatchStoreWriter(path, patch_size=8, jpeg_quality=95, scales={"main": 1, "low": 2}) as w:
+        for scale, value, count in (("main", 40, 20), ("low", 220, 2)):
+            images = [np.full((8, 8, 3), value, np.uint8)] * count
+            w.add_images("s", scale, np.zeros((count, 2), int), images)
+    bags = [Bag("s", ("s",), 1)]
+    dataset = MrisBags(path, bags, 12, 4, {"main": "main", "low": "low"}, seed=0)
+    item = dataset[0]
+    brightness = item["images"].float().mean(dim=(1, 2, 3))
+    assert item["images"].shape == (12, 3, 8, 8)
+    assert (brightness[:3] > 200).all() and (brightness[3:] < 60).all()  # 3 low (2 + 1 dup), 9 main
+    dataset.set_epoch(1)
+    assert dataset[0]["aug_seed"] != item["aug_seed"]  # fresh draws every epoch

@@ -1,0 +1,66 @@
+"""Feature extraction from a tiny real patch store."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from abmilx.features import extract, load_features
+from abmilx.features.__main__ import main
+from abmilx.tiling.store import PatchStore, PatchStoreWriter
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "patches.lmdb"
+    with PatchStoreWriter(path, patch_size=32, jpeg_quality=90, scales={"main": 0.5}) as writer:
+        for slide_id, count in (("a", 7), ("b", 3)):
+            images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+            coords = np.stack([np.arange(count) * 32, np.zeros(count, dtype=int)], axis=1)
+            writer.add_images(slide_id, "main", coords, list(images))
+    return path
+
+
+SETTINGS = {"encoder": "resnet18_layer3", "weights": "random", "image_size": 40, "batch_size": 4}
+
+
+def test_extract_writes_one_file_per_slide(store, tmp_path):
+    stats = extract(store, tmp_path / "f1", seed=3, device="cpu", **SETTINGS)
+    assert stats["patches"] == 10 and stats["patches_per_second"] > 0
+    reader = PatchStore(store)
+    for slide_id, count in (("a", 7), ("b", 3)):
+        record = load_features(tmp_path / "f1" / f"{slide_id}.pt")
+        assert record["features"].shape == (count, 256)
+        assert record["features"].dtype == torch.float32
+        np.testing.assert_array_equal(record["coords"].numpy(), reader.coords(slide_id, "main"))
+        assert record["mpp"] == 0.5 and record["image_size"] == 40
+        assert record["encoder"] == "resnet18_layer3" and record["weights"] == "random"
+
+
+def test_random_weights_are_seeded(store, tmp_path):
+    extract(store, tmp_path / "f1", seed=3, device="cpu", **SETTINGS)
+    main(
+        [
+            "extract",
+            "--store", str(store),
+            "--out-dir", str(tmp_path / "f2"),
+            "--settings", json.dumps({**SETTINGS, "seed": 3, "device": "cpu"}),
+            "--threads", "1",
+        ]
+    )  # fmt: skip
+    extract(store, tmp_path / "f3", seed=4, device="cpu", **SETTINGS)
+    first = load_features(tmp_path / "f1" / "a.pt")["features"]
+    assert torch.equal(first, load_features(tmp_path / "f2" / "a.pt")["features"])
+    assert not torch.allclose(first, load_features(tmp_path / "f3" / "a.pt")["features"])
+
+
+def test_chunking_does_not_change_features(store, tmp_path):
+    extract(store, tmp_path / "small", seed=3, device="cpu", **SETTINGS)
+    extract(store, tmp_path / "big", seed=3, device="cpu", **{**SETTINGS, "batch_size": 64})
+    small = load_features(tmp_path / "small" / "a.pt")["features"]
+    big = load_features(tmp_path / "big" / "a.pt")["features"]
+    torch.testing.assert_close(small, big, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,189 @@
+"""Shared training machinery: schedule, losses, EMA, selection metric, run files and resume."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from abmilx.training import (
+    ModelEma,
+    WarmupCosine,
+    build_optimizer,
+    fit,
+    load_run,
+    nll_survival_loss,
+    risk_from_logits,
+    save_run,
+    seed_everything,
+    selection_metric,
+)
+from abmilx.training.runs import resume_path
+
+torch.set_num_threads(1)
+
+
+def test_warmup_cosine_matches_formula():
+    optimizer = build_optimizer(nn.Linear(2, 2).parameters(), "adamw", lr=8e-5)
+    schedule = WarmupCosine(optimizer, lr=8e-5, epochs=75, warmup_epochs=10)
+    assert schedule.set_epoch(0) == pytest.approx(1e-6)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)
+    assert schedule.lr_at(5) == pytest.approx(1e-6 + 5 * (8e-5 - 1e-6) / 10)
+    for epoch in (10, 40, 74):
+        expected = 1e-7 + 0.5 * (8e-5 - 1e-7) * (1 + math.cos(math.pi * epoch / 75))
+        assert schedule.lr_at(epoch) == pytest.approx(expected, rel=1e-12)
+    assert schedule.lr_at(10) < 8e-5  # the cosine counts from epoch 0: no plateau at the peak
+
+
+def test_cosine_without_warmup_starts_at_peak():
+    optimizer = build_optimizer(nn.Linear(2, 2).parameters(), "adam", lr=2e-4)
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert WarmupCosine(optimizer, lr=2e-4, epochs=200).lr_at(0) == pytest.approx(2e-4)
+
+
+def test_nll_survival_loss_by_hand():
+    logits = torch.tensor([[0.0, 1.0, -1.0, 2.0], [0.5, -0.5, 0.0, 1.0]])
+    label = torch.tensor([2, 1])
+    event = torch.tensor([1, 0])  # first uncensored, second censored
+    h = 1 / (1 + np.exp(-logits.numpy().astype(np.float64)))
+    s = np.cumprod(1 - h, axis=1)
+    uncensored = -(np.log(s[0, 1]) + np.log(h[0, 2]))  # -log S_{y-1} - log h_y with y = 2
+    censored = -np.log(s[1, 1])  # -log S_y with y = 1
+    expected = (uncensored + censored) / 2
+    assert nll_survival_loss(logits, label, event).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nll_survival_loss_first_bin_and_clamp():
+    logits = torch.tensor([[-30.0, 0.0]])
+    loss = nll_survival_loss(logits, torch.tensor([0]), torch.tensor([1]))
+    # S_{-1} = 1 and h_0 = sigmoid(-30) < 1e-7 is clamped at 1e-7
+    assert loss.item() == pytest.approx(-math.log(1e-7), rel=1e-6)
+
+
+def test_risk_is_negative_expected_survival():
+    logits = torch.tensor([[-3.0, -3.0], [3.0, 3.0]])
+    risk = risk_from_logits(logits)
+    h = torch.sigmoid(logits)
+    assert torch.allclose(risk, -(torch.cumprod(1 - h, 1)).sum(1))
+    assert risk[1] > risk[0]  # high hazards = high risk
+
+
+def test_model_ema_lerps_floats_and_copies_ints():
+    model = nn.BatchNorm1d(3)
+    ema = ModelEma(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    model.num_batches_tracked.fill_(7)
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, torch.full((3,), 0.9 * 1.0 + 0.1 * 2.0))
+    assert ema.module.num_batches_tracked.item() == 7
+    assert not ema.module.training
+
+
+def test_selection_metrics():
+    labels = np.array([0, 1, 1, 0])
+    logits = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 1.0], [0.5, 0.0]])
+    assert selection_metric("classification", logits, labels) == 1.0
+    assert math.isnan(selection_metric("classification", logits, np.zeros(4, int)))
+    three = np.eye(3)[[0, 1, 2, 2]]
+    assert selection_metric("classification", three, np.array([0, 1, 2, 0])) == pytest.approx(
+        (1 + 1 + 0.5) / 3
+    )
+    times = np.array([1.0, 2.0, 3.0])
+    events = np.array([1, 1, 1])
+    risky_first = np.array([[3.0, 3.0], [0.0, 0.0], [-3.0, -3.0]])
+    assert selection_metric("survival", risky_first, None, times, events) == 1.0
+
+
+def test_save_and_load_run(tmp_path):
+    save_run(
+        tmp_path / "model.pt",
+        kind="two_stage",
+        task="classification",
+        classes=["a", "b"],
+        settings={"lr": 1.0},
+        state_dict={"w": torch.ones(2)},
+        history=[{"epoch": 0}],
+        cost={"train_seconds": 1.0, "peak_rss_mb": 2.0, "params": 2},
+    )
+    run = load_run(tmp_path)
+    assert run["kind"] == "two_stage" and run["classes"] == ["a", "b"]
+    assert "ema_state_dict" not in run
+    with pytest.raises(ValueError):
+        save_run(
+            tmp_path / "x.pt",
+            kind="bad",
+            task="",
+            classes=[],
+            settings={},
+            state_dict={},
+            history=[],
+            cost={},
+        )
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _fit_toy(out_dir, epochs, crash_at=None, selection="last", with_val=True):
+    """Regression toy with dropout (uses the global RNG) trained through `fit`."""
+    seed_everything(3)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    optimizer = build_optimizer(model.parameters(), "adamw", lr=1e-2)
+    schedule = WarmupCosine(optimizer, 1e-2, epochs, warmup_epochs=1)
+    data = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    target = (data[:, 0] > 0).long()
+    epochs_run = []
+
+    def train_epoch(epoch):
+        if epoch == crash_at:
+            raise Crash
+        epochs_run.append(epoch)
+        loss = nn.functional.cross_entropy(model(data), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def validate(module):
+        module.eval()
+        return float(-nn.functional.cross_entropy(module(data), target))
+
+    result = fit(
+        out_dir=out_dir,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        epochs=epochs,
+        train_epoch=train_epoch,
+        validate=validate if with_val else None,
+        selection=selection,
+        metric_name="neg_loss",
+    )
+    return result, epochs_run
+
+
+def test_fit_resumes_bit_identically(tmp_path):
+    reference, _ = _fit_toy(tmp_path / "a", epochs=4)
+    with pytest.raises(Crash):
+        _fit_toy(tmp_path / "b", epochs=4, crash_at=2)
+    assert torch.load(resume_path(tmp_path / "b"), weights_only=False)["next_epoch"] == 2
+    resumed, epochs_run = _fit_toy(tmp_path / "b", epochs=4)
+    assert epochs_run == [2, 3]
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
+    for name, value in reference.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[name]), name
+    log = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
+    assert log[0] == "epoch,lr,train_loss,val_neg_loss,seconds" and len(log) == 5
+
+
+def test_fit_selection(tmp_path):
+    best, _ = _fit_toy(tmp_path / "val", epochs=3, selection="val")
+    values = [row["val_neg_loss"] for row in best.history]
+    assert best.selection["epoch"] == int(np.argmax(values))
+    forced, _ = _fit_toy(tmp_path / "noval", epochs=3, selection="val", with_val=False)
+    assert forced.selection == {"mode": "last", "metric": "neg_loss", "epoch": 2}
+    assert "val_neg_loss" not in forced.history[0]

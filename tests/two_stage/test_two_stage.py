@@ -1,0 +1,110 @@
+"""Two-stage MIL training and prediction on toy feature files."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from abmilx.training import load_run
+from abmilx.two_stage import predict, train
+from abmilx.two_stage.__main__ import main
+
+torch.set_num_threads(1)
+
+
+def write_features(directory, labels, dim=16, seed=0):
+    """Class-1 slides contain a few instances shifted along the first feature."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for k, (slide_id, label) in enumerate(labels.items()):
+        n = 10 + k
+        features = rng.normal(size=(n, dim)).astype(np.float32)
+        if label:
+            features[:3, 0] += 4.0
+        coords = np.stack([np.arange(n) * 256, np.full(n, 512)], axis=1).astype(np.int64)
+        torch.save(
+            {"features": torch.from_numpy(features), "coords": torch.from_numpy(coords)},
+            directory / f"{slide_id}.pt",
+        )
+
+
+@pytest.fixture
+def toy(tmp_path):
+    labels = {f"s{k}": k % 2 for k in range(12)}
+    write_features(tmp_path / "features", labels)
+    split = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
+    pd.DataFrame(
+        {
+            "slide_id": list(labels),
+            "case_id": list(labels),
+            "label": ["pos" if y else "neg" for y in labels.values()],
+            "split": split,
+            "fold": 0,
+        }
+    ).to_csv(tmp_path / "splits.csv", index=False)
+    return tmp_path
+
+
+SETTINGS = {"epochs": 6, "lr": 2e-3, "seed": 1, "classes": ["neg", "pos"]}
+
+
+def test_train_learns_and_predicts(toy):
+    train(toy / "features", toy / "splits.csv", 0, toy / "run", **SETTINGS)
+    run = load_run(toy / "run")
+    losses = [row["train_loss"] for row in run["history"]]
+    assert run["kind"] == "two_stage" and run["settings"]["mil"] == "abmil"
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert not (toy / "run" / ".resume").exists()
+    assert list(pd.read_csv(toy / "run" / "train_log.csv").columns) == [
+        "epoch", "lr", "train_loss", "val_auc", "seconds"
+    ]  # fmt: skip
+    slide_ids = ["s10", "s11", "s1"]
+    frame, attention = predict(toy / "run", toy / "features", slide_ids, threads=1)
+    assert frame.columns.tolist() == ["slide_id", "logit_0", "logit_1"]
+    assert frame["slide_id"].tolist() == slide_ids
+    for slide_id in slide_ids:
+        record = torch.load(toy / "features" / f"{slide_id}.pt")
+        entry = attention[slide_id]
+        assert entry["attention"].shape == (1, len(record["coords"]))
+        np.testing.assert_allclose(entry["attention"].sum(), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(entry["coords"], record["coords"].numpy())
+    # positives have their weight on the shifted instances
+    assert attention["s11"]["attention"][0, :3].sum() > 3 / 21
+
+
+def test_cli_is_deterministic_and_selects_on_val(toy):
+    args = ["train", "--features-dir", str(toy / "features"), "--splits", str(toy / "splits.csv")]
+    settings = json.dumps({**SETTINGS, "selection": "val"})
+    for name in ("a", "b"):
+        main([*args, "--fold", "0", "--out-dir", str(toy / name), "--settings", settings])
+    first, second = load_run(toy / "a"), load_run(toy / "b")
+    for key, value in first["state_dict"].items():
+        assert torch.equal(value, second["state_dict"][key])
+    metrics = [row["val_auc"] for row in first["history"]]
+    assert first["selection"]["mode"] == "val"
+    assert first["selection"]["epoch"] == int(np.nanargmax(metrics))
+
+
+def test_survival_two_stage(tmp_path):
+    labels = {f"s{k}": 0 for k in range(6)}
+    write_features(tmp_path / "features", labels)
+    pd.DataFrame(
+        {
+            "slide_id": list(labels),
+            "case_id": ["c0", "c0", "c1", "c2", "c3", "c3"],
+            "label": [0, 0, 1, 2, 3, 3],
+            "time": [3.0, 3.0, 10.0, 20.0, 40.0, 40.0],
+            "event": [1, 1, 1, 0, 1, 1],
+            "split": "train",
+            "fold": 0,
+        }
+    ).to_csv(tmp_path / "surv.csv", index=False)
+    train(
+        tmp_path / "features", tmp_path / "surv.csv", 0, tmp_path / "run", task="survival", epochs=2
+    )
+    run = load_run(tmp_path / "run")
+    assert run["classes"] == ["bin0", "bin1", "bin2", "bin3"]
+    frame, _ = predict(tmp_path / "run", tmp_path / "features", ["s0", "s1"], case_ids=["c0", "c0"])
+    assert frame.shape == (2, 6) and frame["logit_3"].nunique() == 1
