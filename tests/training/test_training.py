@@ -187,3 +187,19 @@ def test_fit_selection(tmp_path):
     forced, _ = _fit_toy(tmp_path / "noval", epochs=3, selection="val", with_val=False)
     assert forced.selection == {"mode": "last", "metric": "neg_loss", "epoch": 2}
     assert "val_neg_loss" not in forced.history[0]
+
+
+def test_load_fold_repeats_oversampled_training_bags(tmp_path):
+    from abmilx.training.bags import load_fold
+
+    split = tmp_path / "split.csv"
+    split.write_text(
+        "slide_id,case_id,label,split,fold,repeat\n"
+        "a,ca,IDC,train,0,1\n"
+        "b,cb,ILC,train,0,3\n"
+        "c,cc,ILC,test,0,1\n"
+    )
+    bags, classes = load_fold(split, 0, "classification", ["IDC", "ILC"])
+    assert [bag.key for bag in bags["train"]] == ["a", "b", "b", "b"]
+    assert [bag.key for bag in bags["test"]] == ["c"]
+    assert classes == ["IDC", "ILC"]

@@ -128,9 +128,8 @@ def training_settings(wildcards):
         task=model_task(wildcards.dataset),
         classes=ds.get("classes"),
         seed=config["seed"],
+        device=config["device"],
     )
-    if experiment["kind"] == "e2e":
-        settings.update(device=config["device"])
     return json.dumps(settings, sort_keys=True)
 
 

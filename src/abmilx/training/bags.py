@@ -54,7 +54,8 @@ def load_fold(
     """Bags per split ("train", "val", "test") of `fold`, and the class names.
 
     Slides not in `available` (failed slides: no features, no patches) are dropped with a warning;
-    a bag left without slides is dropped too.
+    a bag left without slides is dropped too. Training bags appear as many times as the split
+    file's ``repeat`` column says (oversampling of a minority class, e.g. BRCA ILC to about 2:1).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -92,4 +93,8 @@ def load_fold(
                 )
                 for case_id, case in part.groupby("case_id", sort=False)
             ]
+    if "train" in bags and "repeat" in rows:
+        repeats = rows.groupby("slide_id" if task == "classification" else "case_id")["repeat"]
+        times = repeats.max().astype(int).to_dict()
+        bags["train"] = [bag for bag in bags["train"] for _ in range(times.get(bag.key, 1))]
     return bags, classes
