@@ -1,12 +1,39 @@
 """Properties every registered MIL model must have, checked on the real modules."""
 
+import inspect
+
 import pytest
 import torch
 
 from abmilx.models import MILOutput, create_mil, list_mils
 
 IN_DIM, N_CLASSES, N_INSTANCES = 16, 3, 9
-ORDER_INVARIANT = {"abmil", "gated_abmil", "abmilx", "mean_pool", "max_pool", "vitmil", "qamil"}
+ORDER_INVARIANT = {
+    "abmil",
+    "gated_abmil",
+    "abmilx",
+    "mean_pool",
+    "max_pool",
+    "vitmil",
+    "qamil",
+    "clam_sb",
+    "clam_mb",
+    "dsmil",
+    "wikg",
+}
+LABELS = torch.arange(N_CLASSES)  # one bag per class: every instance classifier is used
+
+
+def takes_labels(model: torch.nn.Module) -> bool:
+    return "labels" in inspect.signature(model.forward).parameters
+
+
+def training_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a trainer backpropagates: the logits plus the instance loss where there is one."""
+    if not takes_labels(model):
+        return model(x).logits.sum()
+    out = model(x, labels=LABELS)
+    return out.logits.sum() + out.aux_loss
 
 
 def build(name: str) -> torch.nn.Module:
@@ -51,8 +78,8 @@ def test_invariant_to_instance_order(name):
 @pytest.mark.parametrize("name", list_mils())
 def test_gradients_reach_the_input_features(name):
     model = build(name).train()
-    x = bags().requires_grad_()
-    model(x).logits.sum().backward()
+    x = bags(batch=len(LABELS)).requires_grad_()
+    training_loss(model, x).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, f"parameters outside the graph: {no_grad}"
@@ -91,7 +118,21 @@ def test_unbatched_bag_and_coords(name):
     coords = torch.arange(2 * N_INSTANCES).view(N_INSTANCES, 2)
     out = model(x, coords=coords)
     assert x.shape == (N_INSTANCES, IN_DIM), "the caller's tensor was reshaped in place"
-    torch.testing.assert_close(out.logits, model(x.unsqueeze(0)).logits)
+    assert coords.shape == (N_INSTANCES, 2), "the caller's coords were reshaped in place"
+    torch.testing.assert_close(out.logits, model(x.unsqueeze(0), coords.unsqueeze(0)).logits)
+
+
+@pytest.mark.parametrize("name", list_mils())
+def test_aux_loss_only_in_training_with_labels(name):
+    model = build(name)
+    x = bags(batch=len(LABELS))
+    if not takes_labels(model):
+        assert model.train()(x).aux_loss is None
+        return
+    assert model.train()(x).aux_loss is None
+    aux = model(x, labels=LABELS).aux_loss
+    assert aux.dim() == 0 and torch.isfinite(aux) and aux > 0
+    assert model.eval()(x, labels=LABELS).aux_loss is None
 
 
 @pytest.mark.parametrize("name", list_mils())

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
 MIL_NORMS = ("none", "ln")
 
 
@@ -17,11 +17,16 @@ class MILOutput(NamedTuple):
     logits: (B, C) raw scores (classes, or hazard bins for survival).
     attention: (B, H, N) post-softmax instance weights per head, or None for models without.
     embedding: (B, D) slide representation that the classifier reads.
+    aux_loss: scalar instance-level loss of models that have one (CLAM, DSMIL, DTFD), given
+        only in training mode when the forward received `labels`; None otherwise. The
+        trainer adds `aux_weight * aux_loss` to the bag loss (each model documents its
+        paper's weighting).
     """
 
     logits: torch.Tensor
     attention: torch.Tensor | None
     embedding: torch.Tensor
+    aux_loss: torch.Tensor | None = None
 
 
 def as_bag_batch(x: torch.Tensor) -> torch.Tensor:
@@ -81,3 +86,14 @@ class InstanceEmbedding(nn.Sequential):
         layers += [nn.Linear(in_dim, out_dim, bias=mil_bias), make_activation(act)]
         layers.append(nn.Dropout(dropout))
         super().__init__(*layers)
+
+
+def training_labels(module: nn.Module, labels: torch.Tensor | None, batch: int):
+    """Slide labels as a (B,) long tensor when an aux loss is due (training with labels), else
+    None, so that eval and label-free calls never pay for instance losses."""
+    if labels is None or not module.training:
+        return None
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() != batch:
+        raise ValueError(f"expected {batch} labels, got {labels.numel()}")
+    return labels
