@@ -203,3 +203,25 @@ def test_load_fold_repeats_oversampled_training_bags(tmp_path):
     assert [bag.key for bag in bags["train"]] == ["a", "b", "b", "b"]
     assert [bag.key for bag in bags["test"]] == ["c"]
     assert classes == ["IDC", "ILC"]
+
+
+def test_bag_loss_adds_the_weighted_instance_loss_of_models_that_have_one():
+    import torch.nn.functional as F
+
+    from abmilx.models import call_mil, create_mil
+    from abmilx.training import bag_loss
+
+    torch.manual_seed(0)
+    features, label = torch.randn(1, 20, 16), torch.tensor([1])
+    clam = create_mil("clam_sb", 16, 2, k_sample=4).train()
+    torch.manual_seed(1)
+    output = call_mil(clam, features, labels=label)
+    assert output.aux_loss is not None
+    expected = F.cross_entropy(output.logits, label) + 0.3 * output.aux_loss
+    assert torch.allclose(bag_loss("classification", output, label, aux_weight=0.3), expected)
+    abmil = create_mil("abmil", 16, 2).train()
+    plain = call_mil(abmil, features, labels=label)  # abmil takes no labels: not passed
+    assert plain.aux_loss is None
+    assert torch.allclose(
+        bag_loss("classification", plain, label), F.cross_entropy(plain.logits, label)
+    )

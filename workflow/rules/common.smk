@@ -66,8 +66,8 @@ def slide_table(dataset):
         ).set_index("slide_id", drop=False)
     ds = dataset_config(dataset)
     slides = load_slide_sheet(ds["slides"], check_files=True)
-    labels = load_label_sheet(ds["labels"], ds["task"], classes=ds.get("classes"))
-    _, warnings = join_labels(slides, labels, ds["task"])
+    labels = load_label_sheet(ds["labels"], model_task(dataset), classes=ds.get("classes"))
+    _, warnings = join_labels(slides, labels, model_task(dataset), strict=config["strict"])
     for warning in warnings:
         print(f"[{dataset}] {warning}", file=sys.stderr)
     return slides.set_index("slide_id", drop=False)

@@ -15,7 +15,7 @@ rule make_splits:
         SHELL_ENV
     threads: 1
     params:
-        task=lambda w: dataset_config(w.dataset)["task"],
+        task=lambda w: model_task(w.dataset),
         settings=lambda w: json.dumps(split_settings(w.dataset), sort_keys=True),
         code=code_digest("splits", "sheets.py"),
     shell:

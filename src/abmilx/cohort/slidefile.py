@@ -82,7 +82,9 @@ def write_slide(
                     f"({tile}x{tile}) JPEG/RGB Q={jpeg_quality}|AppMag = {power:g}|MPP = {mpp:.6f}"
                 )
             elif slide_format == "aperio":
-                kwargs["description"] = f"Aperio Image Library v12.0.0 \r\n{width}x{height} -> {level.shape[1]}x{level.shape[0]}"
+                kwargs["description"] = (
+                    f"Aperio Image Library v12.0.0 \r\n{width}x{height} -> {level.shape[1]}x{level.shape[0]}"
+                )
             if slide_format in ("aperio", "generic"):
                 # TIFF resolution in pixels per centimetre; OpenSlide derives mpp from it.
                 pixels_per_cm = 1e4 / (mpp * factor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from abmilx.models import MILOutput
+from abmilx.models import MILOutput, call_mil
 
 
 class E2EModel(nn.Module):
@@ -40,7 +40,7 @@ class E2EModel(nn.Module):
         chunks = torch.split(images, self.patch_batch_size)
         return torch.cat([self.encoder(self.prepare(chunk)) for chunk in chunks])
 
-    def forward(self, images: torch.Tensor) -> MILOutput:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MILOutput:
         batch, n_patches = images.shape[:2]
         features = self.encode(images.flatten(0, 1))
-        return self.mil(features.view(batch, n_patches, -1))
+        return call_mil(self.mil, features.view(batch, n_patches, -1), labels=labels)

@@ -24,6 +24,7 @@ from abmilx.tiling.store import PatchStore
 from abmilx.training import (
     ModelEma,
     WarmupCosine,
+    bag_loss,
     build_optimizer,
     clear_resume,
     count_parameters,
@@ -35,7 +36,6 @@ from abmilx.training import (
     seed_worker,
     selection_metric,
     selection_metric_name,
-    task_loss,
 )
 from abmilx.training.bags import Bag, load_fold
 from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
@@ -73,6 +73,7 @@ class E2ESettings:
     channels_last: bool = True
     sync_bn: bool = True
     ema: float | None = None
+    aux_weight: float = 1.0
     selection: str = "last"
     num_workers: int = 4
     seed: int = 2021
@@ -255,13 +256,11 @@ def train(
         losses = []
         for batch in loader:
             images = batch["images"].to(device, non_blocking=True)
+            label = batch["label"].to(device)
             with autocast(device, amp_dtype):
-                output = wrapped(images)
-            loss = task_loss(
-                config.task,
-                output.logits,
-                batch["label"].to(device),
-                batch["event"].to(device),
+                output = wrapped(images, labels=label)
+            loss = bag_loss(
+                config.task, output, label, batch["event"].to(device), config.aux_weight
             )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -1,7 +1,7 @@
 """Model zoo: patch encoders and MIL aggregators, built by name (see docs/architecture.md)."""
 
 from . import encoders, mil
-from .mil.base import MILOutput
+from .mil.base import MILOutput, call_mil
 from .registry import (
     create_encoder,
     create_mil,
@@ -16,6 +16,7 @@ from .weights import WeightsUnavailableError
 __all__ = [
     "MILOutput",
     "WeightsUnavailableError",
+    "call_mil",
     "count_flops",
     "count_parameters",
     "create_encoder",

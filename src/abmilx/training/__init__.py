@@ -2,7 +2,7 @@
 
 from abmilx.training.ema import ModelEma
 from abmilx.training.loop import FitResult, fit
-from abmilx.training.losses import nll_survival_loss, risk_from_logits, task_loss
+from abmilx.training.losses import bag_loss, nll_survival_loss, risk_from_logits, task_loss
 from abmilx.training.optim import WarmupCosine, build_optimizer
 from abmilx.training.runs import (
     clear_resume,
@@ -21,6 +21,7 @@ __all__ = [
     "FitResult",
     "ModelEma",
     "WarmupCosine",
+    "bag_loss",
     "build_optimizer",
     "clear_resume",
     "count_parameters",

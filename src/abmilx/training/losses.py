@@ -41,6 +41,20 @@ def risk_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -survival.sum(dim=1)
 
 
+def bag_loss(
+    task: str,
+    output,
+    label: torch.Tensor,
+    event: torch.Tensor | None = None,
+    aux_weight: float = 1.0,
+) -> torch.Tensor:
+    """Task loss of a MILOutput plus ``aux_weight`` times its instance-level loss, if any."""
+    loss = task_loss(task, output.logits, label, event)
+    if output.aux_loss is not None:
+        loss = loss + aux_weight * output.aux_loss.float()
+    return loss
+
+
 def task_loss(
     task: str,
     logits: torch.Tensor,

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from abmilx.models import create_mil
+from abmilx.models import call_mil, create_mil
 from abmilx.training import (
     WarmupCosine,
+    bag_loss,
     build_optimizer,
     clear_resume,
     count_parameters,
@@ -24,7 +25,6 @@ from abmilx.training import (
     seed_everything,
     selection_metric,
     selection_metric_name,
-    task_loss,
 )
 from abmilx.training.bags import Bag, load_fold
 from abmilx.training.devices import resolve_device, set_threads
@@ -49,6 +49,7 @@ class TwoStageSettings:
     task: str = "classification"
     classes: list[str] | None = None
     device: str = "auto"
+    aux_weight: float = 1.0
 
 
 class FeatureBank:
@@ -120,12 +121,14 @@ def train(
         for index in order.tolist():
             bag = train_bags[index]
             features = bank.bag(bag.slide_ids)[0].unsqueeze(0).to(device)
-            logits = model(features).logits
-            loss = task_loss(
+            label = torch.tensor([bag.label], device=device)
+            output = call_mil(model, features, labels=label)
+            loss = bag_loss(
                 config.task,
-                logits,
-                torch.tensor([bag.label], device=device),
+                output,
+                label,
                 torch.tensor([bag.event], device=device),
+                config.aux_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

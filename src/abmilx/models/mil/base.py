@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -9,6 +10,19 @@ from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
 MIL_NORMS = ("none", "ln")
+
+
+def call_mil(
+    mil: nn.Module,
+    x: torch.Tensor,
+    *,
+    coords: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+) -> MILOutput:
+    """Run a MIL model, handing `labels` only to models whose forward takes them (aux losses)."""
+    if labels is not None and "labels" in inspect.signature(mil.forward).parameters:
+        return mil(x, coords=coords, labels=labels)
+    return mil(x, coords=coords)
 
 
 class MILOutput(NamedTuple):
