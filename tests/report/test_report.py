@@ -113,10 +113,10 @@ def test_choose_slides_alternates_classes_most_confident_first():
             "label": ["x", "x", "y", "y"],
             "prob_x": [0.6, 0.9, 0.2, 0.4],
             "prob_y": [0.4, 0.1, 0.8, 0.6],
-            "predicted": ["x", "x", "y", "y"],
+            "pred": ["x", "x", "y", "y"],
         }
     )
-    assert choose_slides(predictions, ["x", "y"], 3) == ["b", "c", "a"]
+    assert choose_slides(predictions, 3) == ["b", "c", "a"]
 
 
 def test_attention_heatmaps_draws_a_real_slide(tmp_path):
@@ -135,7 +135,7 @@ def test_attention_heatmaps_draws_a_real_slide(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     pd.DataFrame(
-        {"slide_id": ["s1"], "label": ["x"], "prob_x": [0.9], "prob_y": [0.1], "predicted": ["x"]}
+        {"slide_id": ["s1"], "label": ["x"], "prob_x": [0.9], "prob_y": [0.1], "pred": ["x"]}
     ).to_csv(run / "predictions.csv", index=False)
     coords = np.array([[x, y] for y in range(100, 500, 64) for x in range(100, 700, 64)])
     np.savez(
@@ -156,7 +156,6 @@ def test_attention_heatmaps_draws_a_real_slide(tmp_path):
                 "run_dir": str(run),
                 "slide_sheet": str(tmp_path / "cohort" / "slides.csv"),
                 "qc_dir": str(qc),
-                "classes": ["x", "y"],
             }
         },
     }

@@ -239,7 +239,6 @@ def heatmap_settings():
             "run_dir": f"results/runs/{dataset}/{experiment}/fold0",
             "slide_sheet": slide_sheet_path(dataset),
             "qc_dir": f"results/tiles/{dataset}/slides",
-            "classes": dataset_config(dataset).get("classes"),
         }
         for dataset in heatmap_datasets()
     }

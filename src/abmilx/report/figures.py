@@ -21,12 +21,12 @@ from matplotlib.figure import Figure
 THUMBNAIL_SIDE = 768
 
 
-def choose_slides(predictions: pd.DataFrame, classes: list[str] | None, n_slides: int) -> list[str]:
+def choose_slides(predictions: pd.DataFrame, n_slides: int) -> list[str]:
     """The most confident correct test slides, taking classes in turn, then the rest by confidence."""
     prob_columns = [c for c in predictions.columns if c.startswith("prob_")]
     ranked = predictions.assign(
         confidence=predictions[prob_columns].max(axis=1) if prob_columns else 0.0,
-        correct=predictions.get("predicted", pd.Series(dtype=object)) == predictions.get("label"),
+        correct=predictions["pred"].astype(str) == predictions["label"].astype(str),
     ).sort_values(["correct", "confidence"], ascending=False, kind="stable")
     by_class = [group.slide_id.tolist() for _, group in ranked.groupby("label", sort=True)]
     chosen: list[str] = []
@@ -72,7 +72,7 @@ def attention_heatmaps(settings: Mapping, out_dir: str | Path) -> Path:
         sheet_dir = Path(run["slide_sheet"]).parent
         with np.load(run_dir / "attention.npz") as attention_file:
             attention = {key: attention_file[key] for key in attention_file.files}
-        for slide_id in choose_slides(predictions, run.get("classes"), settings["n_slides"]):
+        for slide_id in choose_slides(predictions, settings["n_slides"]):
             if f"{slide_id}/coords" not in attention:
                 continue
             record = json.loads((Path(run["qc_dir"]) / f"{slide_id}.json").read_text())
@@ -108,9 +108,9 @@ def attention_heatmaps(settings: Mapping, out_dir: str | Path) -> Path:
             scale,
             thumbnail.shape[:2],
         )
-        truth = predictions.set_index(predictions.columns[0]).loc[slide_id]
+        truth = predictions.set_index("slide_id").loc[slide_id]
         label = truth.get("label", "")
-        predicted = truth.get("predicted", "")
+        predicted = truth.get("pred", "")
         axes[row, 0].imshow(thumbnail)
         axes[row, 0].set_title(f"{dataset} / {slide_id}: label {label}, predicted {predicted}")
         gray = thumbnail.mean(axis=2, keepdims=True).repeat(3, axis=2) / 255.0
