@@ -12,9 +12,7 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        args, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run(args, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300)
 
 
 def test_snakemake_lint_is_clean():
@@ -48,3 +46,41 @@ def test_dry_run_of_the_demo_resolves_every_stage():
         "figures",
     ]:
         assert rule in output, f"{rule} missing from the dry run:\n{output}"
+
+
+def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
+    """A dataset declared by an adapter gets its sheets from the adapt_sheets rule."""
+    import numpy as np
+
+    from abmilx.cohort.slidefile import write_slide
+
+    image = np.full((200, 300, 3), 235, np.uint8)
+    image[50:150, 50:250] = (200, 110, 180)
+    labels = ["a", "b", "a", "b"]
+    for index in range(4):
+        write_slide(tmp_path / "slides" / f"s{index}.svs", image, mpp=0.5, downsamples=(1,))
+    (tmp_path / "labels.csv").write_text(
+        "slide,patient,diagnosis\n"
+        + "".join(f"s{i},p{i},{label}\n" for i, label in enumerate(labels))
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "datasets:\n"
+        "  mine:\n"
+        "    task: subtyping\n"
+        "    classes: [a, b]\n"
+        "    adapter:\n"
+        "      name: generic\n"
+        f"      options: {{labels: {tmp_path / 'labels.csv'}, slide_dir: {tmp_path / 'slides'},\n"
+        "                columns: {slide_id: slide, case_id: patient, label: diagnosis}}\n"
+        "experiments:\n"
+        "  x: {kind: e2e, settings: {encoder_weights: random}}\n"
+    )
+    result = _run(
+        str(BIN / "snakemake"), "-n", "results/splits/mine.csv",
+        "--directory", str(tmp_path), "--configfile", str(config),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "adapt_sheets" in output and "tile_slide" in output
+    assert "synthesize_slide" not in output

@@ -1,4 +1,5 @@
-# Embedded synthetic cohort: real pyramidal slide files generated from a seed (design.md §4).
+# Cohorts: the embedded synthetic one (real pyramidal slide files generated from a seed,
+# design.md §4), and sheets adapted from the public label files of the paper's datasets.
 
 
 rule synthesize_slide:
@@ -28,6 +29,8 @@ rule cohort_sheets:
     output:
         slides="results/cohort/{dataset}/slides.csv",
         labels="results/cohort/{dataset}/labels.csv",
+    wildcard_constraints:
+        dataset=name_pattern([d for d in DATASETS if is_synthetic(d)]),
     log:
         "results/logs/cohort_sheets/{dataset}.log",
     conda:
@@ -40,3 +43,26 @@ rule cohort_sheets:
         "python -m abmilx.cohort sheets --dataset {wildcards.dataset}"
         " --out-dir results/cohort/{wildcards.dataset} --settings {params.settings:q}"
         " > {log:q} 2>&1"
+
+
+rule adapt_sheets:
+    output:
+        slides="results/cohort/{dataset}/slides.csv",
+        labels="results/cohort/{dataset}/labels.csv",
+        report="results/cohort/{dataset}/report.json",
+    wildcard_constraints:
+        dataset=name_pattern([d for d in DATASETS if is_adapted(d)]),
+    log:
+        "results/logs/adapt_sheets/{dataset}.log",
+    conda:
+        SHELL_ENV
+    threads: 1
+    params:
+        name=lambda w: dataset_config(w.dataset)["adapter"]["name"],
+        settings=lambda w: json.dumps(
+            dataset_config(w.dataset)["adapter"]["options"], sort_keys=True
+        ),
+        code=code_digest("adapters", "sheets.py"),
+    shell:
+        "python -m abmilx.adapters {params.name} --out-dir results/cohort/{wildcards.dataset}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

@@ -26,6 +26,19 @@ def is_synthetic(dataset):
     return "synthetic" in dataset_config(dataset)
 
 
+def is_adapted(dataset):
+    return "adapter" in dataset_config(dataset)
+
+
+@cache
+def adapted(dataset):
+    """What the dataset's adapter finds (slides matched to public label files), at parse time."""
+    from abmilx.adapters import ADAPTERS
+
+    adapter = dataset_config(dataset)["adapter"]
+    return ADAPTERS[adapter["name"]](**adapter["options"])
+
+
 def model_task(dataset):
     """Task kind the trainers know: classification or survival."""
     task = dataset_config(dataset)["task"]
@@ -38,13 +51,13 @@ def synthetic_settings(dataset):
 
 
 def slide_sheet_path(dataset):
-    if is_synthetic(dataset):
+    if is_synthetic(dataset) or is_adapted(dataset):
         return f"results/cohort/{dataset}/slides.csv"
     return dataset_config(dataset)["slides"]
 
 
 def label_sheet_path(dataset):
-    if is_synthetic(dataset):
+    if is_synthetic(dataset) or is_adapted(dataset):
         return f"results/cohort/{dataset}/labels.csv"
     return dataset_config(dataset)["labels"]
 
@@ -64,10 +77,19 @@ def slide_table(dataset):
                 "mpp": plan["mpp_override"],
             }
         ).set_index("slide_id", drop=False)
+    if is_adapted(dataset):
+        slides = pd.DataFrame(
+            adapted(dataset).slides, columns=["slide_id", "case_id", "path", "mpp"]
+        )
+        return slides.set_index("slide_id", drop=False)
     ds = dataset_config(dataset)
     slides = load_slide_sheet(ds["slides"], check_files=True)
-    labels = load_label_sheet(ds["labels"], model_task(dataset), classes=ds.get("classes"))
-    _, warnings = join_labels(slides, labels, model_task(dataset), strict=config["strict"])
+    labels = load_label_sheet(
+        ds["labels"], model_task(dataset), classes=ds.get("classes")
+    )
+    _, warnings = join_labels(
+        slides, labels, model_task(dataset), strict=config["strict"]
+    )
     for warning in warnings:
         print(f"[{dataset}] {warning}", file=sys.stderr)
     return slides.set_index("slide_id", drop=False)

@@ -1,9 +1,14 @@
 # Tissue segmentation per slide: GeoJSON contours, mask, overlay and a QC record.
+# Per-slide overrides come from optional slide-sheet columns (docs/architecture.md, Sheets):
+# `segmentation` (JSON object of settings replacing the config's) and `geojson` (a tissue
+# annotation replacing the computed mask); blank or absent (synthetic cohorts) means none.
 
 
 rule segment_tissue:
     input:
         slide=slide_path,
+        geojson=lambda w: slide_table(w.dataset).get("geojson", {}).get(w.slide, "")
+        or [],
     output:
         multiext(
             "results/qc/segmentation/{dataset}/{slide}",
@@ -24,6 +29,10 @@ rule segment_tissue:
     params:
         prefix="results/qc/segmentation/{dataset}/{slide}",
         mpp=mpp_override,
+        geojson=lambda w: slide_table(w.dataset).get("geojson", {}).get(w.slide, ""),
+        overrides=lambda w: slide_table(w.dataset)
+        .get("segmentation", {})
+        .get(w.slide, ""),
         settings=json.dumps(
             {**config["segmentation"], "strict": config["strict"]}, sort_keys=True
         ),
@@ -31,4 +40,5 @@ rule segment_tissue:
     shell:
         "python -m abmilx.segmentation segment --slide {input.slide:q}"
         " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset} --mpp '{params.mpp}'"
+        " --geojson {params.geojson:q} --overrides {params.overrides:q}"
         " --out-prefix {params.prefix:q} --settings {params.settings:q} > {log:q} 2>&1"
