@@ -1,5 +1,5 @@
 """Patch encoders; importing this package registers them."""
 
-from . import resnet
+from . import resnet, swin, vit
 
-__all__ = ["resnet"]
+__all__ = ["resnet", "swin", "vit"]
