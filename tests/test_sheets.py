@@ -208,3 +208,52 @@ def test_join_survival_gives_every_slide_its_case_outcome(slide_dir: Path) -> No
     assert warnings == []
     assert joined["time"].tolist() == [10.0, 10.0, 20.0]
     assert joined["event"].tolist() == [1, 1, 0]
+
+
+def test_optional_segmentation_and_geojson_columns(slide_dir: Path) -> None:
+    (slide_dir / "ann").mkdir()
+    (slide_dir / "ann" / "a.geojson").write_text("{}")
+    sheet = write(
+        slide_dir / "slides.csv",
+        "slide_id,case_id,path,segmentation,geojson\n"
+        's1,c1,slides/a.svs,"{""saturation_threshold"": 20, ""closing_um"": 8}",ann/a.geojson\n'
+        "s2,c1,slides/b.svs,,\n",
+    )
+    slides = load_slide_sheet(sheet)
+    assert slides["segmentation"].tolist() == ['{"closing_um": 8, "saturation_threshold": 20}', ""]
+    assert slides["geojson"].tolist() == [str((slide_dir / "ann" / "a.geojson").resolve()), ""]
+    plain = write(slide_dir / "plain.csv", "slide_id,case_id,path\ns1,c1,slides/a.svs\n")
+    assert "segmentation" not in load_slide_sheet(plain).columns
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"{""saturation_threshold"": 20"', "not valid JSON"),
+        ('"[20]"', "must be a JSON object"),
+        ('"{""saturation_treshold"": 20}"', "unknown segmentation setting(s) saturation_treshold"),
+        ('"{""strict"": true}"', "unknown segmentation setting(s) strict"),
+        ('"{""working_mpp"": -1}"', "setting 'working_mpp'"),
+        ('"{""median_kernel"": ""7""}"', "setting 'median_kernel': '7' is not of type 'integer'"),
+    ],
+)
+def test_bad_segmentation_overrides(slide_dir: Path, value: str, message: str) -> None:
+    sheet = write(
+        slide_dir / "slides.csv",
+        f"slide_id,case_id,path,segmentation\ns1,c1,slides/a.svs,\ns2,c1,slides/b.svs,{value}\n",
+    )
+    with pytest.raises(SheetError) as error:
+        load_slide_sheet(sheet)
+    assert_fault(error, sheet, 3, "segmentation")
+    assert message in str(error.value)
+
+
+def test_missing_geojson_file(slide_dir: Path) -> None:
+    sheet = write(
+        slide_dir / "slides.csv", "slide_id,case_id,path,geojson\ns1,c1,slides/a.svs,nope.geojson\n"
+    )
+    with pytest.raises(SheetError) as error:
+        load_slide_sheet(sheet)
+    assert_fault(error, sheet, 2, "geojson")
+    assert "GeoJSON file 'nope.geojson' does not exist" in str(error.value)
+    assert load_slide_sheet(sheet, check_files=False)["geojson"][0].endswith("nope.geojson")

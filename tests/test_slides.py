@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -146,3 +148,21 @@ def test_unusable_files(slides, tmp_path, kind, reason):
     with pytest.raises(SlideError, match=reason) as caught:
         Slide(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a file of mode 000")
+def test_unreadable_file(slides, tmp_path):
+    path = tmp_path / "locked.svs"
+    path.write_bytes(slides["aperio_025"].read_bytes())
+    path.chmod(0)
+    try:
+        with pytest.raises(SlideError, match="permission denied"):
+            Slide(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_directory_named_like_a_slide(tmp_path):
+    (tmp_path / "x.svs").mkdir()
+    with pytest.raises(SlideError, match="is a directory"):
+        Slide(tmp_path / "x.svs")

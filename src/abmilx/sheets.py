@@ -8,6 +8,7 @@ the CSV itself with the `csv` module: that keeps the exact editor line number of
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -170,11 +171,62 @@ def _attach_source(frame: pd.DataFrame, sheet: _Sheet, key: str) -> pd.DataFrame
     return frame
 
 
-def load_slide_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
-    """Load `slide_id, case_id, path[, mpp]`; paths resolve against the sheet's directory.
+def _segmentation_schema() -> dict:
+    """The config schema's `segmentation` section, with the definitions it may refer to."""
+    from abmilx.config import load_schema  # jsonschema + yaml: only when the column is used
 
-    Returns columns slide_id, case_id, path (absolute str), mpp (float, NaN when not given).
-    Raises SheetError listing every fault (file, line, column).
+    schema = load_schema()
+    return {"$defs": schema.get("$defs", {}), "$ref": "#/$defs/segmentation"}
+
+
+def _segmentation_overrides(sheet: _Sheet) -> list[str]:
+    """The `segmentation` column as canonical JSON strings ('' = none), checked against the
+    config schema's segmentation section (unknown keys and wrong types are problems)."""
+    import jsonschema
+
+    schema = _segmentation_schema()
+    allowed = sorted(schema["$defs"]["segmentation"].get("properties", {}))
+    validator = jsonschema.Draft202012Validator(schema)
+    canonical = []
+    for line, value in zip(sheet.lines, sheet.values("segmentation"), strict=True):
+        canonical.append("")
+        if value == "":
+            continue
+        try:
+            overrides = json.loads(value)
+        except json.JSONDecodeError as error:
+            sheet.error(line, "segmentation", f"not valid JSON ({error}): {value}")
+            continue
+        if not isinstance(overrides, dict):
+            sheet.error(line, "segmentation", f"must be a JSON object of settings, got {value}")
+            continue
+        unknown = sorted(set(overrides) - set(allowed))
+        if unknown:
+            sheet.error(
+                line,
+                "segmentation",
+                f"unknown segmentation setting(s) {', '.join(unknown)} "
+                f"(allowed: {', '.join(allowed)})",
+            )
+            continue
+        errors = sorted(validator.iter_errors(overrides), key=lambda e: list(e.path))
+        for error in errors:
+            where = "/".join(str(part) for part in error.absolute_path)
+            sheet.error(line, "segmentation", f"setting '{where}': {error.message}")
+        if not errors:
+            canonical[-1] = json.dumps(overrides, sort_keys=True)
+    return canonical
+
+
+def load_slide_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
+    """Load `slide_id, case_id, path[, mpp, segmentation, geojson]`.
+
+    Paths (`path`, `geojson`) resolve against the sheet's directory. Returns columns slide_id,
+    case_id, path (absolute str), mpp (float, NaN when not given), and, only when the sheet has
+    them: segmentation (a JSON object of segmentation settings overriding the config for that
+    slide, as canonical JSON; '' when blank) and geojson (absolute path of a tissue annotation
+    that replaces the computed mask; '' when blank). Raises SheetError listing every fault
+    (file, line, column).
     """
     sheet = _Sheet(path)
     sheet.require(("slide_id", "case_id", "path"))
@@ -202,11 +254,26 @@ def load_slide_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame
                 continue
             if not math.isfinite(mpp[i]) or mpp[i] <= 0:
                 sheet.error(line, "mpp", f"mpp must be a positive finite number, got '{value}'")
+    overrides = _segmentation_overrides(sheet) if "segmentation" in sheet.columns else None
+    geojson = None
+    if "geojson" in sheet.columns:
+        raw_geojson = sheet.values("geojson")
+        geojson = [str((base / p).resolve()) if p else "" for p in raw_geojson]
+        if check_files:
+            for line, raw, full in zip(sheet.lines, raw_geojson, geojson, strict=True):
+                if raw and not Path(full).is_file():
+                    sheet.error(
+                        line, "geojson", f"GeoJSON file '{raw}' does not exist (resolved to {full})"
+                    )
     sheet.raise_if_problems()
 
     frame = sheet.frame(("slide_id", "case_id"))
     frame["path"] = resolved
     frame["mpp"] = pd.Series(mpp, dtype=float)
+    if overrides is not None:
+        frame["segmentation"] = overrides
+    if geojson is not None:
+        frame["geojson"] = geojson
     return _attach_source(frame, sheet, "slide_id")
 
 

@@ -9,12 +9,15 @@ to that level's pixel grid, and are resized with ``cv2.INTER_AREA``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
+import imagecodecs
 import numpy as np
 import openslide
+import tifffile
 
 # A level whose reported downsample is within this relative distance of an integer is taken to
 # be that integer: scanners round level sizes, e.g. 900 px / 16 = 56 px reports 16.07.
@@ -23,6 +26,11 @@ _NOMINAL_DOWNSAMPLE_TOLERANCE = 0.01
 _MPP_EPSILON = 1e-6
 # Read a thumbnail in horizontal strips of at most this many level pixels.
 _THUMBNAIL_STRIP_PIXELS = 1 << 24
+# Vendors whose levels OpenSlide reads straight from top-level TIFF tiles, so decoding those
+# tiles ourselves gives its pixels (others have overlaps, offsets or their own JPEG layout).
+_RAW_TILE_VENDORS = ("aperio", "generic-tiff")
+_TIFF_JPEG = 7  # Compression tag value of "new-style" JPEG
+_PHOTOMETRIC_COLORSPACE = {2: "RGB", 6: "YCBCR"}  # how OpenSlide sets jpeg_color_space
 
 
 class SlideError(Exception):
@@ -69,8 +77,11 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _unsupported_reason(path: Path) -> str:
-    with path.open("rb") as handle:
-        head = handle.read(4)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        return f"cannot be read: {error.strerror}"
     if head in _TIFF_MAGIC:
         return "TIFF file that OpenSlide cannot read: truncated or corrupt (incomplete copy?)"
     return f"not a slide file: OpenSlide does not recognise the format (starts with {head!r})"
@@ -102,6 +113,100 @@ def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
+class JpegTiles:
+    """Raw JPEG tiles of one TIFF pyramid level, read with ``pread`` and decoded directly.
+
+    OpenSlide decodes these tiles with libjpeg-turbo, taking the JPEG colour space from the
+    TIFF photometric tag; so does this class (imagecodecs), so pixels agree with
+    :meth:`Slide.read_level` (bit for bit at level 0 and at levels whose downsample is exact;
+    OpenSlide resamples by a fraction of a pixel where a level's size was rounded). Thread-safe:
+    reads use ``os.pread`` on a shared descriptor and keep no state.
+    """
+
+    def __init__(self, fd: int, page: tifffile.TiffPage) -> None:
+        self._fd = fd
+        self.width, self.height = int(page.imagewidth), int(page.imagelength)
+        self.tile_width, self.tile_height = int(page.tilewidth), int(page.tilelength)
+        self.tiles_across = -(-self.width // self.tile_width)
+        self.tiles_down = -(-self.height // self.tile_height)
+        self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        self._counts = np.asarray(page.databytecounts, dtype=np.int64)
+        self._tables = page.jpegtables or None
+        self._colorspace = _PHOTOMETRIC_COLORSPACE[int(page.photometric)]
+        self.page_index = int(page.index)
+
+    def tile(self, column: int, row: int) -> np.ndarray | None:
+        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable."""
+        index = row * self.tiles_across + column
+        count = int(self._counts[index])
+        if count == 0:
+            return None  # a tile the scanner skipped: OpenSlide draws it transparent
+        data = os.pread(self._fd, count, int(self._offsets[index]))
+        if len(data) != count:
+            return None  # truncated file
+        try:
+            pixels = imagecodecs.jpeg8_decode(
+                data, tables=self._tables, colorspace=self._colorspace, outcolorspace="RGB"
+            )
+        except imagecodecs.Jpeg8Error:
+            return None
+        if pixels.shape != (self.tile_height, self.tile_width, 3):
+            return None
+        return pixels
+
+    def region(
+        self, x: int, y: int, width: int, height: int, cache: dict | None = None
+    ) -> np.ndarray | None:
+        """``(height, width, 3)`` RGB at level pixel ``(x, y)``, assembled from tiles.
+
+        None when the region leaves the level or a tile cannot be decoded (the caller then
+        asks OpenSlide, which draws or reports the problem its own way). ``cache`` maps
+        ``(column, row)`` to decoded tiles, so neighbouring regions decode a tile once.
+        """
+        if x < 0 or y < 0 or x + width > self.width or y + height > self.height:
+            return None
+        tw, th = self.tile_width, self.tile_height
+        first_column, last_column = x // tw, (x + width - 1) // tw
+        first_row, last_row = y // th, (y + height - 1) // th
+        single = first_column == last_column and first_row == last_row
+        out = None if single else np.empty((height, width, 3), dtype=np.uint8)
+        for row in range(first_row, last_row + 1):
+            for column in range(first_column, last_column + 1):
+                key = (column, row)
+                pixels = None if cache is None else cache.get(key)
+                if pixels is None:
+                    pixels = self.tile(column, row)
+                    if pixels is None:
+                        return None
+                    if cache is not None:
+                        cache[key] = pixels
+                left, top = column * tw, row * th
+                x0, y0 = max(x, left), max(y, top)
+                x1, y1 = min(x + width, left + tw), min(y + height, top + th)
+                part = pixels[y0 - top : y1 - top, x0 - left : x1 - left]
+                if single:
+                    return part if part.flags.c_contiguous else np.ascontiguousarray(part)
+                out[y0 - y : y1 - y, x0 - x : x1 - x] = part
+        return out
+
+
+def _jpeg_tile_page(page: tifffile.TiffPage) -> str | None:
+    """Why a tiled TIFF page cannot be read as raw JPEG tiles (None: it can)."""
+    if int(page.compression) != _TIFF_JPEG:
+        return f"compression {int(page.compression)} is not JPEG"
+    if int(page.photometric) not in _PHOTOMETRIC_COLORSPACE:
+        return f"photometric {int(page.photometric)} is not RGB or YCbCr"
+    if (
+        int(page.planarconfig) != 1
+        or int(page.samplesperpixel) != 3
+        or page.extrasamples
+        or int(page.bitspersample) != 8
+        or int(page.imagedepth) != 1
+    ):
+        return "not 8-bit interleaved RGB"
+    return None
+
+
 class Slide:
     """An open slide with a known level-0 mpp (from metadata or an override).
 
@@ -115,6 +220,8 @@ class Slide:
             raise SlideError(path, "file not found")
         if self.path.is_dir():
             raise SlideError(path, "is a directory, not a slide file")
+        if not os.access(self.path, os.R_OK):
+            raise SlideError(path, "permission denied: the file cannot be read (check its mode)")
         if self.path.stat().st_size == 0:
             raise SlideError(path, "zero-byte file (empty or incomplete copy)")
         if mpp_override is not None and not (math.isfinite(mpp_override) and mpp_override > 0):
@@ -145,6 +252,9 @@ class Slide:
             power, power_source = 10.0 / mpp, "mpp"  # 10x is 1.0 µm/px by convention
         width, height = self._osr.dimensions
         self.downsamples = tuple(_nominal_downsample(d) for d in self._osr.level_downsamples)
+        self._jpeg_tiles: dict[int, JpegTiles | None] | None = None
+        self._jpeg_reasons: dict[int, str] = {}
+        self._fd: int | None = None
         self.info = SlideInfo(
             vendor=properties.get(openslide.PROPERTY_NAME_VENDOR) or "unknown",
             mpp=mpp,
@@ -165,6 +275,49 @@ class Slide:
 
     def close(self) -> None:
         self._osr.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _find_jpeg_tiles(self) -> None:
+        self._jpeg_tiles = dict.fromkeys(range(self.info.level_count))
+        if self.info.vendor not in _RAW_TILE_VENDORS:
+            self._jpeg_reasons = dict.fromkeys(
+                self._jpeg_tiles, f"vendor {self.info.vendor} is not read from raw TIFF tiles"
+            )
+            return
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                # OpenSlide's levels are the tiled top-level directories (stripped ones are
+                # associated images such as an aperio thumbnail, which may share a level's size)
+                tiled = [p for p in tif.pages if isinstance(p, tifffile.TiffPage) and p.is_tiled]
+                for level in self._jpeg_tiles:
+                    size = tuple(self.level_dimensions(level))
+                    same = [p for p in tiled if (p.imagewidth, p.imagelength) == size]
+                    reason = (
+                        _jpeg_tile_page(same[0]) if len(same) == 1 else f"{len(same)} tiled pages"
+                    )
+                    if reason is None:
+                        if self._fd is None:
+                            self._fd = os.open(self.path, os.O_RDONLY)
+                        self._jpeg_tiles[level] = JpegTiles(self._fd, same[0])
+                    else:
+                        self._jpeg_reasons[level] = reason
+        except (tifffile.TiffFileError, OSError, ValueError, KeyError) as error:
+            self._jpeg_tiles = dict.fromkeys(range(self.info.level_count))
+            self._jpeg_reasons = dict.fromkeys(self._jpeg_tiles, f"TIFF not parsed: {error}")
+
+    def jpeg_tiles(self, level: int) -> JpegTiles | None:
+        """Raw JPEG tile reader of ``level``, or None (see :meth:`jpeg_tiles_reason`)."""
+        if self._jpeg_tiles is None:
+            self._find_jpeg_tiles()
+        return self._jpeg_tiles[level]
+
+    def jpeg_tiles_reason(self, level: int) -> str:
+        """Why ``level`` has no raw JPEG tile reader ('' when it has one)."""
+        if self.jpeg_tiles(level) is not None:
+            return ""
+        return self._jpeg_reasons.get(level, "unknown")
 
     @property
     def mpp(self) -> float:

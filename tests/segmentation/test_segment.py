@@ -158,3 +158,45 @@ def test_cli(drawn_slide, tmp_path, capsys):
         main([*args[:-1], json.dumps({"working_mmp": 4.0})])
     assert caught.value.code == 2
     assert "unknown settings ['working_mmp']" in capsys.readouterr().err
+
+
+def test_cli_per_slide_overrides(drawn_slide, tmp_path, capsys):
+    """--overrides (the slide sheet's segmentation column) replaces config settings."""
+    path, _ = drawn_slide
+    base = ["segment", "--slide", str(path), "--slide-id", "drawn", "--dataset", "demo",
+            "--settings", json.dumps(SEGMENT_SETTINGS)]  # fmt: skip
+    assert main([*base, "--out-prefix", str(tmp_path / "plain"), "--overrides", ""]) == 0
+    override = {"saturation_threshold": 250, "working_mpp": 8.0}
+    assert main([*base, "--out-prefix", str(tmp_path / "o"),
+                 "--overrides", json.dumps(override)]) == 0  # fmt: skip
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    record = json.loads((tmp_path / "o.json").read_text())
+    assert plain["overridden_settings"] == [] and plain["status"] == "ok"
+    assert record["overridden_settings"] == ["saturation_threshold", "working_mpp"]
+    assert record["settings"]["saturation_threshold"] == 250
+    assert record["settings"]["min_tissue_area_um2"] == SEGMENT_SETTINGS["min_tissue_area_um2"]
+    assert record["mask"]["mpp"] == 8.0 and plain["mask"]["mpp"] == 4.0
+    assert record["status"] == "no_tissue"  # nothing is that saturated
+    for bad, message in [
+        ('{"strict": true}', "--overrides: unknown settings ['strict']"),
+        ("[1]", "--overrides must be a JSON object"),
+        ("{bad", "--overrides is not valid JSON"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([*base, "--out-prefix", str(tmp_path / "x"), "--overrides", bad])
+        assert message in capsys.readouterr().err
+
+
+def test_cli_user_geojson(drawn_slide, tmp_path):
+    path, _ = drawn_slide
+    annotation = tmp_path / "ann.geojson"
+    annotation.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
+            [[100, 100], [500, 100], [500, 400], [100, 400], [100, 100]]]}}]}))  # fmt: skip
+    args = ["segment", "--slide", str(path), "--slide-id", "drawn", "--dataset", "demo",
+            "--out-prefix", str(tmp_path / "g"), "--geojson", str(annotation),
+            "--settings", json.dumps(SEGMENT_SETTINGS)]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert record["mask_source"] == "geojson" and record["geojson_source"] == str(annotation)
+    assert record["tissue_area_mm2"] == pytest.approx(400 * 300 * MPP**2 / 1e6, rel=0.05)

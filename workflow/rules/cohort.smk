@@ -29,10 +29,10 @@ rule cohort_sheets:
     output:
         slides="results/cohort/{dataset}/slides.csv",
         labels="results/cohort/{dataset}/labels.csv",
-    wildcard_constraints:
-        dataset=name_pattern([d for d in DATASETS if is_synthetic(d)]),
     log:
         "results/logs/cohort_sheets/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern([d for d in DATASETS if is_synthetic(d)]),
     conda:
         SHELL_ENV
     threads: 1
@@ -50,10 +50,10 @@ rule adapt_sheets:
         slides="results/cohort/{dataset}/slides.csv",
         labels="results/cohort/{dataset}/labels.csv",
         report="results/cohort/{dataset}/report.json",
-    wildcard_constraints:
-        dataset=name_pattern([d for d in DATASETS if is_adapted(d)]),
     log:
         "results/logs/adapt_sheets/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern([d for d in DATASETS if is_adapted(d)]),
     conda:
         SHELL_ENV
     threads: 1

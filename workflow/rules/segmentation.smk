@@ -40,5 +40,5 @@ rule segment_tissue:
     shell:
         "python -m abmilx.segmentation segment --slide {input.slide:q}"
         " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset} --mpp '{params.mpp}'"
-        " --geojson {params.geojson:q} --overrides {params.overrides:q}"
+        " --geojson={params.geojson:q} --overrides={params.overrides:q}"
         " --out-prefix {params.prefix:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,5 +1,9 @@
 """CLI: python -m abmilx.segmentation segment --slide PATH --slide-id ID --dataset D [--mpp F]
-[--geojson PATH] --out-prefix PREFIX --settings JSON [--threads N]"""
+[--geojson PATH] [--overrides JSON] --out-prefix PREFIX --settings JSON [--threads N]
+
+``--overrides`` (the slide sheet's ``segmentation`` column) is a JSON object of settings that
+replace those of ``--settings`` for this slide; empty means none. ``--geojson`` empty means none.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,17 @@ from abmilx.segmentation.segment import segment_slide
 from abmilx.slides import SlideError
 
 # Arguments of segment_slide that come from the command line, not from --settings.
-_COMMAND_LINE_ONLY = {"slide_path", "out_prefix", "slide_id", "dataset", "mpp", "geojson"}
+_COMMAND_LINE_ONLY = {
+    "slide_path",
+    "out_prefix",
+    "slide_id",
+    "dataset",
+    "mpp",
+    "geojson",
+    "overridden",
+}
+# Settings a slide may not override: strict is a property of the run, not of a slide.
+_NOT_OVERRIDABLE = {"strict"}
 
 
 def optional_mpp(text: str) -> float | None:
@@ -31,19 +45,23 @@ def optional_mpp(text: str) -> float | None:
 
 
 def parse_settings(
-    parser: argparse.ArgumentParser, text: str, function, reserved: set[str]
+    parser: argparse.ArgumentParser,
+    text: str,
+    function,
+    reserved: set[str],
+    option: str = "--settings",
 ) -> dict:
-    """The ``--settings`` JSON object, checked against ``function``'s keyword arguments."""
+    """The ``option`` JSON object, checked against ``function``'s keyword arguments."""
     try:
         settings = json.loads(text)
     except json.JSONDecodeError as error:
-        parser.error(f"--settings is not valid JSON: {error}")
+        parser.error(f"{option} is not valid JSON: {error}")
     if not isinstance(settings, dict):
-        parser.error("--settings must be a JSON object")
+        parser.error(f"{option} must be a JSON object")
     allowed = set(inspect.signature(function).parameters) - reserved
     unknown = sorted(set(settings) - allowed)
     if unknown:
-        parser.error(f"unknown settings {unknown}; allowed: {sorted(allowed)}")
+        parser.error(f"{option}: unknown settings {unknown}; allowed: {sorted(allowed)}")
     return settings
 
 
@@ -58,9 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     segment.add_argument("--geojson", default=None, help="user tissue polygons (level-0 px)")
     segment.add_argument("--out-prefix", required=True, help="writes PREFIX.{json,geojson,...}")
     segment.add_argument("--settings", default="{}", help="JSON object of segment_slide() kwargs")
+    segment.add_argument(
+        "--overrides", default="", help="JSON object of this slide's settings (sheet column)"
+    )
     segment.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     settings = parse_settings(parser, args.settings, segment_slide, _COMMAND_LINE_ONLY)
+    overrides = {}
+    if args.overrides.strip():
+        overrides = parse_settings(
+            parser,
+            args.overrides,
+            segment_slide,
+            _COMMAND_LINE_ONLY | _NOT_OVERRIDABLE,
+            option="--overrides",
+        )
+    settings.update(overrides)
     cv2.setNumThreads(args.threads)
     try:
         record = segment_slide(
@@ -70,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset,
             mpp=args.mpp,
             geojson=args.geojson or None,
+            overridden=sorted(overrides),
             **settings,
         )
     except SlideError as error:

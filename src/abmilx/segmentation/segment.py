@@ -125,13 +125,15 @@ def segment_slide(
     debris_value_max: int = 110,
     debris_max_area_um2: float = 40000.0,
     strict: bool = False,
+    overridden: Sequence[str] = (),
 ) -> dict:
     """Segment tissue, write ``<out_prefix>.{json,geojson,mask.png,overlay.png}``, return the record.
 
     ``mpp`` overrides the file's level-0 µm/px; ``geojson`` (level-0 polygons) replaces the
     computed mask. A slide that cannot be used gets ``status`` ``failed`` or ``no_tissue`` with
     a reason and all four files (empty GeoJSON, blank images); ``strict`` raises
-    :class:`SlideError` after writing them instead of returning.
+    :class:`SlideError` after writing them instead of returning. ``overridden`` names the
+    settings that came from the slide sheet instead of the config (recorded, not applied here).
     """
     if not working_mpp > 0:
         raise ValueError(f"working_mpp must be positive, got {working_mpp}")
@@ -156,7 +158,10 @@ def segment_slide(
         "debris_value_max": debris_value_max,
         "debris_max_area_um2": debris_max_area_um2,
     }
+    record["overridden_settings"] = sorted(overridden)
     record["mask_source"] = "geojson" if geojson else "computed"
+    if geojson:
+        record["geojson_source"] = str(geojson)
     polygons: list[Polygon] = []
     mask = np.zeros((1, 1), dtype=bool)
     overlay = np.full((1, 1, 3), 255, dtype=np.uint8)

@@ -21,14 +21,12 @@ from abmilx.tiling.grid import (
     grid_shape,
     level0_coords,
     plan_scale,
-    read_patch,
     tissue_fractions,
 )
+from abmilx.tiling.read import PatchReader
 from abmilx.tiling.store import PatchStoreWriter, encode_jpeg, write_empty_store
 
 DEFAULT_SCALES = {"main": 1.0, "low": 2.0}
-# Patches handed to a worker thread at a time: large enough to amortise scheduling.
-_CHUNK = 32
 
 
 def select_patches(
@@ -44,8 +42,7 @@ def select_patches(
 
 
 def _encoded_patches(
-    slide: Slide,
-    plan: ScalePlan,
+    reader: PatchReader,
     positions: np.ndarray,
     jpeg_quality: int,
     pool: ThreadPoolExecutor,
@@ -54,25 +51,34 @@ def _encoded_patches(
 ) -> Iterator[bytes]:
     """JPEG bytes of the patches at ``positions``, in order, read and encoded by ``pool``.
 
-    At most ``window`` chunks are in flight, so encoded patches never pile up in memory.
+    Work units (see :meth:`PatchReader.units`) may hold patches out of row-major order; their
+    results wait until every earlier patch is out. At most ``window`` units are in flight.
     """
 
-    def work(chunk: np.ndarray) -> list[bytes]:
-        return [
-            encode_jpeg(read_patch(slide, plan, int(x), int(y)), jpeg_quality) for x, y in chunk
-        ]
+    def work(unit: np.ndarray) -> list[bytes]:
+        return [encode_jpeg(p, jpeg_quality) for p in reader.read_unit(positions[unit])]
 
     in_flight: deque = deque()
-    for start in range(0, len(positions), _CHUNK):
-        in_flight.append(pool.submit(work, positions[start : start + _CHUNK]))
+    pending: dict[int, bytes] = {}
+    next_index = 0
+
+    def collect() -> Iterator[bytes]:
+        nonlocal next_index
+        unit, future = in_flight.popleft()
+        pending.update(zip(unit.tolist(), future.result(), strict=True))
+        progress.update(len(unit))
+        while next_index in pending:
+            yield pending.pop(next_index)
+            next_index += 1
+
+    for unit in reader.units(positions):
+        in_flight.append((unit, pool.submit(work, unit)))
         if len(in_flight) >= window:
-            encoded = in_flight.popleft().result()
-            progress.update(len(encoded))
-            yield from encoded
+            yield from collect()
     while in_flight:
-        encoded = in_flight.popleft().result()
-        progress.update(len(encoded))
-        yield from encoded
+        yield from collect()
+    if pending or next_index != len(positions):
+        raise RuntimeError(f"patch order broken: {next_index} of {len(positions)} written")
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -94,6 +100,7 @@ def tile_slide(
     min_tissue_fraction: float = 0.5,
     jpeg_quality: int = 80,
     level_tolerance: float = 0.0,
+    fast_read: bool = True,
     strict: bool = False,
     threads: int = 1,
 ) -> dict:
@@ -102,7 +109,9 @@ def tile_slide(
     ``segmentation`` is the prefix written by :func:`abmilx.segmentation.segment_slide`; its
     GeoJSON decides which grid patches are kept. ``scales`` maps a scale name to µm/px. A slide
     that failed segmentation or reading yields an empty store and its status; ``strict`` raises
-    :class:`SlideError` instead (after writing both).
+    :class:`SlideError` instead (after writing both). ``fast_read`` decodes the raw JPEG
+    tiles of aperio / generic-tiff levels instead of calling OpenSlide per patch (same pixels,
+    several times faster; the QC record names the reader of each scale).
     """
     scales = dict(DEFAULT_SCALES if scales is None else scales)
     if not scales or any(not float(v) > 0 for v in scales.values()):
@@ -137,6 +146,7 @@ def tile_slide(
                 min_tissue_fraction=min_tissue_fraction,
                 jpeg_quality=jpeg_quality,
                 level_tolerance=level_tolerance,
+                fast_read=fast_read,
                 threads=threads,
             )
         except SlideError as error:
@@ -169,6 +179,7 @@ def _tile(
     min_tissue_fraction: float,
     jpeg_quality: int,
     level_tolerance: float,
+    fast_read: bool,
     threads: int,
 ) -> dict[str, int]:
     """Read, encode and store the selected patches of every scale; fills ``record``."""
@@ -196,7 +207,12 @@ def _tile(
         ):
             for plan in plans:
                 positions, coords = selected[plan.name]
-                record["tiling"]["scales"][plan.name] = plan.as_record()
+                reader = PatchReader(slide, plan, fast=fast_read)
+                record["tiling"]["scales"][plan.name] = {
+                    **plan.as_record(),
+                    "reader": reader.method,
+                    "reader_reason": reader.reason,
+                }
                 with tqdm(
                     total=len(positions),
                     desc=f"{slide_id} {plan.name}",
@@ -205,7 +221,7 @@ def _tile(
                     leave=False,
                 ) as progress:
                     patches = _encoded_patches(
-                        slide, plan, positions, jpeg_quality, pool, 4 * max(1, threads), progress
+                        reader, positions, jpeg_quality, pool, 4 * max(1, threads), progress
                     )
                     counts[plan.name] = writer.add_slide(
                         slide_id,
