@@ -78,7 +78,10 @@ def test_main_table_shows_each_run_with_its_interval(tmp_path):
     files = []
     for name, auc in [("e2e", 0.9), ("two", 0.75)]:
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(_metrics(name, auc)))
+        metrics = _metrics(name, auc)
+        if name == "two":
+            metrics["selection"] = {"mode": "val", "protocol": "test_official"}
+        path.write_text(json.dumps(metrics))
         files.append(path)
     settings = {
         "datasets": {"demo": "subtyping"},
@@ -92,7 +95,8 @@ def test_main_table_shows_each_run_with_its_interval(tmp_path):
     csv = pd.read_csv(tmp_path / "tables" / "main.csv")
     assert set(csv.metric) == {"auc", "balanced_accuracy"}
     markdown = (tmp_path / "tables" / "main.md").read_text()
-    assert "| ABMIL | 75.00 [65.00, 80.00] |" in markdown
+    assert "| ABMIL † | 75.00 [65.00, 80.00] |" in markdown
+    assert "selected on the test set" in markdown
     assert "| ABMILX E2E | 90.00 [80.00, 95.00] |" in markdown
     assert "initialised at random" in markdown
 

@@ -225,3 +225,14 @@ def test_bag_loss_adds_the_weighted_instance_loss_of_models_that_have_one():
     assert torch.allclose(
         bag_loss("classification", plain, label), F.cross_entropy(plain.logits, label)
     )
+
+
+def test_selection_on_the_test_set_is_explicit_and_uses_test_bags():
+    from abmilx.training.bags import Bag, selection_bags
+
+    bags = {"train": [Bag("a", ("a",), 0)], "test": [Bag("t", ("t",), 1)]}
+    assert selection_bags(bags, "last") == ([], "last")
+    assert selection_bags(bags, "val") == ([], "val")
+    assert selection_bags(bags, "test_official") == (bags["test"], "val")
+    with pytest.raises(ValueError, match="selection"):
+        selection_bags(bags, "test")

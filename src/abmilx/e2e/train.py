@@ -37,7 +37,7 @@ from abmilx.training import (
     selection_metric,
     selection_metric_name,
 )
-from abmilx.training.bags import Bag, load_fold
+from abmilx.training.bags import Bag, load_fold, selection_bags
 from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
 from abmilx.training.predictions import collect_predictions, group_slides, prediction_columns
 
@@ -197,7 +197,8 @@ def train(
     bags, classes = load_fold(
         splits, fold, config.task, config.classes, _available_slides(patch_store, main_scale)
     )
-    train_bags, val_bags = bags.get("train", []), bags.get("val", [])
+    train_bags = bags.get("train", [])
+    val_bags, loop_selection = selection_bags(bags, config.selection)
     if not train_bags:
         raise ValueError(f"fold {fold} of {splits} has no training slides with patches")
     model = build_model(config, len(classes), config.encoder_weights).to(device)
@@ -307,7 +308,7 @@ def train(
         epochs=config.epochs,
         train_epoch=train_epoch,
         validate=validate if val_bags else None,
-        selection=config.selection,
+        selection=loop_selection,
         metric_name=selection_metric_name(config.task, len(classes)),
         ema=ema,
         scaler=scaler,
@@ -331,7 +332,7 @@ def train(
             ema_state_dict=result.ema_state_dict,
             history=result.history,
             cost=cost,
-            selection=result.selection,
+            selection={**result.selection, "protocol": config.selection},
         )
         clear_resume(out_dir)
     ddp.close()

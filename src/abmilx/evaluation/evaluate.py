@@ -163,6 +163,7 @@ def evaluate_predictions(
         "missing_predictions": missing,
         "classes": classes,
         "metrics": summaries,
+        "selection": _json_safe(checkpoint.get("selection") or {}),
         "bootstrap": {"n_boot": n_boot, "seed": int(seed), "unit": "case", "ci": "percentile 95%"},
         "cost": cost,
         "provenance": {

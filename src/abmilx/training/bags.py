@@ -30,6 +30,24 @@ class Bag:
     event: int = 0
 
 
+SELECTION_SETS = {"last": None, "val": "val", "test_official": "test"}
+
+
+def selection_bags(bags: dict[str, list[Bag]], selection: str) -> tuple[list[Bag], str]:
+    """Bags that drive model selection, and the loop's selection rule ("last" or "val").
+
+    ``test_official`` reproduces the official BRCA-subtyping and survival protocol, where the
+    validation loader is the test set: best epoch and early stopping are chosen on the very
+    slides that are then reported. It is optimistic, never a default, and the run says so.
+    """
+    if selection not in SELECTION_SETS:
+        raise ValueError(f"selection must be one of {list(SELECTION_SETS)}, got {selection!r}")
+    if selection == "test_official":
+        log.warning("selection 'test_official': selecting on the TEST split (optimistic)")
+        return bags.get("test", []), "val"
+    return bags.get("val", []), selection
+
+
 def resolve_classes(table: pd.DataFrame, task: str, classes: list[str] | None) -> list[str]:
     """Class names in output order; survival "classes" are the time bins."""
     if task == "survival":

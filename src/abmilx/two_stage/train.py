@@ -26,7 +26,7 @@ from abmilx.training import (
     selection_metric,
     selection_metric_name,
 )
-from abmilx.training.bags import Bag, load_fold
+from abmilx.training.bags import Bag, load_fold, selection_bags
 from abmilx.training.devices import resolve_device, set_threads
 from abmilx.training.predictions import collect_predictions, group_slides, prediction_columns
 
@@ -103,7 +103,8 @@ def train(
     out_dir = Path(out_dir)
     bank = FeatureBank(features_dir)
     bags, classes = load_fold(splits, fold, config.task, config.classes, available=bank.paths)
-    train_bags, val_bags = bags.get("train", []), bags.get("val", [])
+    train_bags = bags.get("train", [])
+    val_bags, loop_selection = selection_bags(bags, config.selection)
     if not train_bags:
         raise ValueError(f"fold {fold} of {splits} has no training slides with features")
     model = create_mil(config.mil, bank.in_dim(), len(classes), **config.mil_kwargs).to(device)
@@ -154,7 +155,7 @@ def train(
         epochs=config.epochs,
         train_epoch=train_epoch,
         validate=validate if val_bags else None,
-        selection=config.selection,
+        selection=loop_selection,
         metric_name=metric_name,
     )
     save_run(
@@ -170,7 +171,7 @@ def train(
             "peak_rss_mb": peak_rss_mb(),
             "params": count_parameters(model),
         },
-        selection=result.selection,
+        selection={**result.selection, "protocol": config.selection},
     )
     clear_resume(out_dir)
     return out_dir / "model.pt"
