@@ -52,6 +52,7 @@ def test_every_stage_leaves_its_outputs(finished_run):
     results = finished_run / "results"
     assert (results / "tables" / "main.csv").exists()
     assert (results / "tables" / "main.md").exists()
+    assert "ok" in (results / "tables" / "cohort.md").read_text()
     assert (results / "figures" / "attention_heatmaps.png").stat().st_size > 10_000
     assert (results / "tiles" / "tiny" / "patches.lmdb").exists()
     assert len(list((results / "features" / "tiny" / "r18").glob("*.pt"))) >= 8

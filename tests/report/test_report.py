@@ -167,3 +167,21 @@ def test_attention_heatmaps_draws_a_real_slide(tmp_path):
     assert slide.exists() and path.exists() and path.with_suffix(".pdf").exists()
     width, height = Image.open(path).size
     assert width > 500 and height > 300
+
+
+def test_cohort_table_counts_statuses_and_patches(tmp_path):
+    from abmilx.report.tables import cohort_table
+
+    qc = pd.DataFrame(
+        {
+            "dataset": ["d", "d", "d"],
+            "slide_id": ["a", "b", "c"],
+            "status": ["ok", "ok", "failed"],
+            "tissue_area_mm2": [1.0, 3.0, 0.0],
+            "patches_main": [10, 30, 0],
+        }
+    )
+    row = cohort_table(qc).iloc[0]
+    assert (row.slides, row.ok, row.failed, row.no_tissue) == (3, 2, 1, 0)
+    assert row.tissue_mm2_per_slide == 2.0
+    assert (row.patches_main_per_slide, row.patches_main_total) == (20.0, 40)

@@ -20,6 +20,7 @@ rule qc_table:
 rule tables:
     input:
         metrics=[f for d in DATASETS for f in run_outputs(d)],
+        qc="results/qc/slides.tsv",
     output:
         directory("results/tables"),
     log:
@@ -31,7 +32,8 @@ rule tables:
         settings=table_settings(),
         code=code_digest("report/tables.py", "report/__main__.py"),
     shell:
-        "python -m abmilx.report tables --metrics {input.metrics:q} --out-dir {output:q}"
+        "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
+        " --out-dir {output:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 

@@ -102,9 +102,47 @@ def headline_markdown(table: pd.DataFrame, settings: Mapping) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def write_tables(metric_files: Iterable[str | Path], out_dir: str | Path, settings: Mapping):
+def _markdown(table: pd.DataFrame) -> str:
+    def cell(value):
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+def cohort_table(qc: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: slides by QC status, tissue and patches per slide (the paper's data section)."""
+    ok = qc[qc["status"] == "ok"]
+    patch_columns = [c for c in qc.columns if c.startswith("patches_")]
+    summary = qc.groupby("dataset").agg(slides=("slide_id", "size"))
+    for status in ["ok", "failed", "no_tissue"]:
+        summary[status] = qc[qc["status"] == status].groupby("dataset").size()
+    summary["tissue_mm2_per_slide"] = ok.groupby("dataset")["tissue_area_mm2"].mean()
+    for column in patch_columns:
+        summary[f"{column}_per_slide"] = ok.groupby("dataset")[column].mean()
+        summary[f"{column}_total"] = ok.groupby("dataset")[column].sum()
+    return summary.fillna(0).reset_index()
+
+
+def write_tables(
+    metric_files: Iterable[str | Path],
+    out_dir: str | Path,
+    settings: Mapping,
+    qc_table: str | Path | None = None,
+):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if qc_table is not None:
+        cohort = cohort_table(pd.read_csv(qc_table, sep="\t"))
+        cohort.to_csv(out_dir / "cohort.csv", index=False, float_format="%.4g")
+        (out_dir / "cohort.md").write_text(
+            "# Cohorts after preprocessing\n\n"
+            + _markdown(cohort)
+            + "\n\nPer-slide detail and the reason of every failed slide: results/qc/slides.tsv.\n"
+        )
     table = main_table(load_runs(metric_files), settings)
     table.to_csv(out_dir / "main.csv", index=False, float_format="%.6g")
     (out_dir / "main.md").write_text("# Main results\n\n" + headline_markdown(table, settings))
