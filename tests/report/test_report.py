@@ -185,3 +185,11 @@ def test_cohort_table_counts_statuses_and_patches(tmp_path):
     assert (row.slides, row.ok, row.failed, row.no_tissue) == (3, 2, 1, 0)
     assert row.tissue_mm2_per_slide == 2.0
     assert (row.patches_main_per_slide, row.patches_main_total) == (20.0, 40)
+
+
+def test_choose_slides_handles_case_level_survival_predictions():
+    predictions = pd.DataFrame(
+        {"slide_id": ["a", "b"], "case_id": ["c1", "c2"], "label": [0, 3], "risk": [-1.0, -3.0],
+         "pred": [0, 2]}
+    )  # fmt: skip
+    assert choose_slides(predictions, 2) == ["a", "b"]

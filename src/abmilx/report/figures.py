@@ -69,6 +69,9 @@ def attention_heatmaps(settings: Mapping, out_dir: str | Path) -> Path:
         run_dir = Path(run["run_dir"])
         predictions = pd.read_csv(run_dir / "predictions.csv")
         sheet = pd.read_csv(run["slide_sheet"]).set_index("slide_id")
+        if "slide_id" not in predictions:  # survival: one row per case, drawn on its slides
+            slides = sheet.reset_index()[["slide_id", "case_id"]]
+            predictions = slides.merge(predictions, on="case_id")
         sheet_dir = Path(run["slide_sheet"]).parent
         with np.load(run_dir / "attention.npz") as attention_file:
             attention = {key: attention_file[key] for key in attention_file.files}
