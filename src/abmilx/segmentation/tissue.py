@@ -6,6 +6,8 @@ Guards, applied per pixel before the area filters:
 
 - black or transparent background and black ink: value (HSV V) below ``black_value_max``
   (transparent pixels arrive as white from :mod:`abmilx.slides` and fail the saturation test);
+- grey ink (black ink thinly applied): unsaturated (S below ``gray_ink_saturation_max``) yet
+  darker than pale tissue (V below ``gray_ink_value_max``); H&E is never both;
 - green and blue ink: hue inside one of ``pen_hue_ranges_deg`` with saturation at least
   ``pen_min_saturation`` (H&E is pink to purple, 280°-360° and 0°-20°, outside these ranges);
   the excluded area is widened by ``pen_margin_um`` to drop the ink's faint fringe;
@@ -102,10 +104,12 @@ def tissue_mask(
     closing_um: float = 32.0,
     min_tissue_area_um2: float = 262144.0,
     min_hole_area_um2: float = 65536.0,
-    black_value_max: int = 50,
+    black_value_max: int = 90,
+    gray_ink_saturation_max: int = 30,
+    gray_ink_value_max: int = 160,
     pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
     pen_min_saturation: int = 30,
-    pen_margin_um: float = 16.0,
+    pen_margin_um: float = 8.0,
     debris_value_max: int = 110,
     debris_max_area_um2: float = 40000.0,
 ) -> TissueMask:
@@ -125,7 +129,8 @@ def tissue_mask(
             f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
         )
     ink = _hue_mask(hue, pen_hue_ranges_deg) & (saturation >= pen_min_saturation)
-    excluded = (value < black_value_max) | ink
+    gray_ink = (saturation < gray_ink_saturation_max) & (value < gray_ink_value_max)
+    excluded = (value < black_value_max) | gray_ink | ink
     if pen_margin_um > 0 and excluded.any():
         excluded = cv2.dilate(excluded.astype(np.uint8), _disk(2 * pen_margin_um / mpp)) > 0
     mask = (saturation > threshold) & ~excluded
