@@ -132,7 +132,7 @@ def attention_heatmaps(settings: Mapping, out_dir: str | Path) -> Path:
         for axis in axes[0]:
             axis.set_axis_off()
     figure.suptitle(f"Attention of {settings['title'] or settings['experiment']} on test slides")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / figure.get_size_inches()[1]))
     path = out_dir / "attention_heatmaps.png"
     figure.savefig(path, dpi=110)
     figure.savefig(path.with_suffix(".pdf"))
