@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abmilx.adapters.common import Adapted, Issue
+from abmilx.sheets import Problem, SheetError
 
 BARCODE = re.compile(
     r"^(?P<case>TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})-(?P<sample>\d{2})[A-Z]-\d{2}-(?P<kind>[A-Z]{2})\d+",
@@ -42,6 +43,26 @@ def case_of_barcode(value: str) -> str | None:
     """Case id of a clinical-table value: a 12-character case barcode or any longer barcode."""
     match = re.match(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}", value.strip(), re.IGNORECASE)
     return match[0].upper() if match else None
+
+
+def rows_by_case(table, case_column: str) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Clinical rows grouped by TCGA case (first 12 barcode characters), and each case's first
+    line; a value that is no TCGA barcode fails with the file, line and column of every one."""
+    rows_of: dict[str, list[dict]] = {}
+    first_line: dict[str, int] = {}
+    problems = []
+    for line, row in table:
+        case_id = case_of_barcode(row[case_column])
+        if case_id is None:
+            problems.append(
+                Problem(table.name, line, case_column, f"not a TCGA barcode: {row[case_column]!r}")
+            )
+            continue
+        first_line.setdefault(case_id, line)
+        rows_of.setdefault(case_id, []).append(row)
+    if problems:
+        raise SheetError(problems)
+    return rows_of, first_line
 
 
 def select_slides(

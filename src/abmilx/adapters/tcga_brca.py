@@ -18,8 +18,7 @@ from abmilx.adapters.common import (
     is_missing,
     match_by_key,
 )
-from abmilx.adapters.tcga import CASE_COLUMNS, case_of_barcode, select_slides
-from abmilx.sheets import Problem, SheetError
+from abmilx.adapters.tcga import CASE_COLUMNS, rows_by_case, select_slides
 
 CLASSES = ("IDC", "ILC")
 HISTOLOGY_COLUMNS = (
@@ -59,21 +58,13 @@ def build(
         column_candidates(columns, "histology", HISTOLOGY_COLUMNS), "histological type"
     )
 
-    first_line: dict[str, int] = {}
-    found: dict[str, set[str]] = {}
-    problems = []
-    for line, row in table:
-        case_id = case_of_barcode(row[case_column])
-        if case_id is None:
-            problems.append(
-                Problem(table.name, line, case_column, f"not a TCGA barcode: {row[case_column]!r}")
-            )
-            continue
-        first_line.setdefault(case_id, line)
-        histology = row[histology_column]
-        found.setdefault(case_id, set()).add("" if is_missing(histology) else histology)
-    if problems:
-        raise SheetError(problems)
+    rows_of, first_line = rows_by_case(table, case_column)
+    found = {
+        case_id: {
+            "" if is_missing(row[histology_column]) else row[histology_column] for row in rows
+        }
+        for case_id, rows in rows_of.items()
+    }
 
     adapted = Adapted("classification", classes, ("case_id", "label"))
     records: dict[str, dict] = {}

@@ -21,8 +21,7 @@ from abmilx.adapters.common import (
     is_missing,
     match_by_key,
 )
-from abmilx.adapters.tcga import CASE_COLUMNS, case_of_barcode, select_slides
-from abmilx.sheets import Problem, SheetError
+from abmilx.adapters.tcga import CASE_COLUMNS, rows_by_case, select_slides
 
 DAYS_PER_MONTH = 30.44
 SOURCES = ("auto", "gdc", "cbioportal")
@@ -120,20 +119,11 @@ def build(
                                  "OS months"),
         }  # fmt: skip
 
-    rows_of: dict[str, list[dict]] = {}
-    first_line: dict[str, int] = {}
-    problems = []
-    for line, row in table:
-        case_id = case_of_barcode(row[case_column])
-        if case_id is None:
-            problems.append(
-                Problem(table.name, line, case_column, f"not a TCGA barcode: {row[case_column]!r}")
-            )
-            continue
-        first_line.setdefault(case_id, line)
-        rows_of.setdefault(case_id, []).append({k: row[c] for k, c in wanted.items()})
-    if problems:
-        raise SheetError(problems)
+    grouped, first_line = rows_by_case(table, case_column)
+    rows_of = {
+        case_id: [{k: row[c] for k, c in wanted.items()} for row in rows]
+        for case_id, rows in grouped.items()
+    }
 
     adapted = Adapted("survival", None, ("case_id", "time", "event"))
     records: dict[str, dict] = {}
