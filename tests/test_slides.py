@@ -133,7 +133,7 @@ def test_thumbnail_size_is_physical(slides):
         ("missing", "file not found"),
         ("zero", "zero-byte"),
         ("text", "not a slide file"),
-        ("truncated", "truncated or corrupt"),
+        ("truncated", "truncated file"),
     ],
 )
 def test_unusable_files(slides, tmp_path, kind, reason):
