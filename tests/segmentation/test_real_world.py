@@ -37,13 +37,16 @@ def add_haematoxylin(rgb: np.ndarray, where: np.ndarray, optical_density: float)
 # --- Resolution and memory -----------------------------------------------------------------
 
 
-def test_drawing_at_72_dpi_fails_with_the_mpp_source_and_the_fields_it_has(tmp_path):
+def drawn_tiff(path, **options) -> tuple:
+    """The drawn slide image as a plain tiled TIFF (a converter's output), and the image."""
     image, _ = draw_slide_image()
-    path = tmp_path / "drawing.tif"
-    tifffile.imwrite(
-        path, image, photometric="rgb", tile=(256, 256), compression="jpeg", metadata=None,
-        resolution=(72, 72), resolutionunit="INCH",
-    )  # fmt: skip
+    options = dict(photometric="rgb", tile=(256, 256), compression="jpeg", metadata=None) | options
+    tifffile.imwrite(path, image, **options)
+    return path, image
+
+
+def test_drawing_at_72_dpi_fails_with_the_mpp_source_and_the_fields_it_has(tmp_path):
+    path, image = drawn_tiff(tmp_path / "drawing.tif", resolution=(72, 72), resolutionunit="INCH")
     record = segment_slide(path, tmp_path / "d", slide_id="d", dataset="x", **SEGMENT_SETTINGS)
     assert record["status"] == "failed" and "72 dpi" in record["reason"]
     assert (record["vendor"], record["mpp_source"]) == ("generic-tiff", "tiff-resolution-inch")
@@ -105,12 +108,8 @@ def test_overlay_is_capped_in_size(drawn_slide, tmp_path, monkeypatch):
 
 
 def test_unsupported_compression_record_keeps_what_the_file_tells(tmp_path):
-    image, _ = draw_slide_image()
-    path = tmp_path / "lzma.tif"
-    tifffile.imwrite(
-        path, image, photometric="rgb", tile=(256, 256), compression="lzma", metadata=None,
-        resolution=(20000, 20000), resolutionunit="CENTIMETER",
-    )  # fmt: skip
+    path, _ = drawn_tiff(tmp_path / "lzma.tif", compression="lzma", resolution=(20000, 20000),
+                         resolutionunit="CENTIMETER")  # fmt: skip
     record = segment_slide(path, tmp_path / "z", slide_id="z", dataset="x")
     assert record["status"] == "failed"
     assert record["reason"].startswith("unsupported TIFF compression 34925 (LZMA)")
