@@ -238,6 +238,7 @@ def test_unsupported_compression_names_it_and_keeps_what_the_file_tells(slides, 
         "width": 1024,
         "height": 768,
         "level_count": 1,
+        "tiled": True,
         "mpp": 0.5,
         "mpp_source": "tiff-resolution-centimeter",
     }

@@ -102,7 +102,8 @@ def _tiff_facts(path: Path) -> tuple[dict, int | None, str | None]:
     """(QC fields, bytes the tiles need, parse error) from the TIFF structure, OpenSlide aside.
 
     The fields are those OpenSlide would report had it opened the file: its vendor guess, the
-    largest tiled page's size, the number of tiled pages and the mpp of the resolution tags.
+    largest tiled page's size, the number of tiled pages and the mpp of the resolution tags;
+    ``tiled`` says whether any page is tiled.
     """
     facts: dict = {}
     with contextlib.suppress(openslide.OpenSlideError):
@@ -121,10 +122,11 @@ def _tiff_facts(path: Path) -> tuple[dict, int | None, str | None]:
                 ),
                 default=0,
             )
-            tiled = [p for p in pages if p.is_tiled] or pages
-            first = max(tiled, key=lambda p: p.imagewidth * p.imagelength)
+            tiled = [p for p in pages if p.is_tiled]
+            facts["tiled"] = bool(tiled)
+            first = max(tiled or pages, key=lambda p: p.imagewidth * p.imagelength)
             facts.update(width=int(first.imagewidth), height=int(first.imagelength))
-            facts["level_count"] = len(tiled)
+            facts["level_count"] = len(tiled or pages)
             unit = {2: "inch", 3: "centimeter"}.get(int(first.tags.valueof(296, 2)))
             resolution = first.tags.valueof(282)
             if unit and resolution and resolution[0] > 0 and resolution[1] > 0:

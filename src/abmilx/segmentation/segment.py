@@ -188,6 +188,10 @@ def segment_slide(
         raise ValueError(
             f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
         )
+    if len(plausible_mpp) != 2 or not 0 < plausible_mpp[0] < plausible_mpp[1]:
+        raise ValueError(
+            f"plausible_mpp must be [low, high] with 0 < low < high, got {plausible_mpp}"
+        )
     record = empty_record(dataset, slide_id)
     record["settings"] = {
         "working_mpp": working_mpp,
@@ -280,7 +284,7 @@ def segment_slide(
             )
             polygons = []
     except SlideError as error:
-        record.update({k: v for k, v in error.facts.items() if v is not None})
+        record.update({k: v for k, v in error.facts.items() if k in record})
         record["status"], record["reason"] = "failed", error.reason
     write_outputs(out_prefix, record, polygons, mask, overlay)
     if strict and record["status"] != "ok":
