@@ -175,8 +175,9 @@ def segment_slide(
     ``mpp`` overrides the file's level-0 µm/px; ``geojson`` (level-0 polygons) replaces the
     computed mask. The file's own mpp must pass :func:`abmilx.slides.check_mpp` (unless
     ``trust_file_mpp``); the view is never finer than level 0, and a slide whose view would need
-    more than ``memory_budget_mb`` fails instead of taking the machine. A slide that cannot be used gets ``status`` ``failed`` or ``no_tissue`` with
-    a reason and all four files (empty GeoJSON, blank images); ``strict`` raises
+    more than ``memory_budget_mb`` fails instead of taking the machine. A slide that cannot be
+    used gets ``status`` ``failed`` or ``no_tissue`` with a reason, the QC fields its file still
+    told, and all four files (empty GeoJSON, blank images); ``strict`` raises
     :class:`SlideError` after writing them instead of returning. ``overridden`` names the
     settings that came from the slide sheet instead of the config (recorded, not applied here).
     """
