@@ -47,8 +47,8 @@ def _imported_names(tree: ast.AST, package: str) -> set[str]:
     return {name for name in names if name.split(".")[0] == "abmilx"}
 
 
-def code_closure_digest(module: str) -> str:
-    """Digest of the source files `module` imports from abmilx, transitively."""
+def code_closure(module: str) -> dict[str, Path]:
+    """Source files of `module` and of what it imports from abmilx, transitively, by name."""
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
@@ -57,7 +57,7 @@ def code_closure_digest(module: str) -> str:
             continue
         try:
             path = _module_file(name)
-        except ModuleNotFoundError:
+        except (ModuleNotFoundError, ValueError):  # not importable by that name
             path = None
         if path is None or path.suffix != ".py":
             continue
@@ -66,6 +66,12 @@ def code_closure_digest(module: str) -> str:
         parents = [".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)]
         todo.extend(parents)
         todo.extend(_imported_names(ast.parse(path.read_bytes()), package))
+    return seen
+
+
+def code_closure_digest(module: str) -> str:
+    """Digest of `code_closure(module)`: changes when any file the module depends on does."""
+    seen = code_closure(module)
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(name.encode())
