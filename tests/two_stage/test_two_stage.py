@@ -1,6 +1,10 @@
 """Two-stage MIL training and prediction on toy feature files; resume, snapshots."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -230,3 +234,27 @@ def test_snapshots_are_written_and_do_not_change_training(toy):
         record = torch.load(toy / "features" / "s0.pt")
         np.testing.assert_array_equal(embeddings["s0/embeddings"], record["features"].numpy())
         np.testing.assert_array_equal(embeddings["s0/coords"], record["coords"].numpy())
+
+
+def test_a_killed_cli_run_resumes_in_a_new_process(toy, caplog):
+    """SIGKILL a real training process after its first epoch; the rerun (this process) resumes
+    and equals a run that was never interrupted: the fingerprint is stable across processes."""
+    settings = {**RESUME, "epochs": 30}
+    args = [
+        "train", "--features-dir", str(toy / "features"), "--splits", str(toy / "splits.csv"),
+        "--fold", "0", "--out-dir", str(toy / "run"), "--settings", json.dumps(settings),
+    ]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "abmilx.two_stage", *args])
+    state = toy / "run" / ".resume" / "state.pt"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    caplog.set_level("INFO")
+    main(args)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("resuming from") for m in messages), messages[:5]
+    assert not _discard_lines(caplog)
+    train(toy / "features", toy / "splits.csv", 0, toy / "clean", **settings)
+    assert _same_weights(toy / "clean", toy / "run")

@@ -208,7 +208,7 @@ class Trainer:
             progress.update(loss=f"{np.mean(losses):.4f}")
             for callback in self.callbacks:
                 callback.on_step(self, epoch, step, losses[-1])
-        return float(np.mean(losses))
+        return float(np.mean(self.ddp.gather(losses)))  # over every rank's steps
 
     def validate(self, module: nn.Module) -> float:
         """Selection metric of `module` on the selection bags, split over ranks."""
