@@ -147,16 +147,21 @@ def _discard_lines(caplog):
     return [r.getMessage() for r in caplog.records if "discarding resume state" in r.getMessage()]
 
 
+def _crash(toy, at):
+    """A run that dies at the start of epoch `at`, leaving its resume state."""
+    with pytest.raises(Crash):
+        train(
+            toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[CrashAt(at)],
+            **RESUME,
+        )  # fmt: skip
+
+
 RESUME = {**SETTINGS, "epochs": 4, "mil": "abmilx", "mil_kwargs": {"inner_dim": 8, "n_heads": 2}}
 
 
 def test_resume_with_the_same_run_continues_bit_identically(toy):
     train(toy / "features", toy / "splits.csv", 0, toy / "clean", **RESUME)
-    with pytest.raises(Crash):
-        train(
-            toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[CrashAt(2)],
-            **RESUME,
-        )  # fmt: skip
+    _crash(toy, at=2)
     assert (toy / "run" / ".resume" / "state.pt").exists()
     started = Started()
     train(toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[started], **RESUME)
@@ -165,11 +170,7 @@ def test_resume_with_the_same_run_continues_bit_identically(toy):
 
 
 def test_changed_split_discards_the_resume_state_and_equals_a_clean_run(toy, caplog):
-    with pytest.raises(Crash):
-        train(
-            toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[CrashAt(2)],
-            **RESUME,
-        )  # fmt: skip
+    _crash(toy, at=2)
     split = pd.read_csv(toy / "splits.csv")
     split.loc[split.slide_id == "s0", "split"] = "test"  # one training slide becomes a test slide
     split.loc[split.slide_id == "s10", "split"] = "train"
@@ -186,11 +187,7 @@ def test_changed_split_discards_the_resume_state_and_equals_a_clean_run(toy, cap
 
 
 def test_changed_n_heads_discards_the_state_instead_of_failing(toy, caplog):
-    with pytest.raises(Crash):
-        train(
-            toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[CrashAt(1)],
-            **RESUME,
-        )  # fmt: skip
+    _crash(toy, at=1)
     caplog.set_level("INFO")
     changed = {**RESUME, "mil_kwargs": {"inner_dim": 8, "n_heads": 4}}
     train(toy / "features", toy / "splits.csv", 0, toy / "run", **changed)
@@ -200,11 +197,7 @@ def test_changed_n_heads_discards_the_state_instead_of_failing(toy, caplog):
 
 
 def test_changed_features_discard_the_state(toy, caplog):
-    with pytest.raises(Crash):
-        train(
-            toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[CrashAt(1)],
-            **RESUME,
-        )  # fmt: skip
+    _crash(toy, at=1)
     write_features(toy / "features", {f"s{k}": k % 2 for k in range(12)}, seed=5)
     caplog.set_level("INFO")
     train(toy / "features", toy / "splits.csv", 0, toy / "run", **RESUME)

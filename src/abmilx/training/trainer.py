@@ -97,10 +97,11 @@ class Trainer:
         fold: int,
         out_dir: str | Path,
         threads: int = 1,
-        settings: dict | None = None,
-        callbacks: Sequence[Callback] = (),
+        *,
+        extra_callbacks: Sequence[Callback] = (),
+        **settings,
     ) -> None:
-        config = task_type.settings_type.from_settings(settings or {})
+        config = task_type.settings_type.from_settings(settings)
         self.config, self.fold, self.out_dir = config, int(fold), Path(out_dir)
         set_threads(threads)
         self.ddp = Distributed(config.device)
@@ -146,7 +147,7 @@ class Trainer:
                 "world_size": self.ddp.world,
             }
         )
-        self.callbacks = [*builtin_callbacks(config.callbacks, self.bags), *callbacks]
+        self.callbacks = [*builtin_callbacks(config.callbacks, self.bags), *extra_callbacks]
         # Different dropout draws per rank from here on, as the official seed_torch(seed + rank).
         seed_everything(config.seed + self.ddp.rank)
 
@@ -349,21 +350,11 @@ class Trainer:
         return path
 
 
-def train(
-    task_type: type[Task],
-    source: str | Path,
-    splits: str | Path,
-    fold: int,
-    out_dir: str | Path,
-    threads: int = 1,
-    *,
-    extra_callbacks: Sequence[Callback] = (),
-    **settings,
-) -> Path:
-    """Train one fold of a kind and write `<out_dir>/model.pt` and `train_log.csv`.
+def train(task_type: type[Task], *args, **kwargs) -> Path:
+    """`Trainer(task_type, source, splits, fold, out_dir, threads, **settings).run()`: train one
+    fold of a kind and write `<out_dir>/model.pt` and `train_log.csv`.
 
     `settings` are the kind's schema settings plus seed, task, classes and device; missing keys
     take the schema's defaults. Resumes from `<out_dir>/.resume/` when it belongs to this run.
     """
-    trainer = Trainer(task_type, source, splits, fold, out_dir, threads, settings, extra_callbacks)
-    return trainer.run()
+    return Trainer(task_type, *args, **kwargs).run()
