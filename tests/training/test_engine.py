@@ -174,3 +174,19 @@ def test_code_closure_follows_abmilx_imports_including_lazy_ones():
     } <= set(closure)  # fmt: skip
     assert "abmilx.report.tables" not in closure and "abmilx.cohort.plan" not in closure
     assert "abmilx.e2e.train" in closure  # the registry's lazy loaders are imports too
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_unreadable_or_unfingerprinted_resume_state_is_discarded(toy_kind, caplog, content):
+    state = toy_kind / "run" / ".resume" / "state.pt"
+    state.parent.mkdir(parents=True)
+    if content is None:
+        torch.save({"next_epoch": 1, "model": {}}, state)  # an older version's state
+    else:
+        state.write_bytes(content)
+    caplog.set_level(logging.INFO)
+    train(ToyTask, toy_kind / "toy.npz", toy_kind / "splits.csv", 0, toy_kind / "run", epochs=2)
+    lines = [r.getMessage() for r in caplog.records if "discarding resume" in r.getMessage()]
+    reason = "unreadable" if content else "written without a fingerprint"
+    assert len(lines) == 1 and f"({reason}" in lines[0], lines
+    assert [row["epoch"] for row in load_run(toy_kind / "run")["history"]] == [0, 1]

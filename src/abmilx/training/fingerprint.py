@@ -84,7 +84,6 @@ def fingerprint(parts: Mapping[str, Any]) -> dict[str, str]:
     return {name: config_hash(value) for name, value in parts.items()}
 
 
-def changed_parts(stored: Mapping[str, str] | None, current: Mapping[str, str]) -> list[str]:
-    """Parts whose hash differs (all of them for a state written without a fingerprint)."""
-    stored = stored or {}
+def changed_parts(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """Parts whose hash differs."""
     return [name for name in current if stored.get(name) != current[name]]

@@ -91,14 +91,16 @@ class Task(ABC):
         """Inference on every instance of each bag (a list of slide ids), in order."""
 
     def infer_logged(
-        self, model: nn.Module, bags: Sequence[Sequence[str]], what: str
+        self, model: nn.Module, bags: Sequence[Sequence[str]], what: str, summary: bool = True
     ) -> Iterator[BagResult]:
-        """`infer` with a progress line at least every 30 s (whole slides can take minutes)."""
+        """`infer` with a progress line at least every 30 s (whole slides can take minutes),
+        and a closing line when `summary`."""
         progress = Progress(what, len(bags), "bags")
         for result in self.infer(model, bags):
             progress.update()
             yield result
-        progress.finish()
+        if summary:
+            progress.finish()
 
 
 def _two_stage() -> type[Task]:

@@ -157,21 +157,23 @@ class Trainer:
 
     def _resume_state(self) -> dict | None:
         """The resume state if it belongs to this very run, else None (and it is removed)."""
+        reason = ""
         try:
             state = load_resume(self.out_dir)
-        except Exception as error:  # a state from an incompatible version: never reused
-            log.warning("discarding unreadable resume state in %s: %s", self.out_dir, error)
-            state = {}
-        if state is not None:
-            changed = changed_parts(state.get("fingerprint"), self.fingerprint)
-            if changed:
-                log.warning(
-                    "discarding resume state in %s (%s changed since it was written): "
-                    "training starts at epoch 0",
-                    self.out_dir / RESUME_DIR,
-                    ", ".join(changed),
-                )
-                state = None
+        except Exception as error:  # e.g. written by an incompatible version: never reused
+            state, reason = None, f"unreadable: {error}"
+        if state is not None and "fingerprint" not in state:
+            state, reason = None, "written without a fingerprint"
+        elif state is not None and (
+            changed := changed_parts(state["fingerprint"], self.fingerprint)
+        ):
+            state, reason = None, f"{', '.join(changed)} changed since it was written"
+        if reason:
+            log.warning(
+                "discarding resume state in %s (%s): training starts at epoch 0",
+                self.out_dir / RESUME_DIR,
+                reason,
+            )
         self.ddp.barrier()
         if state is None and self.is_main:
             clear_resume(self.out_dir)
@@ -215,7 +217,9 @@ class Trainer:
         """Selection metric of `module` on the selection bags, split over ranks."""
         self.ddp.sync_from_main(module)
         mine = self.val_bags[self.ddp.rank :: self.ddp.world]
-        results = self.task.infer_logged(module, [bag.slide_ids for bag in mine], "validation")
+        results = self.task.infer_logged(
+            module, [bag.slide_ids for bag in mine], "validation", summary=False
+        )
         local = [
             (bag, result.output.logits.float().cpu().numpy()[0])
             for bag, result in zip(mine, results, strict=True)
