@@ -2,8 +2,11 @@
 
 Batches are cut from one permutation of the training bags seeded by (seed, epoch), also on a
 single process: step k takes positions [k*G*B, (k+1)*G*B) of it and rank r its r-th slice of B.
-A G-rank run with per-rank batch B therefore sees the same global batches as a 1-rank run with
-batch G*B (gradients are averaged over ranks), up to per-rank BatchNorm statistics.
+A G-rank run with per-rank batch B therefore sees the same global batches (the same bags, and
+in E2E the same sampled patches, which are drawn per bag) as a 1-rank run with batch G*B, and
+gradients are averaged over ranks. What still differs: per-rank BatchNorm statistics, dropout
+draws (seeded by seed + rank) and E2E crop parameters, which are drawn per step from the step's
+bags (TrainCollate, as the official scheme).
 """
 
 from __future__ import annotations
