@@ -7,7 +7,7 @@ of DataLoader workers and a resumed run repeats exactly what an uninterrupted ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +21,14 @@ from abmilx.tiling.store import PatchStore
 from abmilx.training.bags import Bag
 
 
-class MrisBags(Dataset):
-    """One item per bag: (N, 3, P, P) uint8 patches at store size, [low scale ; main scale]."""
+class StoreBags(Dataset):
+    """One item per bag, read lazily from the patch store (opened once per worker)."""
 
     def __init__(
-        self,
-        store_path: str | Path,
-        bags: Sequence[Bag],
-        n_patches: int,
-        scale_ratio: float | None,
-        scales: Mapping[str, str],
-        seed: int,
-        channel_order: str = "rgb",
+        self, store_path: str | Path, bags: Sequence[Bag], seed: int, channel_order: str
     ) -> None:
         self.store_path = str(store_path)
         self.bags = list(bags)
-        self.n_low, self.n_main = mris_counts(n_patches, scale_ratio)
-        self.main_scale = scales["main"]
-        self.low_scale = scales.get("low")
-        if self.n_low and not self.low_scale:
-            raise ValueError("scale_ratio > 0 needs a 'low' entry in scales")
         self.seed = seed
         self.channel_order = channel_order
         self.epoch = 0
@@ -59,18 +47,42 @@ class MrisBags(Dataset):
             self._store = PatchStore(self.store_path)
         return self._store
 
+    def item(self, bag: Bag, images: np.ndarray, rng: np.random.Generator) -> dict:
+        """The item dict of `bag` with its (n, P, P, 3) patches."""
+        return {
+            "images": to_chw_tensor(images, self.channel_order),
+            "label": bag.label,
+            "event": bag.event,
+            "aug_seed": int(rng.integers(2**62)),
+        }
+
+
+class MrisBags(StoreBags):
+    """One item per bag: (N, 3, P, P) uint8 patches at store size, [low scale ; main scale]."""
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        bags: Sequence[Bag],
+        n_patches: int,
+        scale_ratio: float | None,
+        scales: Mapping[str, str],
+        seed: int,
+        channel_order: str = "rgb",
+    ) -> None:
+        super().__init__(store_path, bags, seed, channel_order)
+        self.n_low, self.n_main = mris_counts(n_patches, scale_ratio)
+        self.main_scale = scales["main"]
+        self.low_scale = scales.get("low")
+        if self.n_low and not self.low_scale:
+            raise ValueError("scale_ratio > 0 needs a 'low' entry in scales")
+
     def _read_sample(
         self, slide_ids: Sequence[str], scale: str, n_wanted: int, rng: np.random.Generator
     ) -> np.ndarray:
         counts = [self.store.count(slide_id, scale) for slide_id in slide_ids]
         slide, index = sample_pooled(counts, n_wanted, rng)
-        size = self.store.patch_size
-        out = np.empty((n_wanted, size, size, 3), dtype=np.uint8)
-        for position, slide_id in enumerate(slide_ids):
-            rows = np.flatnonzero(slide == position)
-            if len(rows):
-                out[rows] = self.store.read(slide_id, scale, index[rows])
-        return out
+        return read_pooled(self.store, slide_ids, scale, slide, index)
 
     def _has_patches(self, slide_ids: Sequence[str], scale: str | None) -> bool:
         return scale is not None and any(
@@ -88,12 +100,59 @@ class MrisBags(Dataset):
         if n_low:
             parts.append(self._read_sample(bag.slide_ids, self.low_scale, n_low, rng))
         parts.append(self._read_sample(bag.slide_ids, self.main_scale, n_main, rng))
-        return {
-            "images": to_chw_tensor(np.concatenate(parts), self.channel_order),
-            "label": bag.label,
-            "event": bag.event,
-            "aug_seed": int(rng.integers(2**62)),
-        }
+        return self.item(bag, np.concatenate(parts), rng)
+
+
+def read_pooled(
+    store: PatchStore,
+    slide_ids: Sequence[str],
+    scale: str,
+    slide: np.ndarray,
+    index: np.ndarray,
+) -> np.ndarray:
+    """(n, P, P, 3) uint8 patches: row i is patch `index[i]` of slide `slide_ids[slide[i]]`."""
+    size = store.patch_size
+    out = np.empty((len(slide), size, size, 3), dtype=np.uint8)
+    for position, slide_id in enumerate(slide_ids):
+        rows = np.flatnonzero(slide == position)
+        if len(rows):
+            out[rows] = store.read(slide_id, scale, index[rows])
+    return out
+
+
+class PickedBags(StoreBags):
+    """One item per bag: the patches at `scale` that `picker(bag_index, rng)` chooses.
+
+    The picker returns indices into the bag's pooled patches (its slides' patches concatenated
+    in order) and must be picklable (DataLoader workers). Seeding as in `MrisBags`.
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        bags: Sequence[Bag],
+        picker: Callable[[int, np.random.Generator], np.ndarray],
+        scale: str,
+        seed: int,
+        channel_order: str = "rgb",
+    ) -> None:
+        super().__init__(store_path, bags, seed, channel_order)
+        self.picker = picker
+        self.scale = scale
+
+    def picks(self, index: int) -> tuple[np.ndarray, np.random.Generator]:
+        """The pooled indices item `index` reads this epoch, and the generator after drawing."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return np.asarray(self.picker(index, rng), dtype=np.int64), rng
+
+    def __getitem__(self, index: int) -> dict:
+        bag = self.bags[index]
+        flat, rng = self.picks(index)
+        counts = [self.store.count(slide_id, self.scale) for slide_id in bag.slide_ids]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        slide = np.searchsorted(offsets, flat, side="right") - 1
+        images = read_pooled(self.store, bag.slide_ids, self.scale, slide, flat - offsets[slide])
+        return self.item(bag, images, rng)
 
 
 class TrainCollate:

@@ -1,4 +1,8 @@
-"""End-to-end training of encoder + MIL from LMDB patches (multi-scale random instance sampling)."""
+"""End-to-end training of encoder + MIL from LMDB patches (multi-scale random instance sampling).
+
+`PatchTask` is what every kind that reads the patch store shares (E2E here, C2C and FT in
+their own modules): the settings, the model, the training loader and whole-slide inference.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from abmilx.e2e.data import MrisBags, TrainCollate
 from abmilx.e2e.model import E2EModel
@@ -24,20 +29,16 @@ from abmilx.training.devices import autocast
 from abmilx.training.distributed import epoch_seed
 from abmilx.training.seeding import seed_worker
 from abmilx.training.settings import TrainSettings
-from abmilx.training.task import BagResult, Task
+from abmilx.training.task import BagResult, Task, task_type
 
 
 @dataclass(kw_only=True)
-class E2ESettings(TrainSettings):
-    """Settings of an E2E run (schema `$defs/e2e_settings`); defaults = r18 BRCA subtyping."""
-
-    definition: ClassVar[str] = "e2e_settings"
+class PatchSettings(TrainSettings):
+    """Settings of every kind that trains its encoder from the patch store."""
 
     encoder: str
     encoder_weights: str
     batch_size: int
-    n_patches: int
-    scale_ratio: int | None
     scales: dict
     train_size: int
     eval_size: int
@@ -51,12 +52,24 @@ class E2ESettings(TrainSettings):
     num_workers: int
 
 
-class E2ETask(Task):
-    """Bags are MRIS samples of a patch store in training and all main-scale patches in
-    inference; the model is encoder + MIL (`E2EModel`)."""
+@dataclass(kw_only=True)
+class E2ESettings(PatchSettings):
+    """Settings of an E2E run (schema `$defs/e2e_settings`); defaults = r18 BRCA subtyping."""
 
-    kind = "e2e"
-    settings_type = E2ESettings
+    definition: ClassVar[str] = "e2e_settings"
+
+    n_patches: int
+    scale_ratio: int | None
+
+
+class PatchTask(Task):
+    """Encoder + MIL trained from the patch store; inference on all main-scale patches.
+
+    Subclasses say which patches each training step reads (`batches`), possibly using the
+    current encoder (`self.model`, the model `build_model` made).
+    """
+
+    model: E2EModel | None = None
 
     def __init__(self, source, config, device, amp_dtype, num_workers=None) -> None:
         super().__init__(source, config, device, amp_dtype, num_workers)
@@ -82,24 +95,22 @@ class E2ETask(Task):
         weights = config.encoder_weights if pretrained else "random"
         encoder = create_encoder(config.encoder, weights=weights)
         mil = create_mil(config.mil, encoder.out_dim, n_classes, **config.mil_kwargs)
-        model = E2EModel(encoder, mil, config.patch_batch_size, config.channels_last)
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if config.channels_last else model
+        model = self.wrap(encoder, mil, n_classes).to(self.device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        return model
+
+    def wrap(self, encoder: nn.Module, mil: nn.Module, n_classes: int) -> E2EModel:
+        """The trained module around encoder and MIL (C2C adds its instance head)."""
+        return E2EModel(encoder, mil, self.config.patch_batch_size, self.config.channels_last)
 
     def batch_size(self) -> int:
         return self.config.batch_size
 
-    def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterator[dict]:
+    def load(self, dataset: Dataset, epoch: int, steps: list[list[int]]) -> Iterator[dict]:
+        """The batches of `dataset` (a `StoreBags`) for `steps`, augmented by `TrainCollate`."""
         config = self.config
-        dataset = MrisBags(
-            self.source,
-            bags,
-            config.n_patches,
-            config.scale_ratio,
-            config.scales,
-            config.seed,
-            config.channel_order,
-        )
         dataset.set_epoch(epoch)
         loader = DataLoader(
             dataset,
@@ -119,15 +130,17 @@ class E2ETask(Task):
     def forward(self, model: nn.Module, inputs: torch.Tensor, label: torch.Tensor) -> MILOutput:
         return model(inputs, labels=label)
 
-    def infer(self, model: nn.Module, bags: Sequence[Sequence[str]]) -> Iterator[BagResult]:
-        """Encodes ALL main-scale patches of each bag in chunks under no_grad, so only the
-        features of a whole slide are kept, never its images."""
+    def slide_features(
+        self, model: E2EModel, slide_ids: Sequence[str]
+    ) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
+        """(slide_id, features, coords) of ALL main-scale patches of each slide, encoded by
+        `model`'s encoder in eval mode, in chunks under no_grad (never a slide's images)."""
         config = self.config
         model.eval()
         encode = make_encode_fn(model.encoder, self.device, self.amp_dtype, model.channels_last)
-        slides = iter_slide_features(
+        return iter_slide_features(
             self.source,
-            [slide_id for members in bags for slide_id in members],
+            slide_ids,
             encode,
             scale=config.scales["main"],
             chunk_size=config.eval_patch_batch_size,
@@ -135,6 +148,10 @@ class E2ETask(Task):
             channel_order=config.channel_order,
             num_workers=self.num_workers,
         )
+
+    def infer(self, model: nn.Module, bags: Sequence[Sequence[str]]) -> Iterator[BagResult]:
+        """The MIL on the features of every main-scale patch of each bag."""
+        slides = self.slide_features(model, [slide_id for members in bags for slide_id in members])
         for members in bags:
             parts = [next(slides) for _ in members]
             features = torch.cat([features for _, features, _ in parts]).to(self.device)
@@ -143,14 +160,43 @@ class E2ETask(Task):
             yield BagResult(output, [coords for _, _, coords in parts], features)
 
 
+class E2ETask(PatchTask):
+    """Bags are MRIS samples of a patch store in training and all main-scale patches in
+    inference; the model is encoder + MIL (`E2EModel`)."""
+
+    kind = "e2e"
+    settings_type = E2ESettings
+
+    def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterator[dict]:
+        config = self.config
+        dataset = MrisBags(
+            self.source,
+            bags,
+            config.n_patches,
+            config.scale_ratio,
+            config.scales,
+            config.seed,
+            config.channel_order,
+        )
+        return self.load(dataset, epoch, steps)
+
+
+# Kinds that train from the patch store (this CLI and the train_e2e rule serve them all).
+PATCH_KINDS = ("e2e", "c2c", "ft")
+
+
 def train(
     store: str | Path,
     splits: str | Path,
     fold: int,
     out_dir: str | Path,
     threads: int = 1,
+    kind: str = "e2e",
     **settings,
 ) -> Path:
-    """Train encoder + MIL on the fold (see `abmilx.training.train`); under torchrun
-    (WORLD_SIZE > 1) it runs DDP and only rank 0 writes files. Returns model.pt."""
-    return trainer.train(E2ETask, store, splits, fold, out_dir, threads, **settings)
+    """Train encoder + MIL of `kind` (one of PATCH_KINDS) on the fold (see
+    `abmilx.training.train`); under torchrun (WORLD_SIZE > 1) it runs DDP and only rank 0
+    writes files. Returns model.pt."""
+    if kind not in PATCH_KINDS:
+        raise ValueError(f"kind {kind!r} does not train from a patch store ({PATCH_KINDS})")
+    return trainer.train(task_type(kind), store, splits, fold, out_dir, threads, **settings)

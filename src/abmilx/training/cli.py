@@ -14,8 +14,13 @@ def train_command(
     source: tuple[str, str],
     train: Callable[..., object],
     argv: list[str] | None = None,
+    kinds: tuple[str, ...] = (),
 ) -> None:
-    """Parse ``train --<source> ... --settings JSON`` and call ``train(source, splits, fold, ...)``."""
+    """Parse ``train --<source> ... --settings JSON`` and call ``train(source, splits, fold, ...)``.
+
+    With `kinds`, ``--kind`` (default the first) chooses among run kinds that read the same
+    source and is passed on as ``train(..., kind=...)``.
+    """
     flag, source_help = source
     parser = argparse.ArgumentParser(prog=prog)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +31,8 @@ def train_command(
     run.add_argument("--out-dir", required=True)
     run.add_argument("--settings", default="{}", help="JSON object of train() keyword arguments")
     run.add_argument("--threads", type=int, default=1)
+    if kinds:
+        run.add_argument("--kind", choices=kinds, default=kinds[0], help="run kind")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     train(
@@ -34,5 +41,6 @@ def train_command(
         args.fold,
         args.out_dir,
         threads=args.threads,
+        **({"kind": args.kind} if kinds else {}),
         **json.loads(args.settings),
     )

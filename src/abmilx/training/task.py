@@ -1,6 +1,6 @@
 """The task protocol that the one trainer drives, and the registry of run kinds.
 
-A kind (two-stage, E2E, later C2C or fine-tuning baselines) says where bags come from and how
+A kind (two-stage, E2E, the C2C and FT baselines) says where bags come from and how
 its model turns a batch into a MILOutput; the trainer owns everything else. Adding a kind means
 one module with a `Task` subclass and one entry in `_LOADERS`.
 """
@@ -77,6 +77,19 @@ class Task(ABC):
         """Bags per rank per step."""
         return 1
 
+    # Instances the kind ran through its encoder for training OUTSIDE the steps (no gradient:
+    # re-clustering, mask scoring); the trainer adds them to the run's `patches_seen`.
+    patches_scored: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the kind learned outside the model (clusters, masks), kept in the resume
+        state so that a resumed run repeats an uninterrupted one."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` from a resume state (kinds without state ignore it)."""
+        del state
+
     @abstractmethod
     def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterable[dict]:
         """One batch dict per entry of `steps` (indices into `bags`), with "inputs", "label"
@@ -115,8 +128,20 @@ def _e2e() -> type[Task]:
     return E2ETask
 
 
+def _c2c() -> type[Task]:
+    from abmilx.e2e.c2c import C2CTask
+
+    return C2CTask
+
+
+def _ft() -> type[Task]:
+    from abmilx.e2e.ft import FTTask
+
+    return FTTask
+
+
 # Imported lazily: the kinds build on this package, not the other way round.
-_LOADERS = {"two_stage": _two_stage, "e2e": _e2e}
+_LOADERS = {"two_stage": _two_stage, "e2e": _e2e, "c2c": _c2c, "ft": _ft}
 KINDS = tuple(_LOADERS)
 
 

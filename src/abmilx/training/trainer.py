@@ -148,6 +148,7 @@ class Trainer:
             }
         )
         self.callbacks = [*builtin_callbacks(config.callbacks, self.bags), *extra_callbacks]
+        self.patches_seen = 0  # instances through the model in training steps, this rank
         # Different dropout draws per rank from here on, as the official seed_torch(seed + rank).
         seed_everything(config.seed + self.ddp.rank)
 
@@ -208,6 +209,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model)
             losses.append(loss.item())
+            self.patches_seen += int(inputs.shape[0] * inputs.shape[1])
             progress.update(loss=f"{np.mean(losses):.4f}")
             for callback in self.callbacks:
                 callback.on_step(self, epoch, step, losses[-1])
@@ -250,6 +252,9 @@ class Trainer:
             best_main, best_ema = _Best(**state["best_main"]), _Best(**state["best_ema"])
             history, train_seconds = state["history"], state["train_seconds"]
             start = state["next_epoch"]
+            self.patches_seen = state["patches_seen"]
+            self.task.patches_scored = state["patches_scored"]
+            self.task.load_state_dict(state["task"])
             restore_rng_state(state["rng"])
             log.info("resuming from %s at epoch %d", self.out_dir, start)
         for callback in self.callbacks:
@@ -295,6 +300,9 @@ class Trainer:
                         "best_ema": vars(best_ema),
                         "history": history,
                         "train_seconds": train_seconds,
+                        "patches_seen": self.patches_seen,
+                        "patches_scored": self.task.patches_scored,
+                        "task": self.task.state_dict(),
                         "rng": capture_rng_state(),
                     },
                 )
@@ -321,10 +329,14 @@ class Trainer:
     def run(self) -> Path:
         """fit, then write model.pt (main process) and remove the resume state."""
         result = self.fit()
+        scored = sum(self.ddp.gather([self.task.patches_scored]))
         cost = {
             "train_seconds": result.train_seconds,
             "peak_rss_mb": peak_rss_mb(),
             "params": count_parameters(self.model),
+            # every instance the model processed for training, all ranks: steps + scoring
+            "patches_seen": sum(self.ddp.gather([self.patches_seen])) + scored,
+            "patches_scored": scored,
         }
         if self.device.type == "cuda":
             cost["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
