@@ -16,6 +16,9 @@ config.update(validate_config(config))
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
 SHELL_ENV = "../../envs/abmilx.yaml"
+# Run kinds trained from the patch store by train_e2e (abmilx.e2e.train.PATCH_KINDS, not
+# imported: that would load torch on every parse).
+PATCH_KINDS = ("e2e", "c2c", "ft")
 
 
 def dataset_config(dataset):
@@ -127,8 +130,8 @@ def experiments_for(dataset, kind=None):
     return names
 
 
-def experiment_names(kind):
-    return [n for n, e in config["experiments"].items() if e["kind"] == kind]
+def experiment_names(*kinds):
+    return [n for n, e in config["experiments"].items() if e["kind"] in kinds]
 
 
 def name_pattern(names):
@@ -186,7 +189,7 @@ def evaluation_inputs(wildcards):
         ),
         "splits": f"results/splits/{wildcards.dataset}.csv",
     }
-    if experiment["kind"] == "e2e":
+    if experiment["kind"] in PATCH_KINDS:
         inputs["store"] = f"results/tiles/{wildcards.dataset}/patches.lmdb"
     else:
         inputs["features"] = (
@@ -196,9 +199,10 @@ def evaluation_inputs(wildcards):
 
 
 def evaluation_source(wildcards, input):
+    kind = config["experiments"][wildcards.experiment]["kind"]
     if "store" in input.keys():
-        return f"--kind e2e --store {input.store}"
-    return f"--kind two_stage --features-dir {input.features}"
+        return f"--kind {kind} --store {input.store}"
+    return f"--kind {kind} --features-dir {input.features}"
 
 
 def evaluation_settings(wildcards):

@@ -1,4 +1,5 @@
-# End-to-end training: encoder + MIL jointly, multi-scale random instance sampling from LMDB.
+# End-to-end training: encoder + MIL jointly from the LMDB patch store, for every kind that
+# reads it (e2e with multi-scale random instance sampling; the C2C and FT baselines).
 
 
 rule train_e2e:
@@ -13,7 +14,7 @@ rule train_e2e:
     benchmark:
         "results/benchmarks/train_e2e/{dataset}/{experiment}/fold{fold}.tsv"
     wildcard_constraints:
-        experiment=name_pattern(experiment_names("e2e")),
+        experiment=name_pattern(experiment_names(*PATCH_KINDS)),
     conda:
         SHELL_ENV
     threads: 8
@@ -22,9 +23,10 @@ rule train_e2e:
         gpu=1,
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        kind=lambda w: config["experiments"][w.experiment]["kind"],
         settings=training_settings,
         code=code_digest("e2e", "training", "models", "tiling/store.py"),
     shell:
         "python -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
-        " --fold {wildcards.fold} --out-dir {params.out_dir:q}"
+        " --kind {params.kind} --fold {wildcards.fold} --out-dir {params.out_dir:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

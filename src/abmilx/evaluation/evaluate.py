@@ -240,7 +240,7 @@ def evaluate(
         raise ValueError(f"{run_dir}/model.pt is a {checkpoint['kind']} run, not {kind}")
     source = store if store is not None else features_dir
     if source is None:
-        raise ValueError(f"kind {kind} needs its data: --store (e2e) or --features-dir")
+        raise ValueError(f"kind {kind} needs its data: --store (e2e, c2c, ft) or --features-dir")
     # A survival case's slides form one bag.
     case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
     started = time.perf_counter()
@@ -290,9 +290,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("--run-dir", required=True, help="directory holding model.pt")
     command.add_argument("--splits", required=True, help="split CSV of the dataset")
     command.add_argument("--fold", required=True, type=int)
-    command.add_argument("--kind", required=True, help="run kind: e2e, two_stage")
+    command.add_argument("--kind", required=True, help="run kind: two_stage, or e2e, c2c, ft")
     source = command.add_mutually_exclusive_group(required=True)
-    source.add_argument("--store", help="patch store (LMDB) for kind e2e")
+    source.add_argument("--store", help="patch store (LMDB) for kinds e2e, c2c, ft")
     source.add_argument("--features-dir", help="feature directory for kind two_stage")
     command.add_argument("--out-dir", required=True)
     command.add_argument("--settings", default="{}", help="JSON object of evaluate options")
