@@ -1,10 +1,13 @@
 """The C2C and FT baselines: cluster sampling and schedule, the KL term, VIB masks, training."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from abmilx.e2e import train
+from abmilx.e2e import PATCH_KINDS, train
 from abmilx.e2e.c2c import C2CTask, ClusterPicker, cluster_kl, kmeans_groups
 from abmilx.e2e.data import PickedBags
 from abmilx.e2e.ft import FTSettings, MaskPicker, train_vib
@@ -145,3 +148,10 @@ def test_ft_trains_from_the_vib_kept_patches(toy_dataset, tmp_path):
     assert saved["kind"] == "ft" and losses[-1] < 0.8 * losses[0], losses
     assert saved["cost"]["patches_scored"] == N_TRAIN * N_MAIN  # one VIB stage
     assert saved["cost"]["patches_seen"] == N_TRAIN * N_MAIN + 5 * N_TRAIN * 8
+
+
+def test_workflow_trains_every_patch_kind():
+    """common.smk keeps its own copy of PATCH_KINDS (no torch import when Snakemake parses)."""
+    common = Path(__file__).parents[2] / "workflow" / "rules" / "common.smk"
+    copy = re.search(r"^PATCH_KINDS = (\(.*\))$", common.read_text(), re.M)
+    assert copy is not None and eval(copy.group(1)) == PATCH_KINDS

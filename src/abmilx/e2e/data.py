@@ -1,4 +1,5 @@
-"""E2E training data: MRIS-sampled bags of JPEG patches read from the PatchStore.
+"""E2E training data: bags of JPEG patches read from the PatchStore, sampled by MRIS or chosen
+by a kind's picker (C2C clusters, FT masks).
 
 Every random choice of an item is drawn from a generator seeded by (seed, epoch, item index),
 and the batch augmentation from the seeds of its items, so results do not depend on the number
