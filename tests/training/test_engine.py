@@ -154,8 +154,10 @@ def test_a_third_kind_needs_only_its_task_and_a_registry_entry(toy_kind, caplog)
 
 
 def test_unknown_kinds_and_weights_fail_clearly(toy_kind, tmp_path):
-    with pytest.raises(ValueError, match="unknown run kind 'c2c'; known kinds: two_stage, e2e"):
-        task_type("c2c")
+    with pytest.raises(
+        ValueError, match="unknown run kind 'mcat'; known kinds: two_stage, e2e, c2c"
+    ):
+        task_type("mcat")
     with pytest.raises(ValueError, match="unknown run kind"):
         save_run(
             tmp_path / "x.pt", kind="bad", task="", classes=[], settings={}, state_dict={},

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from torch import nn
 
-from abmilx.e2e.data import PickedBags
 from abmilx.e2e.model import E2EModel
 from abmilx.e2e.sampling import sample_indices
 from abmilx.e2e.train import PatchSettings, PatchTask
@@ -173,11 +172,9 @@ class C2CTask(PatchTask):
         due = epoch % config.recluster_every == 0 and epoch not in self.clustered_at
         if self.clusters is None or due:
             self.recluster(bags, epoch)
-        picker = ClusterPicker(self.clusters, config.n_clusters, config.per_cluster)
-        dataset = PickedBags(
-            self.source, bags, picker, config.scales["main"], config.seed, config.channel_order
+        return self.load_picked(
+            bags, ClusterPicker(self.clusters, config.n_clusters, config.per_cluster), epoch, steps
         )
-        return self.load(dataset, epoch, steps)
 
     def state_dict(self) -> dict[str, Any]:
         return {"clusters": self.clusters, "clustered_at": list(self.clustered_at)}

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from abmilx.e2e.data import PickedBags
 from abmilx.e2e.sampling import sample_indices
 from abmilx.e2e.train import PatchSettings, PatchTask
 from abmilx.models import call_mil, create_mil
@@ -171,11 +170,7 @@ class FTTask(PatchTask):
         config = self.config
         if self.keep is None:
             self.fit_masks(bags)
-        picker = MaskPicker(self.keep, config.n_patches)
-        dataset = PickedBags(
-            self.source, bags, picker, config.scales["main"], config.seed, config.channel_order
-        )
-        return self.load(dataset, epoch, steps)
+        return self.load_picked(bags, MaskPicker(self.keep, config.n_patches), epoch, steps)
 
     def state_dict(self) -> dict[str, Any]:
         return {"keep": self.keep}

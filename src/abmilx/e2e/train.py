@@ -6,7 +6,7 @@ their own modules): the settings, the model, the training loader and whole-slide
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from abmilx.e2e.data import MrisBags, TrainCollate
+from abmilx.e2e.data import MrisBags, PickedBags, TrainCollate
 from abmilx.e2e.model import E2EModel
 from abmilx.features.data import iter_slide_features
 from abmilx.features.extract import make_encode_fn
@@ -126,6 +126,16 @@ class PatchTask(Task):
         )
         for batch in loader:
             yield {"inputs": batch["images"], "label": batch["label"], "event": batch["event"]}
+
+    def load_picked(
+        self, bags: Sequence[Bag], picker: Callable, epoch: int, steps: list[list[int]]
+    ) -> Iterator[dict]:
+        """The batches of the main-scale patches that `picker` chooses (see `PickedBags`)."""
+        config = self.config
+        dataset = PickedBags(
+            self.source, bags, picker, config.scales["main"], config.seed, config.channel_order
+        )
+        return self.load(dataset, epoch, steps)
 
     def forward(self, model: nn.Module, inputs: torch.Tensor, label: torch.Tensor) -> MILOutput:
         return model(inputs, labels=label)
