@@ -79,12 +79,13 @@ class C2CModel(E2EModel):
         kl_weight: float,
         patch_batch_size: int,
         channels_last: bool,
+        instance_loss: bool = True,
     ) -> None:
         super().__init__(encoder, mil, patch_batch_size, channels_last)
-        self.instance_head = nn.Linear(encoder.out_dim, n_classes)
+        # survival has no instance labels, and DDP refuses parameters without gradient
+        self.instance_head = nn.Linear(encoder.out_dim, n_classes) if instance_loss else None
         self.n_clusters = n_clusters
         self.kl_weight = kl_weight
-        self.classification = True  # the task sets it: survival has no instance labels
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MILOutput:
         batch, n_patches = images.shape[:2]
@@ -95,7 +96,7 @@ class C2CModel(E2EModel):
         if output.attention is None:
             raise ValueError("C2C needs a MIL model with attention (e.g. abmil)")
         aux = self.kl_weight * cluster_kl(output.attention, self.n_clusters)
-        if self.classification:
+        if self.instance_head is not None:
             patch_logits = self.instance_head(features).flatten(0, 1).float()
             aux = aux + F.cross_entropy(patch_logits, labels.repeat_interleave(n_patches))
         if output.aux_loss is not None:
@@ -142,7 +143,7 @@ class C2CTask(PatchTask):
 
     def wrap(self, encoder: nn.Module, mil: nn.Module, n_classes: int) -> C2CModel:
         config = self.config
-        model = C2CModel(
+        return C2CModel(
             encoder,
             mil,
             n_classes,
@@ -150,9 +151,8 @@ class C2CTask(PatchTask):
             config.kl_weight,
             config.patch_batch_size,
             config.channels_last,
+            instance_loss=config.task == "classification",
         )
-        model.classification = config.task == "classification"
-        return model
 
     def recluster(self, bags: Sequence[Bag], epoch: int) -> None:
         """k-means of every bag's patches on the current encoder's features."""
