@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -68,15 +69,18 @@ def test_cluster_kl_is_zero_exactly_for_uniform_cluster_attention():
 
 def test_c2c_trains_and_reclusters_on_schedule(toy_dataset, tmp_path):
     store, splits = toy_dataset
+    table = pd.read_csv(splits)
+    table["repeat"] = [2, 1, 1, 1, 1, 1]  # s0 oversampled: its bag twice, clustered once
+    table.to_csv(splits, index=False)
     run = Trainer(C2CTask, store, splits, 0, tmp_path / "c2c", **C2C)
     run.run()
     assert run.task.clustered_at == [0, 2, 4]  # every recluster_every epochs
-    assert [len(groups) for groups in run.task.clusters] == [2] * N_TRAIN
+    assert [len(groups) for groups in run.task.clusters] == [2] * (N_TRAIN + 1)
     saved = load_run(tmp_path / "c2c")
     losses = [row["train_loss"] for row in saved["history"]]
     assert saved["kind"] == "c2c" and losses[-1] < 0.8 * losses[0], losses
     scored = 3 * N_TRAIN * N_MAIN  # three clusterings of every training patch
-    steps = 5 * N_TRAIN * 8  # epochs x slides x (n_clusters * per_cluster)
+    steps = 5 * 2 * 2 * 8  # epochs x full steps x bags per step x (n_clusters * per_cluster)
     assert saved["cost"]["patches_scored"] == scored
     assert saved["cost"]["patches_seen"] == scored + steps
 

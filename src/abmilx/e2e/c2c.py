@@ -156,16 +156,12 @@ class C2CTask(PatchTask):
 
     def recluster(self, bags: Sequence[Bag], epoch: int) -> None:
         """k-means of every bag's patches on the current encoder's features."""
-        ids = [slide_id for bag in bags for slide_id in bag.slide_ids]
-        slides = self.slide_features(self.model, ids)
-        self.clusters = []
-        for index, bag in enumerate(bags):
-            features = torch.cat([next(slides)[1] for _ in bag.slide_ids]).numpy()
-            self.patches_scored += len(features)
+        clusters = {}
+        for index, (slide_ids, features) in enumerate(self.distinct_bag_features(bags)):
             seed = int(np.random.default_rng([self.config.seed, epoch, index]).integers(2**31))
-            self.clusters.append(kmeans_groups(features, self.config.n_clusters, seed))
+            clusters[slide_ids] = kmeans_groups(features.numpy(), self.config.n_clusters, seed)
+        self.clusters = [clusters[bag.slide_ids] for bag in bags]
         self.clustered_at.append(epoch)
-        self.model.train()
 
     def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterator[dict]:
         config = self.config

@@ -159,12 +159,9 @@ class FTTask(PatchTask):
 
     def fit_masks(self, bags: Sequence[Bag]) -> None:
         """The VIB stage on the current (initial) encoder's features of the training bags."""
-        ids = [slide_id for bag in bags for slide_id in bag.slide_ids]
-        slides = self.slide_features(self.model, ids)
-        features = [torch.cat([next(slides)[1] for _ in bag.slide_ids]) for bag in bags]
-        self.patches_scored += sum(len(f) for f in features)
-        self.keep = train_vib(features, bags, self.n_classes, self.config)
-        self.model.train()
+        features = dict(self.distinct_bag_features(bags))  # repeated bags share a tensor
+        per_bag = [features[bag.slide_ids] for bag in bags]
+        self.keep = train_vib(per_bag, bags, self.n_classes, self.config)
 
     def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterator[dict]:
         config = self.config

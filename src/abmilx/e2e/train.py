@@ -159,6 +159,17 @@ class PatchTask(Task):
             num_workers=self.num_workers,
         )
 
+    def distinct_bag_features(self, bags: Sequence[Bag]) -> Iterator[tuple[tuple, torch.Tensor]]:
+        """(slide_ids, pooled features) of each distinct training bag (oversampling repeats
+        bags), encoded once by the current model; counted in `patches_scored`."""
+        distinct = list(dict.fromkeys(bag.slide_ids for bag in bags))
+        slides = self.slide_features(self.model, [s for ids in distinct for s in ids])
+        for slide_ids in distinct:
+            features = torch.cat([next(slides)[1] for _ in slide_ids])
+            self.patches_scored += len(features)
+            yield slide_ids, features
+        self.model.train()
+
     def infer(self, model: nn.Module, bags: Sequence[Sequence[str]]) -> Iterator[BagResult]:
         """The MIL on the features of every main-scale patch of each bag."""
         slides = self.slide_features(model, [slide_id for members in bags for slide_id in members])
