@@ -23,8 +23,9 @@ Choices the public descriptions leave open, with the value taken here (schema de
   retrains the MIL on re-extracted features; here, as the issue asks, encoder and MIL are
   fine-tuned jointly on the sampled kept patches, one stage, with the engine's schedule.
 - The VIB features use the evaluation view (`eval_size`, no augmentation); a survival case's
-  slides are pooled into one bag. The VIB runs on the CPU (a small MLP on cached features),
-  whatever the run's device. The VIB stage counts as training time, its patches as
+  slides are pooled into one bag; an oversampled bag is encoded once and repeated in the VIB
+  epochs as in training. The VIB runs on the CPU, on the features of every training bag held
+  in memory (as the original's offline features), whatever the run's device. The VIB stage counts as training time, its patches as
   `patches_scored` (cost).
 """
 
