@@ -13,7 +13,6 @@ import numpy as np
 
 from abmilx.progress import Progress
 from abmilx.segmentation.geometry import read_geojson
-from abmilx.segmentation.segment import output_paths
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.grid import (
     ScalePlan,
@@ -82,7 +81,8 @@ def tile_slide(
         raise ValueError(f"scales must map names to positive µm/px, got {scales}")
     if not 0.0 <= min_tissue_fraction <= 1.0:
         raise ValueError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction}")
-    paths = output_paths(segmentation)
+    # segmentation.segment.output_paths names these two, but importing it costs scipy's start-up
+    paths = {suffix: Path(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")}
     if not paths["json"].is_file():
         raise FileNotFoundError(f"segmentation record {paths['json']} does not exist")
     record = json.loads(paths["json"].read_text())
