@@ -32,6 +32,7 @@ _RAW_TILE_VENDORS = ("aperio", "generic-tiff")
 _TIFF_JPEG = 7  # Compression tag value of "new-style" JPEG
 _PHOTOMETRIC_COLORSPACE = {2: "RGB", 6: "YCBCR"}  # how OpenSlide sets jpeg_color_space
 _JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
 # APP14 "Adobe", version 100, flags 0 and 0, transform 0: the components are RGB, not YCbCr.
 _ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
@@ -140,14 +141,14 @@ class JpegTiles:
 
     def data(self, column: int, row: int) -> bytes | None:
         """The tile's bytes as stored (abbreviated when the level has JPEGTables); None when
-        the tile is absent (a tile the scanner skipped: OpenSlide draws it transparent) or cut
-        short by a truncated file."""
+        the tile is absent (a tile the scanner skipped: OpenSlide draws it transparent) or does
+        not end in EOI (cut short: libjpeg would fill it in grey where OpenSlide reports it)."""
         index = row * self.tiles_across + column
         count = int(self._counts[index])
         if count == 0:
             return None
         data = os.pread(self._fd, count, int(self._offsets[index]))
-        return data if len(data) == count else None
+        return data if len(data) == count and data.endswith(_JPEG_EOI) else None
 
     def standalone_jpeg(self, column: int, row: int) -> bytes | None:
         """The tile as a complete JPEG file that any decoder reads as OpenSlide does.

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from abmilx.cohort.slidefile import write_slide
-from abmilx.slides import JpegTiles, Slide
+from abmilx.slides import JpegTiles, Slide, SlideError
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale
 from abmilx.tiling.read import LevelReader, ScaleJob
 from abmilx.tiling.store import PatchStore, decode_jpeg, encode_jpeg
@@ -240,18 +240,24 @@ def test_non_jpeg_tiff_falls_back_to_openslide(tmp_path):
     np.testing.assert_array_equal(decode_jpeg(data), expected)
 
 
-@pytest.mark.parametrize("passthrough", [False, True])
-def test_missing_tile_is_read_through_openslide(slides, tmp_path, passthrough):
-    """A tile with byte count 0 (skipped by the scanner): OpenSlide draws it, white."""
-    path = tmp_path / "holed.svs"
-    path.write_bytes(slides["generic"].read_bytes())
+def with_tile_count(source, path, count) -> None:
+    """Copy ``source`` to ``path`` with the byte count of tile (column 1, row 1) set."""
+    path.write_bytes(source.read_bytes())
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[0].tags["TileByteCounts"]
         assert tag.dtype == 4 and tag.count == 24  # LONG, 6 x 4 tiles of 256 px
         offset = tag.valueoffset
+        count = count(tif.pages[0].databytecounts[7])
     with open(path, "r+b") as handle:
-        handle.seek(offset + 4 * 7)  # tile (column 1, row 1)
-        handle.write(struct.pack("<I", 0))
+        handle.seek(offset + 4 * 7)
+        handle.write(struct.pack("<I", count))
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_missing_tile_is_read_through_openslide(slides, tmp_path, passthrough):
+    """A tile with byte count 0 (skipped by the scanner): OpenSlide draws it, white."""
+    path = tmp_path / "holed.svs"
+    with_tile_count(slides["generic"], path, lambda count: 0)
     with Slide(path) as slide:
         job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256], [512, 256]]))
         reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
@@ -262,3 +268,16 @@ def test_missing_tile_is_read_through_openslide(slides, tmp_path, passthrough):
         expected = decode_jpeg(encode_jpeg(expected, QUALITY))
     assert (holed >= 254).all()
     assert np.abs(beside.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
+    """A tile cut short (no EOI): libjpeg would fill it in grey, OpenSlide reports it."""
+    path = tmp_path / "cut.svs"
+    with_tile_count(slides["generic"], path, lambda count: count // 2)
+    with Slide(path) as slide:
+        job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256]]))
+        reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
+        assert reader.tiles.tile(1, 1) is None and reader.tiles.standalone_jpeg(1, 1) is None
+        with pytest.raises(SlideError, match=r"read failed at level 0 \(256, 256\)"):
+            stored(reader, [job])

@@ -10,9 +10,10 @@ bottom, decodes the tiles of a row that some kept patch touches, cuts out every 
 tile row that is, and forgets a row once no later patch needs it: a tile shared by four patches
 (256-px patches over 240-px tiles) is decoded once. Where a scale's patches are exactly the
 level's tiles (same size, at the level's own resolution, on the tile grid) the stored JPEG bytes
-are kept as they are (pass-through: no decode, no re-encode). Levels without raw tiles, and
-patches whose tiles are missing or corrupt, are read through OpenSlide, which draws or reports
-them its own way.
+are kept as they are (pass-through: no decode, no re-encode; a tile is checked only for its
+markers and size, so corrupt entropy data inside a well-formed tile would pass). Levels without
+raw tiles, and patches whose tiles are missing or corrupt, are read through OpenSlide, which
+draws or reports them its own way.
 """
 
 from __future__ import annotations
@@ -147,9 +148,11 @@ class LevelReader:
 
         def task() -> bytes:
             data = tiles.standalone_jpeg(x // tiles.tile_width, y // tiles.tile_height)
+            if data is None:  # absent or cut short: OpenSlide draws or reports it
+                return fallback()
             try:
                 height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-            except (TypeError, ValueError):  # absent or not a JPEG: OpenSlide's turn
+            except ValueError:  # not a JPEG: OpenSlide's turn
                 return fallback()
             return data if (height, width) == (plan.patch_size, plan.patch_size) else fallback()
 
@@ -193,7 +196,7 @@ class LevelReader:
         last_row = max(int(s[1][-1]) for s in spans if len(s[1]))
 
         def decode(key: tuple[int, int]) -> np.ndarray | None:
-            return tiles.tile(*key)
+            return tiles.tile(*key)  # None for a missing or corrupt tile
 
         for row in range(first_row, last_row + 1):
             keys = [(int(c), row) for c in np.flatnonzero(needed[row])]
