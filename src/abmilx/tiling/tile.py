@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,6 +39,13 @@ def select_patches(
     keep = tissue_fractions(polygons, plan, rows, columns) >= min_tissue_fraction
     positions = positions[keep]
     return positions, level0_coords(slide, plan, positions)
+
+
+def _counted(patches: Iterator, progress: Progress) -> Iterator[tuple[str, int, bytes]]:
+    """``(scale, index, jpeg)`` of :meth:`LevelReader.jpegs`, counted in ``progress``."""
+    for (scale, index), data in patches:
+        progress.update()
+        yield scale, index, data
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -175,29 +182,30 @@ def _tile(
             ) as writer,
             ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool,
         ):
-            for level in sorted({plan.level for plan in plans}):
-                on_level = [plan for plan in plans if plan.level == level]
-                reader = LevelReader(
-                    slide, level, on_level, fast=fast_read, passthrough=passthrough
+            readers = {
+                level: LevelReader(
+                    slide,
+                    level,
+                    [plan for plan in plans if plan.level == level],
+                    fast=fast_read,
+                    passthrough=passthrough,
                 )
-                for plan in on_level:
-                    method, reason = reader.methods[plan.name]
-                    record["tiling"]["scales"][plan.name] = {
-                        **plan.as_record(),
-                        "reader": method,
-                        "reader_reason": reason,
-                    }
+                for level in sorted({plan.level for plan in plans})
+            }
+            for plan in plans:
+                method, reason = readers[plan.level].methods[plan.name]
+                record["tiling"]["scales"][plan.name] = {
+                    **plan.as_record(),
+                    "reader": method,
+                    "reader_reason": reason,
+                }
+            for level, reader in readers.items():
+                on_level = [plan for plan in plans if plan.level == level]
                 jobs = [ScaleJob(plan, selected[plan.name][0]) for plan in on_level]
-
-                def counted(items):
-                    for (scale, index), data in items:
-                        progress.update()
-                        yield scale, index, data
-
                 writer.add_scales(
                     slide_id,
                     {plan.name: selected[plan.name][1] for plan in on_level},
-                    counted(reader.jpegs(jobs, jpeg_quality, pool, 4 * threads)),
+                    _counted(reader.jpegs(jobs, jpeg_quality, pool, 4 * threads), progress),
                     extent_level0={plan.name: plan.extent_level0 for plan in on_level},
                     slide_mpp=slide.mpp,
                 )
