@@ -15,7 +15,7 @@ import tifffile
 from abmilx.cohort.slidefile import write_slide
 from abmilx.slides import JpegTiles, Slide, SlideError
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale
-from abmilx.tiling.read import LevelReader, ScaleJob
+from abmilx.tiling.read import LevelReader, ScaleJob, _cut
 from abmilx.tiling.store import PatchStore, decode_jpeg, encode_jpeg
 from abmilx.tiling.tile import tile_slide
 
@@ -281,3 +281,24 @@ def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
         assert reader.tiles.tile(1, 1) is None and reader.tiles.standalone_jpeg(1, 1) is None
         with pytest.raises(SlideError, match=r"read failed at level 0 \(256, 256\)"):
             stored(reader, [job])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "factor"), [(480, 240, 2), (0, 96, 2), (240, 480, 4), (8, 0, 4)]
+)
+def test_shrinking_tile_by_tile_is_exact(x, y, factor):
+    """20x from 40x shrinks each tile's part on its own (odd edges: the whole region at once):
+    the same pixels as shrinking the whole region."""
+    rng = np.random.default_rng(factor)
+    image = rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    size, tile = 128 * factor, 240
+    parts = [
+        (c, r, image[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile])
+        for r in range(y // tile, (y + size - 1) // tile + 1)
+        for c in range(x // tile, (x + size - 1) // tile + 1)
+    ]
+    assert len(parts) > 1
+    expected = cv2.resize(
+        image[y : y + size, x : x + size], (128, 128), interpolation=cv2.INTER_AREA
+    )
+    np.testing.assert_array_equal(_cut(parts, x, y, size, 128, tile, tile), expected)
