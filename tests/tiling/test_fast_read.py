@@ -284,7 +284,7 @@ def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
 
 
 @pytest.mark.parametrize(
-    ("x", "y", "factor"), [(480, 240, 2), (0, 96, 2), (240, 480, 4), (8, 0, 4)]
+    ("x", "y", "factor"), [(480, 240, 2), (0, 96, 2), (240, 480, 4), (8, 0, 4), (1, 3, 2)]
 )
 def test_shrinking_tile_by_tile_is_exact(x, y, factor):
     """20x from 40x shrinks each tile's part on its own (odd edges: the whole region at once):
