@@ -4,7 +4,7 @@ from bench import mil_memory, tiling
 
 
 def main() -> None:
-    print("== tiling throughput vs decode-bound limit ==", flush=True)
+    print("== tiling per slide, end to end, vs the decode-once-plus-encode limit ==", flush=True)
     tiling.main([])
     print("\n== ABMILX inference on a 50,000 x 1024 bag (CPU) ==", flush=True)
     mil_memory.main([])
