@@ -286,9 +286,8 @@ def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
 @pytest.mark.parametrize(
     ("x", "y", "factor"), [(480, 240, 2), (0, 96, 2), (240, 480, 4), (8, 0, 4), (1, 3, 2)]
 )
-def test_shrinking_tile_by_tile_is_exact(x, y, factor):
-    """20x from 40x shrinks each tile's part on its own (odd edges: the whole region at once):
-    the same pixels as shrinking the whole region."""
+def test_patch_cut_from_tiles_is_the_region(x, y, factor):
+    """A region spanning several tiles, put together and shrunk: the image's own pixels."""
     rng = np.random.default_rng(factor)
     image = rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
     size, tile = 128 * factor, 240

@@ -79,39 +79,20 @@ def _cut(
     th: int,
 ) -> np.ndarray:
     """The ``size`` square at level pixel ``(x, y)``, from its decoded tiles ``(column, row,
-    rgb)``, resized to ``out_size`` (:func:`abmilx.slides.resize_to`).
-
-    When ``size`` is an integer multiple of ``out_size`` and every tile edge inside the square
-    falls on that multiple (20x from 40x: 2x2 pixel means never straddle two tiles), each tile's
-    part is shrunk on its own: the same pixels, without first copying the whole region.
-    """
+    rgb)``, resized to ``out_size`` (:func:`abmilx.slides.resize_to`)."""
     if len(parts) == 1:
         column, row, pixels = parts[0]
         left, top = x - column * tw, y - row * th
-        region = pixels[top : top + size, left : left + size]
-        return resize_to(np.ascontiguousarray(region), out_size, out_size)
-    boxes = []
-    for column, row, pixels in parts:
-        left, top = column * tw, row * th
-        x0, y0 = max(x, left), max(y, top)
-        x1, y1 = min(x + size, left + tw), min(y + size, top + th)
-        boxes.append(
-            (x0 - x, y0 - y, x1 - x, y1 - y, pixels[y0 - top : y1 - top, x0 - left : x1 - left])
-        )
-    factor = size // out_size
-    if (
-        factor > 1
-        and factor * out_size == size
-        and all(v % factor == 0 for b in boxes for v in b[:4])
-    ):
-        out = np.empty((out_size, out_size, 3), dtype=np.uint8)
-        for x0, y0, x1, y1, part in boxes:
-            shrunk = resize_to(part, (x1 - x0) // factor, (y1 - y0) // factor)
-            out[y0 // factor : y1 // factor, x0 // factor : x1 // factor] = shrunk
-        return out
-    region = np.empty((size, size, 3), dtype=np.uint8)
-    for x0, y0, x1, y1, part in boxes:
-        region[y0:y1, x0:x1] = part
+        region = np.ascontiguousarray(pixels[top : top + size, left : left + size])
+    else:
+        region = np.empty((size, size, 3), dtype=np.uint8)
+        for column, row, pixels in parts:
+            left, top = column * tw, row * th
+            x0, y0 = max(x, left), max(y, top)
+            x1, y1 = min(x + size, left + tw), min(y + size, top + th)
+            region[y0 - y : y1 - y, x0 - x : x1 - x] = pixels[
+                y0 - top : y1 - top, x0 - left : x1 - left
+            ]
     return resize_to(region, out_size, out_size)
 
 
