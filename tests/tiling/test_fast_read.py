@@ -105,7 +105,7 @@ def grid_job(slide: Slide, patch_size: int, mpp: float) -> ScaleJob:
     )
 
 
-def stored(reader: LevelReader, jobs: list[ScaleJob], threads: int = 1) -> dict[str, list]:
+def stored(reader: LevelReader, jobs: list[ScaleJob]) -> dict[str, list]:
     """JPEG bytes per scale, checking that each scale comes out in index order."""
     out: dict[str, list] = {job.plan.name: [] for job in jobs}
     for (scale, index), data in reader.jpegs(jobs, QUALITY):
@@ -167,8 +167,9 @@ def test_pass_through_keeps_the_tile_bytes(slides, name, monkeypatch):
 
 
 def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
-    """256-px patches over 240-px tiles at two scales of one level (40x and 20x from 40x),
-    and a third on level 1: every tile that a kept patch touches is decoded exactly once."""
+    """Patches across the edges of 240-px tiles at two scales of one level (one read as is, one
+    shrunk 2x from it, like 40x and 20x from 40x) and a third on level 1, in worker threads:
+    every tile that a kept patch touches is decoded exactly once, and no other tile."""
     decodes = Counter()
     original = JpegTiles.tile
 
