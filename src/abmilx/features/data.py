@@ -165,6 +165,7 @@ def iter_slide_features(
             num_workers=num_workers,
             pin_memory=pin_memory,
             prefetch_factor=PREFETCH_CHUNKS,
+            generator=torch.Generator(),  # its seed draw must not consume the global RNG
         )
     else:
 
