@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 from abmilx.evaluation import ClassificationScores, SurvivalScores, bootstrap
-
 from bench.common import verdict
 
 LIMIT_S = 1.0

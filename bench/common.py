@@ -9,7 +9,6 @@ import torch
 
 from abmilx.config import REPO_ROOT, load_config
 from abmilx.tiling.store import PatchStoreWriter
-
 from bench.tiling import texture
 
 DEMO_CONFIG = REPO_ROOT / "config.yaml"
