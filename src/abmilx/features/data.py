@@ -164,7 +164,7 @@ def iter_slide_features(
             shuffle=False,
             num_workers=num_workers,
             pin_memory=pin_memory,
-            prefetch_factor=PREFETCH_CHUNKS,
+            prefetch_factor=max(1, PREFETCH_CHUNKS // num_workers),  # chunks ahead, in all
             generator=torch.Generator(),  # its seed draw must not consume the global RNG
         )
     else:
