@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,22 @@ def store_info(path: Path) -> dict[str, Any]:
         "patches": {name: sum(c.get(name, 0) for c in slides.values()) for name in meta["scales"]},
         "slides_without_patches": sorted(s for s, c in slides.items() if not sum(c.values())),
         "slide_mpp_range": [min(slide_mpp), max(slide_mpp)] if slide_mpp else None,
-        "patches_per_slide": slides,
+        "patches_per_slide": {
+            name: _spread([c.get(name, 0) for c in slides.values()]) for name in meta["scales"]
+        },
+        "per_slide": slides,
     }
     try:
         info["made_with"] = store_recipe(path)
     except (FileNotFoundError, ValueError) as error:
         info["made_with"] = f"unknown: {error}"
     return info
+
+
+def _spread(counts: list[int]) -> str:
+    if not counts:
+        return "none"
+    return f"min {min(counts)}, median {statistics.median(counts):g}, max {max(counts)}"
 
 
 def _fold_info(run_dir: Path) -> dict[str, Any]:
@@ -108,15 +118,17 @@ def to_json(value: Any) -> str:
     )
 
 
-def render(value: Any, indent: int = 0) -> str:
-    """Indented `key: value` lines; short lists and scalars stay on one line."""
+def render(value: Any, indent: int = 0, skip: tuple[str, ...] = ("per_slide",)) -> str:
+    """Indented `key: value` lines, lists on one line; `skip` keys are for --json only."""
     pad = "  " * indent
     if isinstance(value, dict):
         lines = []
         for key, item in value.items():
+            if key in skip:
+                continue
             if isinstance(item, dict) and item:
                 lines.append(f"{pad}{key}:")
-                lines.append(render(item, indent + 1))
+                lines.append(render(item, indent + 1, skip))
             else:
                 lines.append(f"{pad}{key}: {_scalar(item)}")
         return "\n".join(lines)
@@ -126,6 +138,6 @@ def render(value: Any, indent: int = 0) -> str:
 def _scalar(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
-    if isinstance(value, list):
-        return ", ".join(_scalar(v) for v in value) if value else "none"
+    if isinstance(value, list | tuple):
+        return json.dumps(value, default=str) if value else "none"
     return "none" if value is None else str(value)

@@ -186,7 +186,11 @@ def predict_slides(
     truth = None
     if labels is not None:
         task = checkpoint["task"]
-        truth, _ = join_labels(sheet, load_label_sheet(labels, task, checkpoint["classes"]), task)
+        table = load_label_sheet(labels, task, checkpoint["classes"])
+        key = table.attrs.get("key", "slide_id")
+        mine = table[table[key].isin(sheet[key])]  # a sheet may label many more slides
+        mine.attrs = table.attrs
+        truth, _ = join_labels(sheet, mine, task)
     out.mkdir(parents=True, exist_ok=True)
     records = prepare_slides(sheet, out, recipe, dataset=out.name, threads=threads)
     write_qc_table(records, out / "slides.tsv")
