@@ -24,18 +24,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from abmilx.cli.predict import predict_slides
 
-    predictions = predict_slides(
-        args.run,
-        args.slides,
-        args.out,
-        labels=args.labels,
-        fold=args.fold,
-        store=args.store,
-        features_dir=args.features,
-        weights=args.weights,
-        device=args.device,
-        threads=args.threads,
-    )
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
+    predictions = predict_slides(**options)
     print(predictions.to_string(index=False))
     print(f"wrote {args.out}/predictions.csv, attention.npz, heatmaps/, slides.tsv")
     return 0
@@ -72,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--labels", help="optional label sheet: fills the label column")
     apply.add_argument("--fold", type=int, help="fold of an experiment folder with several")
     apply.add_argument("--store", help="the run's training patch store (default: from layout)")
-    apply.add_argument("--features", help="two-stage: the run's feature set (default: from layout)")
+    apply.add_argument(
+        "--features", dest="features_dir", help="two-stage: the run's feature set (default: layout)"
+    )
     apply.add_argument("--weights", choices=("main", "ema"), default="main")
     apply.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     apply.add_argument("--threads", type=int, default=1)

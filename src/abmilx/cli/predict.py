@@ -217,12 +217,11 @@ def predict_slides(
     )
     predictions = prediction_table(logits, checkpoint, sheet, truth)
     predictions.to_csv(out / "predictions.csv", index=False)
-    arrays = {}
-    for slide_id, maps in attention.items():
-        arrays[f"{slide_id}/coords"] = np.asarray(maps["coords"], dtype=np.int64)
-        arrays[f"{slide_id}/attention"] = np.asarray(maps["attention"], dtype=np.float32)
+    # The evaluation stage's attention.npz: `<slide_id>/coords` (int64), `<slide_id>/attention`.
+    arrays = {f"{slide_id}/{k}": v for slide_id, maps in attention.items() for k, v in maps.items()}
     np.savez_compressed(out / "attention.npz", **arrays)
 
+    # Survival predictions are per case: the heatmap title then names the slide only.
     by_slide = predictions.set_index("slide_id") if "slide_id" in predictions else None
     paths = sheet.set_index("slide_id")["path"]
     for slide_id, maps in attention.items():
@@ -230,10 +229,14 @@ def predict_slides(
         footprint = patch_store.extent_level0(slide_id, scale) or (
             recipe["tiling"]["patch_size"] * recipe["tiling"]["scales"][scale] / record["mpp"]
         )
-        predicted = by_slide.loc[slide_id, "pred"] if by_slide is not None else ""
+        title = (
+            f"{slide_id}: predicted {by_slide.loc[slide_id, 'pred']}"
+            if by_slide is not None
+            else slide_id
+        )
         draw_heatmap(
             paths[slide_id], record, maps["coords"], maps["attention"], footprint,
-            f"{slide_id}: predicted {predicted}", out / "heatmaps" / f"{slide_id}.png",
+            title, out / "heatmaps" / f"{slide_id}.png",
         )  # fmt: skip
     summary = {
         "run": str(trained.run_dir.resolve()),
