@@ -70,7 +70,19 @@ def test_predict_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
 
 
 def test_predict_names_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "a.svs").write_bytes(b"")
+    (tmp_path / "s.csv").write_text("slide_id,case_id,path\nA,a,a.svs\n")
     code = main(["predict", "--run", str(tmp_path), "--slides", str(tmp_path / "s.csv"),
                  "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 1
     assert f"{tmp_path}: no model.pt" in capsys.readouterr().err
+
+
+def test_a_bad_slide_sheet_fails_first_naming_file_row_and_column(tmp_path, capsys):
+    sheet = tmp_path / "new.csv"
+    sheet.write_text("slide_id,case_id,path\nS1,C1,missing.svs\n")
+    code = main(["predict", "--run", str(tmp_path), "--slides", str(sheet),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(sheet) in err and "line 2" in err and "'path'" in err and "missing.svs" in err

@@ -177,12 +177,12 @@ def predict_slides(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output folder {out} is not empty: choose a new or empty folder")
+    sheet = load_slide_sheet(slides)  # a bad sheet fails before anything heavy
     trained = trained_run(run, fold=fold, store=store, features_dir=features_dir)
     checkpoint = trained.checkpoint
     if weights != "main" and trained.kind != "e2e":
         raise ValueError(f"{trained.run_dir}: a {trained.kind} run has main weights only")
     recipe = store_recipe(trained.store)
-    sheet = load_slide_sheet(slides)
     truth = None
     if labels is not None:
         task = checkpoint["task"]
