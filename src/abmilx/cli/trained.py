@@ -141,13 +141,16 @@ class TrainedRun:
         return recipe
 
 
-def _feature_sets(results: Path, dataset: str, in_dim: int) -> list[Path]:
+def _feature_sets(results: Path, dataset: str, in_dim: int | None) -> list[Path]:
+    """The dataset's feature folders whose features have `in_dim` columns (any, when None)."""
     from abmilx.features.extract import load_features
 
     matches = []
     for folder in sorted((results / "features" / dataset).glob("*")):
         first = next(iter(sorted(folder.glob("*.pt"))), None)
-        if first is not None and load_features(first)["features"].shape[1] == in_dim:
+        if first is None:
+            continue
+        if in_dim is None or load_features(first)["features"].shape[1] == in_dim:
             matches.append(folder)
     return matches
 
@@ -176,7 +179,7 @@ def trained_run(
     if checkpoint["kind"] == "two_stage" and features_dir is None:
         if layout is None:
             raise ValueError(f"{run_dir}: give --features, the feature set the run was trained on")
-        in_dim = int(checkpoint["settings"]["in_dim"])
+        in_dim = checkpoint["settings"].get("in_dim")
         candidates = _feature_sets(layout["results"], layout["dataset"], in_dim)
         if len(candidates) != 1:
             raise ValueError(
