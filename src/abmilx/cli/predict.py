@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from abmilx.cli.trained import TrainedRun, keyword_subset, store_recipe, trained_run
+from abmilx.cli.trained import keyword_subset, store_recipe, trained_run
 from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_risk
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,28 @@ def draw_heatmap(
     return out
 
 
-def _features(trained: TrainedRun, store: Path, out: Path, device: str, threads: int) -> Path:
-    """Two-stage runs: encode the new patches with the recipe of the run's feature set."""
-    from abmilx.features.extract import extract
+def write_heatmaps(
+    attention: dict, predictions: pd.DataFrame, sheet: pd.DataFrame, out: Path, scale: str
+) -> None:
+    """One heatmap per slide with attention, drawn at the patch footprints of `scale`."""
+    from abmilx.tiling.store import PatchStore
 
-    recipe = trained.feature_recipe()
-    extract(store, out / "features", **recipe, device=device, threads=threads)
-    return out / "features"
+    store = PatchStore(out / "patches.lmdb")
+    # Survival predictions are per case: the title then names the slide only.
+    by_slide = predictions.set_index("slide_id") if "slide_id" in predictions else None
+    paths = sheet.set_index("slide_id")["path"]
+    for slide_id, maps in attention.items():
+        record = json.loads((out / "tiles" / f"{slide_id}.json").read_text())
+        footprint = store.extent_level0(slide_id, scale) or (
+            store.patch_size * store.meta["scales"][scale]["mpp"] / record["mpp"]
+        )
+        title = slide_id
+        if by_slide is not None:
+            title += f": predicted {by_slide.loc[slide_id, 'pred']}"
+        draw_heatmap(
+            paths[slide_id], record, maps["coords"], maps["attention"], footprint,
+            title, out / "heatmaps" / f"{slide_id}.png",
+        )  # fmt: skip
 
 
 def predict_slides(
@@ -198,12 +213,16 @@ def predict_slides(
     packed = out / "patches.lmdb"
     pack_stores(stores, packed)
 
-    patch_store = PatchStore(packed)
+    features = None
     if trained.kind == "e2e":
         scale, source = checkpoint["settings"]["scales"]["main"], packed
-    else:
-        scale = trained.feature_recipe()["scale"]
-        source = _features(trained, packed, out, device, threads)
+    else:  # two-stage: encode the new patches with the recipe of the run's feature set
+        from abmilx.features.extract import extract
+
+        features = trained.feature_recipe()
+        scale, source = features["scale"], out / "features"
+        extract(packed, source, **features, device=device, threads=threads)
+    patch_store = PatchStore(packed)
     ready = [
         s for s in sheet["slide_id"] if s in patch_store.slide_ids and patch_store.count(s, scale)
     ]
@@ -221,30 +240,14 @@ def predict_slides(
     arrays = {f"{slide_id}/{k}": v for slide_id, maps in attention.items() for k, v in maps.items()}
     np.savez_compressed(out / "attention.npz", **arrays)
 
-    # Survival predictions are per case: the heatmap title then names the slide only.
-    by_slide = predictions.set_index("slide_id") if "slide_id" in predictions else None
-    paths = sheet.set_index("slide_id")["path"]
-    for slide_id, maps in attention.items():
-        record = json.loads((out / "tiles" / f"{slide_id}.json").read_text())
-        footprint = patch_store.extent_level0(slide_id, scale) or (
-            recipe["tiling"]["patch_size"] * recipe["tiling"]["scales"][scale] / record["mpp"]
-        )
-        title = (
-            f"{slide_id}: predicted {by_slide.loc[slide_id, 'pred']}"
-            if by_slide is not None
-            else slide_id
-        )
-        draw_heatmap(
-            paths[slide_id], record, maps["coords"], maps["attention"], footprint,
-            title, out / "heatmaps" / f"{slide_id}.png",
-        )  # fmt: skip
+    write_heatmaps(attention, predictions, sheet, out, scale)
     summary = {
         "run": str(trained.run_dir.resolve()),
         "kind": trained.kind,
         "weights": weights,
         "training_store": str(trained.store.resolve()),
         "features": str(trained.features_dir.resolve()) if trained.features_dir else None,
-        "recipe": recipe,
+        "recipe": {**recipe, "features": features},
         "slides": len(sheet),
         "predicted": len(ready),
         "left_out": [s for s in sheet["slide_id"] if s not in ready],
