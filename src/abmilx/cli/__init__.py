@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--fold", type=int, help="fold of an experiment folder with several")
     apply.add_argument("--store", help="the run's training patch store (default: from layout)")
     apply.add_argument(
-        "--features", dest="features_dir", help="two-stage: the run's feature set (default: layout)"
+        "--features",
+        dest="features_dir",
+        metavar="DIR",
+        help="two-stage: the run's feature set (default: from layout)",
     )
     apply.add_argument("--weights", choices=("main", "ema"), default="main")
     apply.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
