@@ -3,17 +3,16 @@
 Each slide of the sheet goes through the same stage functions as the workflow, with the
 settings the run's training store was made with (`abmilx.cli.trained.store_recipe`):
 segmentation, tiling into a per-slide store, packing; two-stage runs then get features from the
-same encoder recipe. The run's `predict` gives logits and attention; the outputs are the
-evaluation stage's (predictions.csv with the same columns, attention.npz) plus one attention
-heatmap per slide and the per-slide QC table. Slides that fail segmentation or tiling get their
-QC row and no prediction, as in the workflow.
+same encoder recipe. `abmilx.training.predict` (the kind from the checkpoint) gives logits and
+attention. The outputs are the evaluation stage's (predictions.csv with the same columns,
+attention.npz), one attention heatmap per slide and the per-slide QC table. Slides that fail
+segmentation or tiling get their QC row and no prediction, as in the workflow.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +22,6 @@ from abmilx.cli.trained import keyword_subset, store_recipe, trained_run
 from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_risk
 
 log = logging.getLogger(__name__)
-
-
-def _predict_fn(kind: str) -> Callable:
-    """The trainers' predict for a run kind: (run, source, slide_ids, threads, **options)."""
-    if kind == "e2e":
-        from abmilx.e2e import predict
-    elif kind == "two_stage":
-        from abmilx.two_stage import predict
-    else:
-        raise ValueError(f"run kind {kind!r} is unknown: expected e2e or two_stage")
-    return predict
 
 
 def prepare_slides(
@@ -128,7 +116,7 @@ def draw_heatmap(
     override = record["mpp"] if record.get("mpp_source") == "override" else None
     with Slide(slide_path, mpp_override=override) as slide:
         thumbnail = slide.thumbnail(thumb_mpp)
-    scale = record["mpp"] / thumb_mpp
+    scale = thumbnail.shape[1] / record["width"]  # level-0 px -> thumbnail px
     heat, covered = attention_map(coords, attention, footprint, scale, thumbnail.shape[:2])
     gray = thumbnail.mean(axis=2, keepdims=True).repeat(3, axis=2) / 255.0
     colour = matplotlib.colormaps["inferno"](heat)[..., :3]
@@ -188,6 +176,7 @@ def predict_slides(
     from abmilx.report.qc import write_qc_table
     from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
     from abmilx.tiling.store import PatchStore, pack_stores
+    from abmilx.training import predict
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -195,8 +184,8 @@ def predict_slides(
     sheet = load_slide_sheet(slides)  # a bad sheet fails before anything heavy
     trained = trained_run(run, fold=fold, store=store, features_dir=features_dir)
     checkpoint = trained.checkpoint
-    if weights != "main" and trained.kind != "e2e":
-        raise ValueError(f"{trained.run_dir}: a {trained.kind} run has main weights only")
+    if weights == "ema" and "ema_state_dict" not in checkpoint:
+        raise ValueError(f"{trained.run_dir}: this {trained.kind} run kept no EMA weights")
     recipe = store_recipe(trained.store)
     truth = None
     if labels is not None:
@@ -228,11 +217,11 @@ def predict_slides(
     ]
     if not ready:
         raise ValueError(f"no slide of {slides} has patches: see {out / 'slides.tsv'}")
-    options = {"device": device, **({"weights": weights} if weights != "main" else {})}
+    case_ids = None
     if checkpoint["task"] == "survival":  # a case's slides form one bag, as in training
-        options["case_ids"] = sheet.set_index("slide_id").loc[ready, "case_id"].tolist()
-    logits, attention = _predict_fn(trained.kind)(
-        trained.run_dir, source, ready, threads, **options
+        case_ids = sheet.set_index("slide_id").loc[ready, "case_id"].tolist()
+    logits, attention = predict(
+        trained.run_dir, source, ready, threads, case_ids=case_ids, weights=weights, device=device
     )
     predictions = prediction_table(logits, checkpoint, sheet, truth)
     predictions.to_csv(out / "predictions.csv", index=False)
