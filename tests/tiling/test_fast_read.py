@@ -280,7 +280,7 @@ def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
         job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256]]))
         reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
         assert reader.tiles.tile(1, 1) is None and reader.tiles.standalone_jpeg(1, 1) is None
-        with pytest.raises(SlideError, match=r"read failed at level 0 \(256, 256\)"):
+        with pytest.raises(SlideError, match=r"unreadable tile at level 0 near \(256, 256\)"):
             stored(reader, [job])
 
 
