@@ -337,24 +337,44 @@ def _abmilx_e2e(encoder: str, mil_kwargs: dict[str, Any], **settings: Any) -> di
     }
 
 
+# Shared by the official subtyping configs (r18/r50_brca_subtyping) and grading configs
+# (r18/r50_panda); each preset adds what its encoder's config sets differently.
+_SUBTYPING = {
+    "warmup_epochs": 10,
+    "lr": 0.00008,
+    "weight_decay": 0.0,
+    "optimizer": "adamw",
+    "patch_batch_size": 512,
+    "ema": 0.9997,
+    "num_workers": 6,
+}
+_GRADING = {
+    "epochs": 200,
+    "warmup_epochs": 0,
+    "lr": 0.0002,
+    "n_patches": 128,
+    "scale_ratio": 4,
+    "crop_scale": 0.08,
+    "flips": True,
+    "patch_batch_size": 2048,
+    "ema": 0.9999,
+    "selection": "val",
+    "num_workers": 8,
+}
+
+
 @register_preset
 def abmilx_e2e_r18_subtyping() -> dict[str, Any]:
     """Official r18_brca_subtyping: 8 heads of 32 dims, AdamW 8e-5, 75 epochs, 512 patches."""
     return _abmilx_e2e(
         "resnet18_layer3",
         {"n_heads": 8, "inner_dim": 256},
+        **_SUBTYPING,
         epochs=75,
-        warmup_epochs=10,
-        lr=0.00008,
-        weight_decay=0.0,
-        optimizer="adamw",
         batch_size=3,
         n_patches=512,
         scale_ratio=4,
         crop_scale=0.25,
-        patch_batch_size=512,
-        ema=0.9997,
-        num_workers=6,
     )
 
 
@@ -364,18 +384,12 @@ def abmilx_e2e_r50_subtyping() -> dict[str, Any]:
     return _abmilx_e2e(
         "resnet50_layer3",
         {"n_heads": 8, "inner_dim": 256},
+        **_SUBTYPING,
         epochs=125,
-        warmup_epochs=10,
-        lr=0.00008,
-        weight_decay=0.0,
-        optimizer="adamw",
         batch_size=4,
         n_patches=128,
         scale_ratio=3,
         crop_scale=0.08,
-        patch_batch_size=512,
-        ema=0.9997,
-        num_workers=6,
     )
 
 
@@ -385,43 +399,23 @@ def abmilx_e2e_r18_grading() -> dict[str, Any]:
     return _abmilx_e2e(
         "resnet18_layer3",
         {"n_heads": 4, "inner_dim": 512, "ffn": True},
-        epochs=200,
-        warmup_epochs=0,
-        lr=0.0002,
+        **_GRADING,
         weight_decay=0.00001,
         optimizer="adam",
         batch_size=8,
-        n_patches=128,
-        scale_ratio=4,
-        crop_scale=0.08,
-        flips=True,
-        patch_batch_size=2048,
-        ema=0.9999,
-        selection="val",
-        num_workers=8,
     )
 
 
 @register_preset
 def abmilx_e2e_r50_grading() -> dict[str, Any]:
-    """Official r50_panda: as r18_panda but inner 256, AdamW with weight decay 1e-2."""
+    """Official r50_panda: as r18_panda but inner 256, AdamW with weight decay 1e-2, batch 4."""
     return _abmilx_e2e(
         "resnet50_layer3",
         {"n_heads": 4, "inner_dim": 256, "ffn": True},
-        epochs=200,
-        warmup_epochs=0,
-        lr=0.0002,
+        **_GRADING,
         weight_decay=0.01,
         optimizer="adamw",
         batch_size=4,
-        n_patches=128,
-        scale_ratio=4,
-        crop_scale=0.08,
-        flips=True,
-        patch_batch_size=2048,
-        ema=0.9999,
-        selection="val",
-        num_workers=8,
     )
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +54,9 @@ def test_every_stage_leaves_its_outputs(finished_run):
     assert (results / "tables" / "main.csv").exists()
     assert (results / "tables" / "main.md").exists()
     assert "ok" in (results / "tables" / "cohort.md").read_text()
+    table1 = (results / "tables" / "table1.md").read_text()
+    assert "| ABMIL two-stage |" in table1 and "| 83.80 ± 6.55 |" in table1
+    assert (results / "tables" / "table1.tex").exists()
     assert (results / "figures" / "attention_heatmaps.png").stat().st_size > 10_000
     assert (results / "tiles" / "tiny" / "patches.lmdb").exists()
     assert len(list((results / "features" / "tiny" / "r18").glob("*.pt"))) >= 8
@@ -111,3 +115,12 @@ def test_second_run_has_nothing_to_do_and_table_code_reruns_only_tables(finished
         line.split() for line in output.splitlines() if line.strip().startswith(("tables", "total"))
     ]
     assert ["tables", "1"] in job_lines and ["total", "1"] in job_lines, output[-4000:]
+
+
+def test_report_collects_tables_figures_and_qc(finished_run):
+    result = snakemake(finished_run, "--report", "report.zip")
+    assert result.returncode == 0, result.stderr[-4000:]
+    with zipfile.ZipFile(finished_run / "report.zip") as archive:
+        names = "\n".join(archive.namelist())
+    for collected in ["table1.md", "main.md", "attention_heatmaps.png", "slides.tsv"]:
+        assert collected in names, names
