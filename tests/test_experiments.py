@@ -16,7 +16,10 @@ from abmilx.models.mil.abmilx import ABMILX
 BEFORE_PRESETS = yaml.safe_load(
     (Path(__file__).with_name("experiments_before_presets.yaml")).read_text()
 )
-DATASETS = {"d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}}
+DATASETS = {
+    "d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}},
+    "e": {"task": "survival", "synthetic": {}},
+}
 FEATURES = {"r50": {"encoder": "resnet50_layer3", "weights": "random"}}
 
 
@@ -158,6 +161,14 @@ def test_bad_grid_value_names_the_point():
         ({"a": {"base": "b"}, "b": {"base": "a"}}, "circular bases: a -> b -> a"),
         ({"a": {"settings": {}}}, "kind"),
         ({"a": {"preset": "abmil_two_stage_grading"}}, "experiments/a/features"),
+        (
+            {"a": {"preset": "abmil_two_stage_grading", "features": "r18"}},
+            "experiments/a/features': no feature set 'r18'; known: r50",
+        ),
+        (
+            {"a": {"preset": "abmilx_e2e_r18_grading", "datasets": ["d", "x"]}},
+            "experiments/a/datasets': no dataset ['x']; known: d, e",
+        ),
     ],
 )
 def test_bad_references_fail_early(experiments, message):

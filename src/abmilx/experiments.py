@@ -112,12 +112,16 @@ def resolve_experiments(config: Mapping[str, Any]) -> ExperimentSet:
             experiment = copy.deepcopy(base)
             for axis, value in point.items():
                 _set_path(experiment, axis, copy.deepcopy(value), name, schema)
-            values_text = ", ".join(word.replace("-", "=", 1) for word in words)
+            values_text = ", ".join(
+                f"{labels[axis]}={_value_label(value)}" for axis, value in point.items()
+            )
             experiment["title"] = f"{base['title'] or name} ({values_text})"
             resolved[point_name] = _validated(experiment, schema, f"{name}/grid ({point_name})")
             points.append({"name": point_name, "values": point})
         grids[name] = {"axes": axes, "labels": labels, "points": points}
 
+    for name, experiment in resolved.items():
+        _check_references(name, experiment, config)
     by_identity: dict[str, list[str]] = {}
     for name, experiment in resolved.items():
         by_identity.setdefault(run_identity(experiment), []).append(name)
@@ -172,6 +176,22 @@ class _Resolver:
         self.done[name] = _validated(experiment, self.schema, name)
         self.active.pop()
         return copy.deepcopy(self.done[name])
+
+
+def _check_references(name: str, experiment: Mapping[str, Any], config: Mapping) -> None:
+    """Datasets and feature sets an experiment names must exist (else it would silently not run)."""
+    unknown = set(experiment["datasets"] or []) - set(config["datasets"])
+    if unknown:
+        raise ConfigError(
+            f"config key 'experiments/{name}/datasets': no dataset {sorted(unknown)}; "
+            f"known: {', '.join(config['datasets'])}"
+        )
+    features = experiment["features"]
+    if features is not None and features not in (config.get("feature_sets") or {}):
+        raise ConfigError(
+            f"config key 'experiments/{name}/features': no feature set {features!r}; "
+            f"known: {', '.join(config.get('feature_sets') or {}) or 'none'}"
+        )
 
 
 def _inherit(parent: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
