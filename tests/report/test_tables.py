@@ -72,6 +72,20 @@ def test_rows_are_runs_and_grid_points():
         ({"grid": "two"}, "tables/t/grid': no grid experiment 'two'"),
         ({"datasets": ["nope"]}, "tables/t/datasets': no dataset 'nope'"),
         ({"rows": ["two"], "paper": {"rows": {"e2e": "x"}}}, "tables/t/paper/rows'"),
+        (
+            {"paper": {"columns": {"sub": {"table": "table1", "column": "BRCA"}}}},
+            "tables/t/paper/columns/sub': the paper's 'table1' has no column 'BRCA'",
+        ),
+        (
+            {
+                "rows": ["two"],
+                "paper": {
+                    "rows": {"two": "ResNet-50 / ABMLI"},
+                    "columns": {"sub": {"table": "table1", "column": "TCGA-BRCA"}},
+                },
+            },
+            "tables/t/paper/rows/two': no row 'ResNet-50 / ABMLI' in the paper's table1",
+        ),
     ],
 )
 def test_unknown_names_fail_at_parse_time(table, message):

@@ -173,6 +173,7 @@ def plan_tables(
     dataset to its task. Unknown experiments, grids or datasets fail here, naming the key.
     """
     plans = {}
+    paper_values = load_paper_values()
     for name, spec in tables.items():
         where = f"config key 'tables/{name}"
         names = list(spec["rows"])
@@ -232,6 +233,7 @@ def plan_tables(
             raise ValueError(
                 f"{where}/paper/columns': not a dataset of the table: {sorted(unknown)}"
             )
+        _check_paper_references(where, spec["paper"], paper_values)
         plans[name] = {
             "title": spec["title"] or name,
             "note": spec["note"],
@@ -240,6 +242,25 @@ def plan_tables(
             "columns": columns,
         }
     return plans
+
+
+def _check_paper_references(where: str, references: Mapping, paper: pd.DataFrame) -> None:
+    """Each paper column must exist in its table, each paper row in one of the tables named."""
+    for dataset, reference in references["columns"].items():
+        columns = set(paper.loc[paper.table == reference["table"], "column"])
+        if reference["column"] not in columns:
+            raise ValueError(
+                f"{where}/paper/columns/{dataset}': the paper's {reference['table']!r} has no "
+                f"column {reference['column']!r}; it has: {', '.join(sorted(columns)) or 'none'}"
+            )
+    tables = {reference["table"] for reference in references["columns"].values()}
+    rows = set(paper.loc[paper.table.isin(tables), "row"])
+    for row, label in references["rows"].items():
+        if label not in rows:
+            raise ValueError(
+                f"{where}/paper/rows/{row}': no row {label!r} in the paper's "
+                f"{', '.join(sorted(tables)) or '(no paper columns given)'}"
+            )
 
 
 def _cell_value(run: Mapping | None, metric: str) -> Mapping | None:
