@@ -7,7 +7,13 @@ import pytest
 
 from abmilx.config import REPO_ROOT, load_config, validate_config
 from abmilx.experiments import resolve_experiments
+from abmilx.report.paper import load_paper_values, paper_cell
 from abmilx.report.tables import plan_tables, write_declared_tables, write_tables
+
+SHIPPED_CONFIGS = [
+    REPO_ROOT / "config.yaml",
+    *sorted(REPO_ROOT.glob("workflow/configs/paper/*.yaml")),
+]
 
 DATASETS = {
     "sub": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}},
@@ -177,3 +183,22 @@ def test_demo_table1_renders_beside_main_and_cohort(tmp_path):
     )
     assert "| ABMILX + MRIS (E2E, R18 layer3) | 70.00 [60.00, 75.00] | 93.97 |" in markdown
     assert "initialised at random" in markdown
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_shipped_tables_resolve_with_the_paper_beside(path):
+    """Every row of every shipped table is a run, and every paper reference is a printed cell."""
+    config = load_config(path)
+    experiments = resolve_experiments(config)
+    tasks = {d: spec["task"] for d, spec in config["datasets"].items()}
+    plans = plan_tables(config["tables"], experiments, tasks)
+    assert plans
+    paper = load_paper_values()
+    for name, plan in plans.items():
+        for row in plan["rows"]:
+            assert row["run"] in experiments.runs or row["reason"], (name, row)
+            assert row["paper_row"], (name, row["label"])  # shipped rows all have a paper row
+            for column in plan["columns"]:
+                reference = column["paper"]
+                value = paper_cell(paper, reference["table"], row["paper_row"], reference["column"])
+                assert value is not None, (name, row["label"], reference)
