@@ -78,6 +78,7 @@ def test_rows_are_runs_and_grid_points():
         ({"grid": "two"}, "tables/t/grid': no grid experiment 'two'"),
         ({"datasets": ["nope"]}, "tables/t/datasets': no dataset 'nope'"),
         ({"rows": ["two"], "paper": {"rows": {"e2e": "x"}}}, "tables/t/paper/rows'"),
+        ({"rows": ["two"], "unavailable": {"ABMIL": "why"}}, r"labelled \['ABMIL'\]"),
         (
             {"paper": {"columns": {"sub": {"table": "table1", "column": "BRCA"}}}},
             "tables/t/paper/columns/sub': the paper's 'table1' has no column 'BRCA'",

@@ -213,6 +213,12 @@ def plan_tables(
                     "reason": reason,
                 }
             )
+        labels = [row["label"] for row in rows]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(
+                f"{where}/rows': several rows are labelled {repeated}; give them distinct titles"
+            )
         unknown = (
             set(spec["paper"]["rows"]) - {r["experiment"] for r in rows} - set(spec["unavailable"])
         )
