@@ -8,10 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from abmilx.config import validate_config
+from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
 from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 
 config.update(validate_config(config))
+EXPERIMENTS = resolve_experiments(config)  # presets, bases, grids -> one entry per run
+config["experiments"] = EXPERIMENTS.runs
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
