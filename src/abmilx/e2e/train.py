@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from abmilx.e2e.data import MrisBags, TrainCollate
 from abmilx.e2e.model import E2EModel
@@ -235,13 +235,17 @@ def train(
     def train_epoch(epoch: int) -> float:
         dataset.set_epoch(epoch)
         epoch_seed = config.seed * 100_003 + epoch
-        if ddp.world > 1:
-            sampler = DistributedSampler(
-                dataset, shuffle=True, seed=config.seed, drop_last=drop_last
-            )
-            sampler.set_epoch(epoch)
-        else:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(epoch_seed))
+        # One permutation for every world size: G ranks with batch B see the slides that one
+        # process with batch G*B sees in the same step.
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=ddp.world,
+            rank=ddp.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=drop_last,
+        )
+        sampler.set_epoch(epoch)
         loader = DataLoader(
             dataset,
             batch_size=config.batch_size,
