@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,7 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     local, on_slurm = tmp_path / "local", tmp_path / "slurm"
     prepare(local, config)
     prepare(on_slurm, config)
+    started = time.monotonic()
     try:
         with LocalSlurm(tmp_path / "cluster") as cluster:
             run = snakemake(
@@ -84,6 +86,7 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
                 "--jobs", "4", "--latency-wait", "5",
                 "--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "1",
+                "--slurm-keep-successful-logs",
                 env=cluster.env, timeout=1500,
             )  # fmt: skip
     except ClusterUnavailable as reason:
@@ -94,10 +97,16 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     assert submitted >= CLUSTER_RULES, submitted
     assert not submitted & LOCAL_RULES, submitted
 
+    on_slurm_seconds = time.monotonic() - started
     reference = snakemake(local, "--cores", "2", env=dict(os.environ), timeout=1500)
     assert reference.returncode == 0, reference.stderr[-6000:]
+    print(
+        f"SLURM run {on_slurm_seconds:.0f} s ({len(list(slurm_logs.rglob('*.log')))} jobs),"
+        f" local run {time.monotonic() - started - on_slurm_seconds:.0f} s"
+    )
     expected, got = outputs(local), outputs(on_slurm)
     assert len(expected) >= 7 and any("predictions" in key for key in expected), list(expected)
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == value, f"{key} differs between the SLURM and the local run"
+    print(f"equal: {', '.join(expected)}")

@@ -332,7 +332,3 @@ def training_launcher(wildcards):
     if gpus <= 1:
         return "python"
     return f"torchrun --standalone --nproc-per-node {gpus}"
-
-
-def threads_per_process(wildcards, threads):
-    return max(1, threads // max(1, training_gpus(wildcards)))

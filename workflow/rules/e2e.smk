@@ -23,10 +23,12 @@ rule train_e2e:
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         launch=training_launcher,
-        threads=threads_per_process,
+        processes=lambda w: max(1, training_gpus(w)),
         settings=training_settings,
         code=code_digest("e2e", "training", "models", "tiling/store.py"),
     shell:
         "{params.launch} -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
         " --fold {wildcards.fold} --out-dir {params.out_dir:q}"
-        " --settings {params.settings:q} --threads {params.threads} > {log:q} 2>&1"
+        " --settings {params.settings:q}"
+        " --threads $(( ({threads} + {params.processes} - 1) / {params.processes} ))"
+        " > {log:q} 2>&1"
