@@ -84,8 +84,8 @@ def test_defaults_are_filled_in_nested_objects():
             "datasets/demo_subtyping/task",
         ),
         (
-            lambda c: c["experiments"]["abmilx_r18_e2e"]["settings"].update(lr=-1),
-            "experiments/abmilx_r18_e2e/settings/lr",
+            lambda c: c["experiments"]["abmil_r50"]["settings"].update(lr=-1),
+            "experiments/abmil_r50/settings/lr",
         ),
     ],
 )

@@ -8,10 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from abmilx.config import validate_config
+from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
 from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 
 config.update(validate_config(config))
+EXPERIMENTS = resolve_experiments(config)  # presets, bases, grids -> one entry per run
+config["experiments"] = EXPERIMENTS.runs
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
@@ -19,6 +22,27 @@ SHELL_ENV = "../../envs/abmilx.yaml"
 # Run kinds trained from the patch store by train_e2e (abmilx.e2e.train.PATCH_KINDS, not
 # imported: that would load torch on every parse).
 PATCH_KINDS = ("e2e", "c2c", "ft")
+
+
+# Cheap jobs run where Snakemake runs, never as cluster jobs (profiles/slurm).
+
+
+localrules:
+    all,
+    cohort_sheets,
+    adapt_sheets,
+    make_splits,
+    aggregate_folds,
+    qc_table,
+    tables,
+
+
+for _name, _experiment in config["experiments"].items():
+    if _experiment["kind"] == "two_stage" and _experiment["gpus"] > 1:
+        raise ValueError(
+            f"config key 'experiments/{_name}/gpus': two-stage training uses one GPU at most,"
+            f" got {_experiment['gpus']}"
+        )
 
 
 def dataset_config(dataset):
@@ -292,3 +316,26 @@ def table_settings():
         },
         sort_keys=True,
     )
+
+
+# --- cluster resources (config key `resources`; profiles/slurm submits with them) ---
+def job_resources(rule):
+    """The rule's `resources` entry as Snakemake resources; null keys are left to the profile."""
+    names = {"gpus": "gpu"}
+    return {
+        names.get(key, key): value
+        for key, value in config["resources"][rule].items()
+        if value is not None
+    }
+
+
+def training_gpus(wildcards):
+    return config["experiments"][wildcards.experiment]["gpus"]
+
+
+def training_launcher(wildcards):
+    """`torchrun` with one process per GPU (DDP on one node) when the experiment has several."""
+    gpus = training_gpus(wildcards)
+    if gpus <= 1:
+        return "python"
+    return f"torchrun --standalone --nproc-per-node {gpus}"

@@ -19,14 +19,18 @@ rule train_e2e:
         SHELL_ENV
     threads: 8
     resources:
-        mem_mb=16000,
-        gpu=1,
+        **job_resources("train_e2e"),
+        gpu=training_gpus,
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        launch=training_launcher,
         kind=lambda w: config["experiments"][w.experiment]["kind"],
+        processes=lambda w: max(1, training_gpus(w)),
         settings=training_settings,
         code=code_digest("e2e", "training", "models", "tiling/store.py"),
     shell:
-        "python -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
+        "{params.launch} -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
         " --kind {params.kind} --fold {wildcards.fold} --out-dir {params.out_dir:q}"
-        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q}"
+        " --threads $(( ({threads} + {params.processes} - 1) / {params.processes} ))"
+        " > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Offline patch features for the two-stage baselines, one file per slide.
+# Offline patch features for the two-stage baselines, one file per slide. Resumable per slide:
+# finished slides wait in "<output>.partial/", which a failed job leaves for its rerun.
 
 
 rule extract_features:
@@ -16,8 +17,7 @@ rule extract_features:
         SHELL_ENV
     threads: 8
     resources:
-        mem_mb=8000,
-        gpu=1,
+        **job_resources("extract_features"),
     params:
         settings=lambda w: json.dumps(
             {

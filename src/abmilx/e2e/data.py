@@ -4,6 +4,10 @@ by a kind's picker (C2C clusters, FT masks).
 Every random choice of an item is drawn from a generator seeded by (seed, epoch, item index),
 and the batch augmentation from the seeds of its items, so results do not depend on the number
 of DataLoader workers and a resumed run repeats exactly what an uninterrupted run would do.
+
+Speed: DataLoader worker processes read and decode (libjpeg-turbo, straight into one array per
+bag) and augment whole batches (`training_view`, no per-patch Python) while the model steps;
+batches leave the workers channels_last, the layout the encoder runs in.
 """
 
 from __future__ import annotations
@@ -48,14 +52,29 @@ class StoreBags(Dataset):
             self._store = PatchStore(self.store_path)
         return self._store
 
-    def item(self, bag: Bag, images: np.ndarray, rng: np.random.Generator) -> dict:
+    def item(self, bag: Bag, patches: np.ndarray, rng: np.random.Generator) -> dict:
         """The item dict of `bag` with its (n, P, P, 3) patches."""
         return {
-            "images": to_chw_tensor(images, self.channel_order),
+            "images": to_chw_tensor(patches, self.channel_order),
             "label": bag.label,
             "event": bag.event,
             "aug_seed": int(rng.integers(2**62)),
         }
+
+
+def fill_pooled(
+    store: PatchStore,
+    slide_ids: Sequence[str],
+    scale: str,
+    slide: np.ndarray,
+    index: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Fill `out` (n, P, P, 3): row i is patch `index[i]` of slide `slide_ids[slide[i]]`."""
+    for position, slide_id in enumerate(slide_ids):
+        rows = np.flatnonzero(slide == position)
+        if len(rows):
+            out[rows] = store.read(slide_id, scale, index[rows])
 
 
 class MrisBags(StoreBags):
@@ -79,11 +98,16 @@ class MrisBags(StoreBags):
             raise ValueError("scale_ratio > 0 needs a 'low' entry in scales")
 
     def _read_sample(
-        self, slide_ids: Sequence[str], scale: str, n_wanted: int, rng: np.random.Generator
-    ) -> np.ndarray:
+        self,
+        slide_ids: Sequence[str],
+        scale: str,
+        rng: np.random.Generator,
+        out: np.ndarray,
+    ) -> None:
+        """Fill `out` (n, P, P, 3) with patches sampled from the slides' pooled patches."""
         counts = [self.store.count(slide_id, scale) for slide_id in slide_ids]
-        slide, index = sample_pooled(counts, n_wanted, rng)
-        return read_pooled(self.store, slide_ids, scale, slide, index)
+        slide, index = sample_pooled(counts, len(out), rng)
+        fill_pooled(self.store, slide_ids, scale, slide, index, out)
 
     def _has_patches(self, slide_ids: Sequence[str], scale: str | None) -> bool:
         return scale is not None and any(
@@ -97,28 +121,12 @@ class MrisBags(StoreBags):
         n_low, n_main = self.n_low, self.n_main
         if n_low and not self._has_patches(bag.slide_ids, self.low_scale):
             n_low, n_main = 0, n_low + n_main  # no low-magnification patches: all from main
-        parts = []
+        size = self.store.patch_size
+        patches = np.empty((n_low + n_main, size, size, 3), dtype=np.uint8)
         if n_low:
-            parts.append(self._read_sample(bag.slide_ids, self.low_scale, n_low, rng))
-        parts.append(self._read_sample(bag.slide_ids, self.main_scale, n_main, rng))
-        return self.item(bag, np.concatenate(parts), rng)
-
-
-def read_pooled(
-    store: PatchStore,
-    slide_ids: Sequence[str],
-    scale: str,
-    slide: np.ndarray,
-    index: np.ndarray,
-) -> np.ndarray:
-    """(n, P, P, 3) uint8 patches: row i is patch `index[i]` of slide `slide_ids[slide[i]]`."""
-    size = store.patch_size
-    out = np.empty((len(slide), size, size, 3), dtype=np.uint8)
-    for position, slide_id in enumerate(slide_ids):
-        rows = np.flatnonzero(slide == position)
-        if len(rows):
-            out[rows] = store.read(slide_id, scale, index[rows])
-    return out
+            self._read_sample(bag.slide_ids, self.low_scale, rng, patches[:n_low])
+        self._read_sample(bag.slide_ids, self.main_scale, rng, patches[n_low:])
+        return self.item(bag, patches, rng)
 
 
 class PickedBags(StoreBags):
@@ -152,12 +160,17 @@ class PickedBags(StoreBags):
         counts = [self.store.count(slide_id, self.scale) for slide_id in bag.slide_ids]
         offsets = np.concatenate([[0], np.cumsum(counts)])
         slide = np.searchsorted(offsets, flat, side="right") - 1
-        images = read_pooled(self.store, bag.slide_ids, self.scale, slide, flat - offsets[slide])
-        return self.item(bag, images, rng)
+        size = self.store.patch_size
+        patches = np.empty((len(flat), size, size, 3), dtype=np.uint8)
+        fill_pooled(self.store, bag.slide_ids, self.scale, slide, flat - offsets[slide], patches)
+        return self.item(bag, patches, rng)
 
 
 class TrainCollate:
-    """Stack a batch of bags and apply the training view to all of its patches at once."""
+    """Stack a batch of bags and apply the training view to all of its patches at once.
+
+    The views come out channels_last, (B, N, 3, S, S) with channel stride 1.
+    """
 
     def __init__(self, train_size: int, crop_scale: float, flips: bool, aug_chunks: int) -> None:
         self.train_size = train_size
@@ -178,6 +191,7 @@ class TrainCollate:
             generator,
             self.aug_chunks,
         )
+        views = views.contiguous(memory_format=torch.channels_last)
         return {
             "images": views.view(batch, n_patches, *views.shape[1:]),
             "label": torch.tensor([item["label"] for item in items], dtype=torch.long),

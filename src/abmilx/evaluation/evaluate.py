@@ -23,8 +23,8 @@ import pandas as pd
 from abmilx.evaluation.aggregate import aggregate_files
 from abmilx.evaluation.bootstrap import bootstrap
 from abmilx.evaluation.metrics import (
-    c_index,
-    classification_metrics,
+    ClassificationScores,
+    SurvivalScores,
     median_survival_bin,
     softmax,
     survival_risk,
@@ -118,10 +118,7 @@ def evaluate_predictions(
             predictions[f"prob_{name}"] = probs[:, i]
         predictions["pred"] = [classes[i] for i in probs.argmax(axis=1)]
         data = {"y": predictions["label"].to_numpy(), "probs": probs}
-
-        def metric_fn(sample: Mapping[str, np.ndarray]) -> dict[str, float]:
-            return classification_metrics(sample["y"], sample["probs"], classes)
-
+        metric_fn = ClassificationScores(classes)
         groups = predictions["case_id"].to_numpy()
     elif task == "survival":
         columns = _logit_columns(logits, None)
@@ -136,10 +133,7 @@ def evaluate_predictions(
             "event": predictions["event"].to_numpy(dtype=int),
             "risk": predictions["risk"].to_numpy(),
         }
-
-        def metric_fn(sample: Mapping[str, np.ndarray]) -> dict[str, float]:
-            return {"c_index": c_index(sample["time"], sample["event"], sample["risk"])}
-
+        metric_fn = SurvivalScores()
         groups = None
     else:
         raise ValueError(f"checkpoint has unknown task '{task}'")
