@@ -15,7 +15,8 @@ DEFAULT_EVERY_S = 30.0
 
 class Progress:
     """Counts work units (`update(n)`) and logs "<what>: done/total <unit>, rate/s" at most every
-    `every_s` seconds; `finish()` logs the final line. `clock` is injectable for tests."""
+    `every_s` seconds (default `DEFAULT_EVERY_S`, read when the counter starts); `finish()` logs
+    the final line. `clock` is injectable for tests."""
 
     def __init__(
         self,
@@ -23,11 +24,12 @@ class Progress:
         total: int | None = None,
         unit: str = "items",
         *,
-        every_s: float = DEFAULT_EVERY_S,
+        every_s: float | None = None,
         logger: logging.Logger | None = None,
         clock=time.monotonic,
     ) -> None:
-        self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
+        self.what, self.total, self.unit = what, total, unit
+        self.every_s = DEFAULT_EVERY_S if every_s is None else every_s
         self.log = logger or logging.getLogger("abmilx.progress")
         self.clock = clock
         self.done = 0
