@@ -23,7 +23,7 @@ rule train_e2e:
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         settings=training_settings,
-        code=code_digest("e2e", "training", "models", "tiling/store.py"),
+        code=code_digest("abmilx.e2e"),
     shell:
         "python -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
         " --fold {wildcards.fold} --out-dir {params.out_dir:q}"

@@ -12,7 +12,7 @@ rule qc_table:
         SHELL_ENV
     threads: 1
     params:
-        code=code_digest("report/qc.py", "report/__main__.py"),
+        code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
 
@@ -30,7 +30,7 @@ rule tables:
     threads: 1
     params:
         settings=table_settings(),
-        code=code_digest("report/tables.py", "report/__main__.py"),
+        code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
         " --out-dir {output:q}"
@@ -53,7 +53,7 @@ rule figures:
         mem_mb=4000,
     params:
         settings=heatmap_settings(),
-        code=code_digest("report/figures.py", "report/__main__.py", "slides.py"),
+        code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report figures --out-dir {output:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"
