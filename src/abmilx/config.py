@@ -257,8 +257,10 @@ def _options_schema(kind: str, name: str, factory: Callable, skip: tuple[str, ..
         source, fixed, defaults = factory.__name__, set(), {}
     properties = {}
     for option, parameter in parameters.items():
-        if option in skip or option in fixed or parameter.kind in (
-            parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL
+        if (
+            option in skip
+            or option in fixed
+            or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
         ):
             continue
         if option in defaults:

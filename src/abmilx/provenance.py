@@ -14,12 +14,12 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
 
 
-def module_file(name: str) -> Path | None:
-    """Source file of the package module ``name`` (``abmilx.x.y``), or None if it has none."""
+def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
+    """Source file of module ``name`` (``abmilx.x.y``) of the package at ``root``, or None."""
     parts = name.split(".")
-    if parts[0] != PACKAGE:
+    if parts[0] != root.name:
         return None
-    base = PACKAGE_ROOT.joinpath(*parts[1:])
+    base = root.joinpath(*parts[1:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -30,7 +30,7 @@ def _is_package(file: Path) -> bool:
     return file.name == "__init__.py"
 
 
-def _imported_modules(name: str, file: Path) -> set[str]:
+def _imported_modules(name: str, file: Path, root: Path) -> set[str]:
     """Package modules that ``file`` (module ``name``) imports anywhere, lazy imports included."""
     package = name if _is_package(file) else name.rpartition(".")[0]
     found: set[str] = set()
@@ -46,7 +46,7 @@ def _imported_modules(name: str, file: Path) -> set[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
-    return {module for module in found if module_file(module) is not None}
+    return {module for module in found if module_file(module, root) is not None}
 
 
 def _with_parents(name: str) -> list[str]:
@@ -56,28 +56,29 @@ def _with_parents(name: str) -> list[str]:
 
 
 @cache
-def import_closure(command_module: str) -> tuple[Path, ...]:
-    """Files of every package module that ``python -m command_module`` can import.
+def import_closure(command_module: str, root: Path = PACKAGE_ROOT) -> tuple[Path, ...]:
+    """Files of every module of the package at ``root`` that ``python -m command_module`` can
+    import.
 
     Walks ``import``/``from ... import`` statements statically (relative and lazy ones too),
     starting from the package's ``__main__``; parent packages count as imported.
     """
     entry = command_module
-    if module_file(f"{command_module}.__main__") is not None:
+    if module_file(f"{command_module}.__main__", root) is not None:
         entry = f"{command_module}.__main__"
-    if module_file(entry) is None:
-        raise ModuleNotFoundError(f"import_closure: no module {command_module!r} under {PACKAGE_ROOT}")
+    if module_file(entry, root) is None:
+        raise ModuleNotFoundError(f"import_closure: no module {command_module!r} under {root}")
     seen: dict[str, Path] = {}
     pending = _with_parents(entry)
     while pending:
         name = pending.pop()
         if name in seen:
             continue
-        file = module_file(name)
+        file = module_file(name, root)
         if file is None:
             continue
         seen[name] = file
-        for imported in _imported_modules(name, file):
+        for imported in _imported_modules(name, file, root):
             pending.extend(_with_parents(imported))
     return tuple(sorted(set(seen.values())))
 
@@ -88,7 +89,7 @@ def code_digest(command_module: str) -> str:
     Snakemake does not track imported code; a rule passes this digest as a param so that editing
     any module its command imports reruns it, and editing anything else does not.
     """
-    if not command_module.split(".")[0] == PACKAGE:
+    if command_module.split(".")[0] != PACKAGE:
         raise ValueError(
             f"code_digest takes the module a rule's command runs (python -m {PACKAGE}.<stage>), "
             f"got {command_module!r}"
