@@ -16,6 +16,8 @@ config.update(prepare_config(config, workflow.configfiles))
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
+# Labels that are a patient's property (all slides of a case agree); diagnosis is per slide.
+CASE_LABEL_TASKS = {"subtyping", "grading"}
 SHELL_ENV = "../../envs/abmilx.yaml"
 
 
@@ -89,7 +91,11 @@ def slide_table(dataset):
         ds["labels"], model_task(dataset), classes=ds.get("classes")
     )
     _, warnings = join_labels(
-        slides, labels, model_task(dataset), strict=config["strict"]
+        slides,
+        labels,
+        model_task(dataset),
+        strict=config["strict"],
+        one_label_per_case=ds["task"] in CASE_LABEL_TASKS,
     )
     for warning in warnings:
         print(f"[{dataset}] {warning}", file=sys.stderr)
