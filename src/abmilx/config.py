@@ -74,7 +74,11 @@ def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) ->
     """Return a validated deep copy of ``config`` with every default filled in."""
     schema = load_schema() if schema is None else schema
     instance = copy.deepcopy(dict(config))
-    errors = sorted(DefaultFillingValidator(schema).iter_errors(instance), key=lambda e: e.path)
+    validator = DefaultFillingValidator(schema)
+    # The first pass fills defaults; the second sees them, so conditions on a defaulted key
+    # (mil_kwargs against the default mil) hold whatever the keyword order in the schema.
+    errors = list(validator.iter_errors(instance)) or list(validator.iter_errors(instance))
+    errors.sort(key=lambda e: e.path)
     if errors:
         lines = []
         for error in errors:
