@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from abmilx.config import REPO_ROOT, ConfigError, load_config, load_schema, validate_config
+from abmilx.config import (
+    MODELS_SCHEMA_PATH,
+    REPO_ROOT,
+    ConfigError,
+    load_config,
+    load_schema,
+    models_schema,
+    validate_config,
+)
 
 SHIPPED_CONFIGS = [
     REPO_ROOT / "config.yaml",
@@ -51,8 +59,38 @@ def test_every_optional_key_has_a_default():
         and path.rsplit("/", 1)[-1] not in parent.get("required", [])
         and not _is_alternative(path.rsplit("/", 1)[-1], parent)
     ]
-    # classes: required by classification tasks only, checked against the label sheet.
-    assert [p for p in missing if not p.endswith("/classes")] == []
+    # classes: required by classification tasks only, checked against the label sheet. Model
+    # options: the constructor's default applies (stated in the description, never filled in, as
+    # a factory such as qamil's sets its own).
+    assert [p for p in missing if not p.endswith("/classes") and "/mil_" not in p] == []
+
+
+def test_models_schema_is_generated_from_the_registries():
+    written = yaml.safe_load(MODELS_SCHEMA_PATH.read_text())
+    assert written == models_schema(), "run: python -m abmilx.config models-schema"
+
+
+def test_model_options_come_from_the_constructors():
+    defs = models_schema()["$defs"]
+    from abmilx.models import list_encoders, list_mils
+
+    assert defs["mil_name"]["enum"] == list_mils()
+    assert defs["encoder_name"]["enum"] == list_encoders()
+    abmilx = defs["mil_abmilx"]["properties"]
+    assert abmilx["n_heads"]["type"] == "integer"
+    assert abmilx["attn_dim"]["type"] == ["null", "number"]
+    assert "gated" not in defs["mil_gated_abmil"]["properties"]  # fixed by the factory
+    assert "gated" in defs["mil_abmil"]["properties"]
+    assert "'ca'" in defs["mil_qamil"]["properties"]["attn_type"]["description"]
+
+
+def test_model_option_types_are_checked():
+    config = {
+        "datasets": {"d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}},
+        "experiments": {"x": {"kind": "e2e", "settings": {"mil_kwargs": {"n_heads": "8"}}}},
+    }
+    with pytest.raises(ConfigError, match="settings/mil_kwargs/n_heads': '8' is not of type"):
+        validate_config(config)
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
