@@ -118,7 +118,9 @@ class _Sheet:
     def require_rows(self, what: str) -> None:
         """A header-only sheet would silently run on nothing."""
         if not self.rows:
-            raise SheetError([Problem(self.name, None, None, f"no rows: the sheet lists no {what}")])
+            raise SheetError(
+                [Problem(self.name, None, None, f"no rows: the sheet lists no {what}")]
+            )
 
     def error(self, row: int | None, column: str | None, message: str) -> None:
         self.problems.append(Problem(self.name, row, column, message))
