@@ -472,3 +472,23 @@ def join_labels(
         joined["event"] = joined["event"].astype(int)
     joined.attrs = {}
     return joined, warnings
+
+
+CASE_LABEL_TASKS = ("subtyping", "grading")
+"""Paper tasks whose label is a patient's property; a diagnosis (CAMELYON) is per slide."""
+
+
+def load_dataset_sheets(dataset: dict, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Load and cross-check the slide and label sheets of a config dataset (`task`, `classes`,
+    `slides`, `labels`), as the workflow does while parsing. Returns (slide sheet, warnings)."""
+    task = "survival" if dataset["task"] == "survival" else "classification"
+    slides = load_slide_sheet(dataset["slides"], check_files=True)
+    labels = load_label_sheet(dataset["labels"], task, classes=dataset.get("classes"))
+    _, warnings = join_labels(
+        slides,
+        labels,
+        task,
+        strict=strict,
+        one_label_per_case=dataset["task"] in CASE_LABEL_TASKS,
+    )
+    return slides, warnings

@@ -9,15 +9,13 @@ import pandas as pd
 
 from abmilx.config import prepare_config
 from abmilx.provenance import code_digest, config_hash
-from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
+from abmilx.sheets import load_dataset_sheets
 
 # Schema, defaults and cross-key checks (abmilx.config); sheets are checked in slide_table.
 config.update(prepare_config(config, workflow.configfiles))
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
-# Labels that are a patient's property (all slides of a case agree); diagnosis is per slide.
-CASE_LABEL_TASKS = {"subtyping", "grading"}
 SHELL_ENV = "../../envs/abmilx.yaml"
 
 
@@ -85,18 +83,7 @@ def slide_table(dataset):
             adapted(dataset).slides, columns=["slide_id", "case_id", "path", "mpp"]
         )
         return slides.set_index("slide_id", drop=False)
-    ds = dataset_config(dataset)
-    slides = load_slide_sheet(ds["slides"], check_files=True)
-    labels = load_label_sheet(
-        ds["labels"], model_task(dataset), classes=ds.get("classes")
-    )
-    _, warnings = join_labels(
-        slides,
-        labels,
-        model_task(dataset),
-        strict=config["strict"],
-        one_label_per_case=ds["task"] in CASE_LABEL_TASKS,
-    )
+    slides, warnings = load_dataset_sheets(dataset_config(dataset), config["strict"])
     for warning in warnings:
         print(f"[{dataset}] {warning}", file=sys.stderr)
     return slides.set_index("slide_id", drop=False)
