@@ -163,13 +163,18 @@ def test_bad_split_value(tmp_path: Path) -> None:
     assert_fault(error, sheet, 3, "split")
 
 
-def test_join_reports_unmatched_rows(slide_dir: Path) -> None:
-    slides = load_slide_sheet(
+def three_slides(slide_dir: Path):
+    """Slides s1, s2 of case c1 and s3 of case c2."""
+    return load_slide_sheet(
         write(
             slide_dir / "slides.csv",
             "slide_id,case_id,path\ns1,c1,slides/a.svs\ns2,c1,slides/b.svs\ns3,c2,slides/c.tif\n",
         )
     )
+
+
+def test_join_reports_unmatched_rows(slide_dir: Path) -> None:
+    slides = three_slides(slide_dir)
     label_path = write(slide_dir / "labels.csv", "case_id,label\nc1,IDC\nc9,ILC\n")
     labels = load_label_sheet(label_path, "classification")
     joined, warnings = join_labels(slides, labels, "classification")
@@ -195,12 +200,7 @@ def test_join_rejects_conflicting_case_ids(slide_dir: Path) -> None:
 
 
 def test_join_survival_gives_every_slide_its_case_outcome(slide_dir: Path) -> None:
-    slides = load_slide_sheet(
-        write(
-            slide_dir / "slides.csv",
-            "slide_id,case_id,path\ns1,c1,slides/a.svs\ns2,c1,slides/b.svs\ns3,c2,slides/c.tif\n",
-        )
-    )
+    slides = three_slides(slide_dir)
     labels = load_label_sheet(
         write(slide_dir / "labels.csv", "case_id,time,event\nc1,10,1\nc2,20,0\n"), "survival"
     )
@@ -291,12 +291,7 @@ def test_other_delimiter_is_named(tmp_path: Path, name, text, found, expected) -
 
 
 def test_case_with_two_labels_names_both_rows(slide_dir: Path) -> None:
-    slides = load_slide_sheet(
-        write(
-            slide_dir / "slides.csv",
-            "slide_id,case_id,path\ns1,c1,slides/a.svs\ns2,c1,slides/b.svs\ns3,c2,slides/c.tif\n",
-        )
-    )
+    slides = three_slides(slide_dir)
     labels_csv = write(slide_dir / "labels.csv", "slide_id,label\ns1,a\ns3,b\ns2,b\n")
     labels = load_label_sheet(labels_csv, "classification")
     with pytest.raises(SheetError) as error:
