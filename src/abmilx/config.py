@@ -1,7 +1,10 @@
-"""Load the workflow config and validate it against the JSON schema, filling defaults.
+"""Load the workflow config, validate it against the JSON schema (filling defaults) and check
+what the schema cannot express, so that every mistake fails while Snakemake parses.
 
 The schema (``workflow/schemas/config.schema.yaml``) is the single source of defaults and of the
-description of every key; both the Snakefile and the tests go through :func:`validate_config`.
+description of every key; ``models.schema.yaml`` next to it types the registered models' options
+and is generated from their constructors (:func:`write_models_schema`). The Snakefile, the tests
+and ``abmilx validate`` go through :func:`prepare_config` (schema, then :func:`check_config`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ WEIGHTS_KEYWORDS = ("imagenet", "random", "hub")
 
 
 class ConfigError(ValueError):
-    """The config does not match the schema; the message names the offending key path."""
+    """The config is invalid; the message names each offending key path and what is allowed."""
 
 
 def _with_defaults(validator_class):
@@ -107,7 +110,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return prepare_config(raw, [path])
 
 
-def _one_of(names: Iterator[str] | list[str]) -> str:
+def _one_of(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
@@ -248,8 +251,9 @@ def _factory_keywords(factory: Callable) -> tuple[set[str], dict[str, Any]]:
     return fixed, defaults
 
 
-def _options_schema(kind: str, name: str, factory: Callable, skip: tuple[str, ...]) -> dict:
-    """Object schema of the keyword options a registered model accepts, typed and described."""
+def _mil_options_schema(name: str, factory: Callable) -> dict:
+    """Object schema of the keyword options a registered MIL model accepts (its constructor's
+    keywords except the data-given in_dim and n_classes), typed and described."""
     signature = inspect.signature(factory, eval_str=True)
     parameters = dict(signature.parameters)
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
@@ -262,7 +266,7 @@ def _options_schema(kind: str, name: str, factory: Callable, skip: tuple[str, ..
     properties = {}
     for option, parameter in parameters.items():
         if (
-            option in skip
+            option in ("self", "in_dim", "n_classes")
             or option in fixed
             or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
         ):
@@ -277,7 +281,7 @@ def _options_schema(kind: str, name: str, factory: Callable, skip: tuple[str, ..
             described = {"type": json_type[0] if len(json_type) == 1 else json_type, **described}
         properties[option] = described
     return {
-        "title": f"{kind} '{name}'",
+        "title": f"MIL model '{name}'",
         "type": "object",
         "additionalProperties": False,
         "properties": properties,
@@ -305,9 +309,7 @@ def models_schema() -> dict[str, Any]:
         },
     }
     for name in mils:
-        defs[f"mil_{name}"] = _options_schema(
-            "MIL model", name, registry._MILS[name], ("self", "in_dim", "n_classes")
-        )
+        defs[f"mil_{name}"] = _mil_options_schema(name, registry._MILS[name])
     return {"$defs": defs}
 
 
