@@ -1,7 +1,7 @@
 """The whole DAG on a tiny generated cohort, run by the real Snakemake in a temporary folder.
 
-The package source is copied next to the run and put first on PYTHONPATH, so the test can edit
-the table code and check that only the table rule would rerun.
+The package source is copied next to the run and put first on PYTHONPATH, so the test can edit a
+module of each stage and check that exactly the rules whose command imports it would rerun.
 """
 
 import json
