@@ -24,6 +24,8 @@ MAX_LISTED_PROBLEMS = 20
 # Characters that would break file names or LMDB keys built from ids (`<slide_id>/<scale>/...`).
 FORBIDDEN_ID_CHARS = ("/", "\\")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+CASE_LABEL_TASKS = ("subtyping", "grading")
+"""Paper tasks whose label is a patient's property; a diagnosis (CAMELYON) is per slide."""
 
 
 @dataclass(frozen=True)
@@ -472,10 +474,6 @@ def join_labels(
         joined["event"] = joined["event"].astype(int)
     joined.attrs = {}
     return joined, warnings
-
-
-CASE_LABEL_TASKS = ("subtyping", "grading")
-"""Paper tasks whose label is a patient's property; a diagnosis (CAMELYON) is per slide."""
 
 
 def load_dataset_sheets(dataset: dict, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
