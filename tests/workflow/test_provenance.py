@@ -66,7 +66,7 @@ def test_static_closure_covers_every_module_the_command_loads():
         for module in modules
     }
     for module, process in probes.items():
-        stdout, _ = process.communicate(timeout=120)
+        stdout, _ = process.communicate(timeout=300)
         assert process.returncode == 0, module
         loaded = {Path(line).resolve() for line in stdout.split()}
         assert loaded, module
