@@ -7,9 +7,10 @@ import os
 import cv2
 import numpy as np
 import pytest
+import tifffile
 
 from abmilx.cohort.slidefile import write_slide
-from abmilx.slides import Slide, SlideError
+from abmilx.slides import Slide, SlideError, check_mpp
 from abmilx.tiling.grid import plan_scale, read_patch
 
 cv2.setNumThreads(1)
@@ -133,7 +134,7 @@ def test_thumbnail_size_is_physical(slides):
         ("missing", "file not found"),
         ("zero", "zero-byte"),
         ("text", "not a slide file"),
-        ("truncated", "truncated or corrupt"),
+        ("truncated", "truncated file"),
     ],
 )
 def test_unusable_files(slides, tmp_path, kind, reason):
@@ -166,3 +167,102 @@ def test_directory_named_like_a_slide(tmp_path):
     (tmp_path / "x.svs").mkdir()
     with pytest.raises(SlideError, match="is a directory"):
         Slide(tmp_path / "x.svs")
+
+
+# --- Resolution sanity -------------------------------------------------------------------
+
+
+def write_tiff(path, image, **kwargs):
+    """A tiled TIFF as a drawing program or a converter writes it (no slide metadata)."""
+    options = dict(photometric="rgb", tile=(256, 256), compression="jpeg", metadata=None)
+    tifffile.imwrite(path, image, **(options | kwargs))
+    return path
+
+
+def test_a_72_dpi_drawing_is_refused_until_the_sheet_gives_its_mpp(slides, tmp_path):
+    path = write_tiff(
+        tmp_path / "drawing.tif", slides["image"], resolution=(72, 72), resolutionunit="INCH"
+    )
+    with Slide(path) as slide:
+        assert slide.info.mpp_source == "tiff-resolution-inch"
+        with pytest.raises(SlideError, match="72 dpi") as caught:
+            check_mpp(slide)
+        assert "'mpp'" in caught.value.reason and "trust_file_mpp" in caught.value.reason
+        assert caught.value.facts["vendor"] == "generic-tiff"
+        check_mpp(slide, trust_file_mpp=True)
+    with Slide(path, mpp_override=0.5) as slide:
+        check_mpp(slide)
+
+
+def test_mpp_outside_the_microscope_range_is_refused(slides, tmp_path):
+    coarse = write_tiff(
+        tmp_path / "c.tif", slides["image"], resolution=(200, 200), resolutionunit="CENTIMETER"
+    )
+    with Slide(coarse) as slide, pytest.raises(SlideError, match=r"outside the 0\.1-20 µm/px"):
+        check_mpp(slide)
+    with Slide(slides["generic_05"]) as slide:
+        assert slide.info.mpp_source == "tiff-resolution-centimeter"
+        check_mpp(slide)  # the synthetic cohort's generic slides stay accepted
+    with Slide(slides["aperio_025"]) as slide:
+        check_mpp(slide, plausible_mpp=(0.1, 0.2), trust_file_mpp=True)
+        with pytest.raises(SlideError, match="from metadata"):
+            check_mpp(slide, plausible_mpp=(0.1, 0.2))
+
+
+def test_a_scale_finer_than_level0_is_refused_not_upsampled(slides):
+    with Slide(slides["generic_05"]) as slide:
+        plan_scale(slide, "main", 0.47, 64)  # 6 % finer: within the tolerance
+        with pytest.raises(SlideError, match=r"'main' at 0.25 µm/px .* level 0 \(0.5 µm/px") as e:
+            plan_scale(slide, "main", 0.25, 64)
+        assert "upsampled 2x" in e.value.reason and "'mpp' in the slide sheet" in e.value.reason
+        assert e.value.facts["mpp"] == 0.5
+        # a thumbnail asked finer than level 0 comes at level 0
+        assert slide.thumbnail(0.1).shape == (768, 1024, 3)
+
+
+# --- Honest reasons -----------------------------------------------------------------------
+
+
+def test_unsupported_compression_names_it_and_keeps_what_the_file_tells(slides, tmp_path):
+    path = write_tiff(
+        tmp_path / "lzma.tif",
+        slides["image"],
+        compression="lzma",
+        resolution=(20000, 20000),
+        resolutionunit="CENTIMETER",
+    )
+    with pytest.raises(SlideError, match=r"unsupported TIFF compression 34925 \(LZMA\)") as e:
+        Slide(path)
+    assert e.value.facts == {
+        "vendor": "generic-tiff",
+        "width": 1024,
+        "height": 768,
+        "level_count": 1,
+        "tiled": True,
+        "mpp": 0.5,
+        "mpp_source": "tiff-resolution-centimeter",
+    }
+
+
+def test_truncated_file_unreadable_tile_and_picture_each_have_their_reason(slides, tmp_path):
+    data = slides["generic_05"].read_bytes()
+    truncated = tmp_path / "t.tif"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SlideError, match=r"truncated file: .* bytes, but its tiles reach") as e:
+        Slide(truncated)
+    assert (e.value.facts["width"], e.value.facts["height"]) == (1024, 768)
+
+    with tifffile.TiffFile(slides["generic_05"]) as tif:
+        offset, count = tif.pages[0].dataoffsets[1], tif.pages[0].databytecounts[1]
+    damaged = bytearray(data)
+    damaged[offset : offset + count] = bytes(count)  # same size, one tile zeroed
+    (tmp_path / "d.tif").write_bytes(bytes(damaged))
+    with Slide(tmp_path / "d.tif") as slide:
+        slide.read_level(0, 0, 0, 64, 64)  # the first tile is fine
+        with pytest.raises(SlideError, match=r"unreadable tile at level 0 .* file is complete"):
+            slide.read_level(0, 256, 0, 64, 64)
+
+    picture = tmp_path / "p.tif"
+    tifffile.imwrite(picture, slides["image"], photometric="rgb", metadata=None)
+    with pytest.raises(SlideError, match="not a slide file: a TIFF image without tiles"):
+        Slide(picture)

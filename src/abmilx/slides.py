@@ -4,10 +4,17 @@ Resolution is always a physical size: a scale is a target µm/px, converted with
 ``target_mpp / slide_mpp`` (never a rounded magnification bucket or a pyramid index). Reads use
 the coarsest pyramid level that is still at least as fine as the target, at coordinates aligned
 to that level's pixel grid, and are resized with ``cv2.INTER_AREA``.
+
+Resolution sanity: a target finer than level 0 by more than :data:`UPSAMPLE_TOLERANCE` is
+refused (:meth:`Slide.check_scale`), never upsampled, and thumbnails are never finer than level
+0. :func:`check_mpp` refuses a level-0 mpp that only a TIFF resolution tag at a screen or print
+resolution gives, or one outside a plausible microscope range, unless told to trust it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -30,16 +37,29 @@ _THUMBNAIL_STRIP_PIXELS = 1 << 24
 # tiles ourselves gives its pixels (others have overlaps, offsets or their own JPEG layout).
 _RAW_TILE_VENDORS = ("aperio", "generic-tiff")
 _TIFF_JPEG = 7  # Compression tag value of "new-style" JPEG
+# A scale may be this much finer than level 0 (relative), e.g. 0.5 µm/px read from a 0.526 µm/px
+# 20x scan; anything finer is refused instead of upsampled.
+UPSAMPLE_TOLERANCE = 0.1
+# Pixel densities of screens and printers: a drawing or photo saved at one of these has a TIFF
+# resolution tag, which OpenSlide turns into a (meaningless) mpp.
+SCREEN_DPI = (72, 96, 300)
+# Level-0 µm/px a microscope scan plausibly has (100x oil is ~0.1; macro photos are coarser than 20).
+PLAUSIBLE_MPP = (0.1, 20.0)
 _PHOTOMETRIC_COLORSPACE = {2: "RGB", 6: "YCBCR"}  # how OpenSlide sets jpeg_color_space
 
 
 class SlideError(Exception):
-    """A slide that cannot be used, with a reason a person understands."""
+    """A slide that cannot be used, with a reason a person understands.
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    ``facts`` holds the QC fields that could still be read (vendor, size, mpp, ...), so the QC
+    row of a refused slide is not blank where the file told something.
+    """
+
+    def __init__(self, path: str | Path, reason: str, facts: dict | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.facts = dict(facts or {})
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,9 @@ class SlideInfo:
 
     vendor: str
     mpp: float
-    mpp_source: str  # "metadata" | "override"
+    # "override" (slide sheet), "metadata" (the vendor's own field), or "tiff-resolution-<unit>"
+    # (OpenSlide derived it from the TIFF resolution tags, unit "centimeter" or "inch")
+    mpp_source: str
     objective_power: float
     objective_power_source: str  # "metadata" | "mpp" (derived as 10 / mpp)
     width: int
@@ -76,15 +98,106 @@ def _float_property(properties, key: str) -> float | None:
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def _unsupported_reason(path: Path) -> str:
+def _tiff_facts(path: Path) -> tuple[dict, int | None, str | None]:
+    """(QC fields, bytes the tiles need, parse error) from the TIFF structure, OpenSlide aside.
+
+    The fields are those OpenSlide would report had it opened the file: its vendor guess, the
+    largest tiled page's size, the number of tiled pages and the mpp of the resolution tags;
+    ``tiled`` says whether any page is tiled.
+    """
+    facts: dict = {}
+    with contextlib.suppress(openslide.OpenSlideError):
+        facts["vendor"] = openslide.OpenSlide.detect_format(str(path)) or None
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # a broken file is expected here: the reason says why
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = [p for p in tif.pages if isinstance(p, tifffile.TiffPage)]
+            end = max(
+                (
+                    int(np.max(np.add(p.dataoffsets, p.databytecounts, dtype=np.int64)))
+                    for p in pages
+                    if len(p.dataoffsets)
+                ),
+                default=0,
+            )
+            tiled = [p for p in pages if p.is_tiled]
+            facts["tiled"] = bool(tiled)
+            first = max(tiled or pages, key=lambda p: p.imagewidth * p.imagelength)
+            facts.update(width=int(first.imagewidth), height=int(first.imagelength))
+            facts["level_count"] = len(tiled or pages)
+            unit = {2: "inch", 3: "centimeter"}.get(int(first.tags.valueof(296, 2)))
+            resolution = first.tags.valueof(282)
+            if unit and resolution and resolution[0] > 0 and resolution[1] > 0:
+                per_unit = resolution[0] / resolution[1]
+                facts["mpp"] = (25400.0 if unit == "inch" else 10000.0) / per_unit
+                facts["mpp_source"] = f"tiff-resolution-{unit}"
+            return facts, end, None
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as error:
+        return facts, None, str(error) or type(error).__name__
+    finally:
+        log.setLevel(level)
+
+
+def _truncation(path: Path, needed: int | None) -> str | None:
+    """Reason when the file is shorter than its TIFF structure says (None: it is not)."""
+    size = path.stat().st_size
+    if needed is not None and size < needed:
+        return (
+            f"truncated file: {size} bytes, but its tiles reach byte {needed} "
+            "(incomplete copy? copy the file again)"
+        )
+    return None
+
+
+def _unsupported_reason(path: Path) -> tuple[str, dict]:
+    """Why OpenSlide does not recognise the file, and what could still be read from it."""
     try:
         with path.open("rb") as handle:
             head = handle.read(4)
     except OSError as error:
-        return f"cannot be read: {error.strerror}"
-    if head in _TIFF_MAGIC:
-        return "TIFF file that OpenSlide cannot read: truncated or corrupt (incomplete copy?)"
-    return f"not a slide file: OpenSlide does not recognise the format (starts with {head!r})"
+        return f"cannot be read: {error.strerror}", {}
+    if head not in _TIFF_MAGIC:
+        return (
+            f"not a slide file: OpenSlide does not recognise the format (starts with {head!r})",
+            {},
+        )
+    facts, needed, parse_error = _tiff_facts(path)
+    truncated = _truncation(path, needed)
+    if truncated:
+        return truncated, facts
+    if parse_error is not None:
+        return (
+            f"truncated or corrupt TIFF file: its structure cannot be parsed ({parse_error})",
+            facts,
+        )
+    return (
+        "not a slide file: a TIFF image without tiles (a picture; OpenSlide reads tiled "
+        "pyramidal slides)",
+        facts,
+    )
+
+
+def _open_error_reason(path: Path, error: openslide.OpenSlideError) -> tuple[str, dict]:
+    """Reason for an OpenSlide open failure: unsupported compression, truncated or corrupt."""
+    facts, needed, _ = _tiff_facts(path)
+    message = str(error)
+    if message.startswith("Unsupported TIFF compression"):
+        code = message.rsplit(":", 1)[-1].strip()
+        try:
+            name = tifffile.COMPRESSION(int(code)).name
+        except ValueError:
+            name = "unknown"
+        return (
+            f"unsupported TIFF compression {code} ({name}): OpenSlide cannot decode its tiles; "
+            "re-save the slide with JPEG, LZW or Deflate compression",
+            facts,
+        )
+    truncated = _truncation(path, needed)
+    if truncated:
+        return truncated, facts
+    return f"corrupt slide file: OpenSlide cannot open it ({message})", facts
 
 
 def _nominal_downsample(reported: float) -> float:
@@ -229,42 +342,50 @@ class Slide:
         try:
             self._osr = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError:
-            raise SlideError(path, _unsupported_reason(self.path)) from None
+            raise SlideError(path, *_unsupported_reason(self.path)) from None
         except openslide.OpenSlideError as error:
-            raise SlideError(path, f"corrupt or truncated slide file: {error}") from None
+            raise SlideError(path, *_open_error_reason(self.path, error)) from None
         properties = self._osr.properties
+        vendor = properties.get(openslide.PROPERTY_NAME_VENDOR) or "unknown"
+        width, height = self._osr.dimensions
+        self.downsamples = tuple(_nominal_downsample(d) for d in self._osr.level_downsamples)
+        known = {
+            "vendor": vendor,
+            "width": int(width),
+            "height": int(height),
+            "level_count": int(self._osr.level_count),
+        }
         metadata_mpp = _float_property(properties, openslide.PROPERTY_NAME_MPP_X)
         if mpp_override is not None:
             mpp, mpp_source = float(mpp_override), "override"
         elif metadata_mpp is not None:
             mpp_y = _float_property(properties, openslide.PROPERTY_NAME_MPP_Y) or metadata_mpp
             mpp, mpp_source = (metadata_mpp + mpp_y) / 2.0, "metadata"
+            if vendor == "generic-tiff":  # its only mpp source is the TIFF resolution tags
+                mpp_source = f"tiff-resolution-{properties.get('tiff.ResolutionUnit', 'unknown')}"
         else:
             self._osr.close()
             raise SlideError(
                 path,
                 "no resolution: the file has no mpp metadata and the slide sheet gives no mpp "
                 "override (add an 'mpp' column, µm per pixel at level 0)",
+                known,
             )
         power = _float_property(properties, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
         power_source = "metadata"
         if power is None:
             power, power_source = 10.0 / mpp, "mpp"  # 10x is 1.0 µm/px by convention
-        width, height = self._osr.dimensions
-        self.downsamples = tuple(_nominal_downsample(d) for d in self._osr.level_downsamples)
         self._jpeg_tiles: dict[int, JpegTiles | None] | None = None
         self._jpeg_reasons: dict[int, str] = {}
         self._fd: int | None = None
+        self._data_end: int | None = None
         self.info = SlideInfo(
-            vendor=properties.get(openslide.PROPERTY_NAME_VENDOR) or "unknown",
             mpp=mpp,
             mpp_source=mpp_source,
             objective_power=round(power, 3),
             objective_power_source=power_source,
-            width=int(width),
-            height=int(height),
-            level_count=int(self._osr.level_count),
             level_downsamples=self.downsamples,
+            **known,
         )
 
     def __enter__(self) -> Slide:
@@ -329,6 +450,20 @@ class Slide:
     def level_mpp(self, level: int) -> float:
         return self.mpp * self.downsamples[level]
 
+    def check_scale(self, target_mpp: float, what: str = "resolution") -> None:
+        """Raise :class:`SlideError` when ``target_mpp`` is finer than level 0 by more than
+        :data:`UPSAMPLE_TOLERANCE`: the pixels would be invented by upsampling."""
+        factor = self.mpp / target_mpp
+        if factor > 1.0 + UPSAMPLE_TOLERANCE:
+            raise SlideError(
+                self.path,
+                f"{what} {target_mpp:g} µm/px is finer than the slide's level 0 ({self.mpp:g} "
+                f"µm/px, from {self.info.mpp_source}); it would be upsampled {factor:.3g}x. If "
+                "the file's resolution is wrong, set 'mpp' in the slide sheet; otherwise use a "
+                "coarser scale",
+                self.info.as_record(),
+            )
+
     def level_for_mpp(self, target_mpp: float, tolerance: float = 0.0) -> int:
         """The coarsest level whose mpp is <= ``target_mpp * (1 + tolerance)``.
 
@@ -354,25 +489,83 @@ class Slide:
         try:
             region = self._osr.read_region(location, level, (int(width), int(height)))
         except openslide.OpenSlideError as error:
-            raise SlideError(
-                self.path, f"read failed at level {level} ({x}, {y}): {error} (truncated file?)"
-            ) from None
+            raise SlideError(self.path, self._read_error_reason(level, x, y, error)) from None
         return _to_rgb(np.asarray(region))
 
-    def thumbnail(self, target_mpp: float) -> np.ndarray:
-        """The whole slide as RGB at ``target_mpp`` (size = level-0 size * mpp / target)."""
-        level = self.level_for_mpp(target_mpp)
-        scale = self.level_mpp(level) / target_mpp
-        level_width, level_height = self.level_dimensions(level)
+    def _read_error_reason(self, level: int, x: int, y: int, error: Exception) -> str:
+        """A truncated file (shorter than its TIFF says) or one damaged tile in a whole file."""
+        if self._data_end is None:
+            self._data_end = _tiff_facts(self.path)[1] or 0
+        truncated = _truncation(self.path, self._data_end or None)
+        if truncated:
+            return truncated
+        where = f"level {level} near ({x}, {y})"
+        if self._data_end:
+            return (
+                f"unreadable tile at {where}: {error} (the file is complete, so the tile's data "
+                "is damaged; rescan or re-export the slide)"
+            )
+        return f"read failed at {where}: {error}"
+
+    def view_size(self, target_mpp: float) -> tuple[int, int, int]:
+        """``(level, width, height)`` of :meth:`thumbnail` at ``target_mpp``: the level read and
+        the output size (never finer than level 0)."""
+        target_mpp = max(target_mpp, self.mpp)
         out_width = max(1, round(self.info.width * self.mpp / target_mpp))
         out_height = max(1, round(self.info.height * self.mpp / target_mpp))
+        return self.level_for_mpp(target_mpp), out_width, out_height
+
+    def thumbnail(self, target_mpp: float) -> np.ndarray:
+        """The whole slide as RGB at ``max(target_mpp, mpp)`` (size = level-0 size * mpp /
+        target), read in strips of at most 16 M level pixels (never upsampled)."""
+        level, out_width, out_height = self.view_size(target_mpp)
+        scale = self.level_mpp(level) / max(target_mpp, self.mpp)
+        level_width, level_height = self.level_dimensions(level)
         rows_per_strip = max(1, _THUMBNAIL_STRIP_PIXELS // max(level_width, 1))
         out_rows_per_strip = max(1, math.floor(rows_per_strip * scale))
-        strips = []
+        out = np.empty((out_height, out_width, 3), dtype=np.uint8)
         for out_top in range(0, out_height, out_rows_per_strip):
             out_bottom = min(out_height, out_top + out_rows_per_strip)
             top = min(level_height - 1, math.floor(out_top / scale))
             bottom = min(level_height, max(top + 1, math.ceil(out_bottom / scale)))
             strip = self.read_level(level, 0, top, level_width, bottom - top)
-            strips.append(resize_to(strip, out_width, out_bottom - out_top))
-        return np.concatenate(strips, axis=0)
+            out[out_top:out_bottom] = resize_to(strip, out_width, out_bottom - out_top)
+        return out
+
+
+def check_mpp(
+    slide: Slide,
+    plausible_mpp: tuple[float, float] = PLAUSIBLE_MPP,
+    trust_file_mpp: bool = False,
+) -> None:
+    """Raise :class:`SlideError` when the file's level-0 mpp is not believable.
+
+    A slide-sheet override is always believed; so is the file when ``trust_file_mpp``. Else the
+    mpp is refused when it comes only from a TIFF resolution tag in inches at a screen or print
+    density (:data:`SCREEN_DPI`), or lies outside ``plausible_mpp``.
+    """
+    info = slide.info
+    if info.mpp_source == "override" or trust_file_mpp:
+        return
+    fix = (
+        "if it is a microscope slide, set 'mpp' (µm per pixel at level 0) in the slide sheet, "
+        "or set segmentation.trust_file_mpp to accept the file's value"
+    )
+    if info.mpp_source == "tiff-resolution-inch":
+        dpi = 25400.0 / info.mpp
+        if any(abs(dpi - screen) <= 0.01 * screen for screen in SCREEN_DPI):
+            raise SlideError(
+                slide.path,
+                f"implausible resolution: the only one is the TIFF resolution tag, {dpi:.4g} "
+                f"dpi (a screen or print density, {info.mpp:.4g} µm/px), so this is probably a "
+                f"drawing or photo, not a scan; {fix}",
+                info.as_record(),
+            )
+    low, high = plausible_mpp
+    if not low <= info.mpp <= high:
+        raise SlideError(
+            slide.path,
+            f"implausible resolution: level 0 is {info.mpp:.4g} µm/px (from {info.mpp_source}), "
+            f"outside the {low:g}-{high:g} µm/px of microscope scans; {fix}",
+            info.as_record(),
+        )

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 
 from abmilx.cohort.slidefile import write_slide
@@ -36,7 +37,10 @@ BAD = {
     "not_a_slide": ("failed", "not a slide file"),
     "blank": ("no_tissue", "no tissue found"),
     "no_mpp": ("failed", "no mpp metadata"),
+    "drawing": ("failed", "72 dpi"),  # a TIFF drawing whose only resolution is 72 dpi
+    "lzma": ("failed", "unsupported TIFF compression 34925 (LZMA)"),
 }
+TIFFS = {"no_mpp", "drawing", "lzma"}
 
 
 # a 200 x 200 µm rectangle (level-0 px at 0.5 µm/px, on the 8 µm/px mask grid) inside good6's first blob
@@ -90,8 +94,13 @@ def build_cohort(root: Path) -> None:
     (slides / "not_a_slide.svs").write_text("this is a note, not a slide\n")
     write_slide(slides / "blank.svs", tissue_image(0, blank=True), mpp=0.5)
     write_slide(slides / "no_mpp.tif", tissue_image(9), mpp=0.5, slide_format="nompp")
+    plain = dict(photometric="rgb", tile=(256, 256), metadata=None)
+    tifffile.imwrite(slides / "drawing.tif", tissue_image(10), compression="jpeg",
+                     resolution=(72, 72), resolutionunit="INCH", **plain)  # fmt: skip
+    tifffile.imwrite(slides / "lzma.tif", tissue_image(11), compression="lzma",
+                     resolution=(20000, 20000), resolutionunit="CENTIMETER", **plain)  # fmt: skip
     for index, slide_id in enumerate(BAD):
-        suffix = ".tif" if slide_id == "no_mpp" else ".svs"
+        suffix = ".tif" if slide_id in TIFFS else ".svs"
         rows.append((slide_id, f"bad{index}", f"slides/{slide_id}{suffix}"))
         labels.append((slide_id, "A" if index % 2 else "B"))
     sheet = pd.DataFrame(rows, columns=["slide_id", "case_id", "path"])
@@ -159,6 +168,15 @@ def test_bad_slide_has_status_and_reason(qc, slide_id):
     assert row.status == status, (slide_id, row.status, row.reason)
     assert words in row.reason, (slide_id, row.reason)
     assert row.patches_main == 0 and row.patches_low == 0
+
+
+def test_refused_tiffs_keep_what_the_file_tells_in_the_qc_row(qc):
+    assert (qc.loc["drawing", "mpp_source"], qc.loc["drawing", "vendor"]) == (
+        "tiff-resolution-inch", "generic-tiff",
+    )  # fmt: skip
+    assert (qc.loc["lzma", "vendor"], qc.loc["lzma", "mpp"], qc.loc["lzma", "width"]) == (
+        "generic-tiff", 0.5, 1024,
+    )  # fmt: skip
 
 
 def test_good_slides_are_ok_and_reach_the_table(finished_run, qc):

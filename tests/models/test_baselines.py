@@ -98,6 +98,35 @@ def test_clam_subtyping_adds_out_of_class_negatives():
     )
 
 
+# --- ABMIL ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["abmil", "gated_abmil"])
+def test_abmil_attention_bias_follows_mil_bias_as_in_the_official_code(name):
+    attention = ("attn_value", "attn_gate", "attn_score")
+    plain = create_mil(name, IN_DIM, N_CLASSES, mil_bias=False)
+    layers = [getattr(plain, n) for n in attention if getattr(plain, n) is not None]
+    assert all(m.bias is None for layer in layers for m in layer.modules() if hasattr(m, "bias"))
+    old = create_mil(name, IN_DIM, N_CLASSES, mil_bias=False, attn_bias=True)
+    assert old.attn_score.bias is not None and old.classifier.bias is None
+    assert create_mil(name, IN_DIM, N_CLASSES).attn_score.bias is not None
+
+
+def test_abmil_without_bias_matches_a_hand_computation():
+    torch.manual_seed(0)
+    model = create_mil("abmil", IN_DIM, N_CLASSES, mil_bias=False, hidden_dim=8, attn_dim=4)
+    model = model.double().eval()
+    x = seeded(7, IN_DIM).double()
+    assert model.embed[0].bias is None  # Linear, ReLU, Dropout
+    h = torch.relu(x @ model.embed[0].weight.T)
+    scores = torch.tanh(h @ model.attn_value[0].weight.T) @ model.attn_score.weight.T
+    a = torch.softmax(scores.squeeze(-1), dim=0)
+    expected = (a @ h) @ model.classifier.weight.T
+    out = model(x)
+    torch.testing.assert_close(out.logits, expected[None])
+    torch.testing.assert_close(out.attention.view(-1), a)
+
+
 # --- DSMIL ------------------------------------------------------------------------------
 
 
@@ -148,6 +177,33 @@ def test_nystrom_attention_is_exact_when_every_token_is_a_landmark():
     expected = layer.out(mixed.transpose(1, 2).reshape(1, 5, 8))
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(row, attention[:, :, 2])
+
+
+def test_pinv_scale_batch_takes_the_maxima_over_the_whole_tensor():
+    """Hand computation of the Newton-Schulz start: 0 iterations return it."""
+    matrix = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.5, 0.0], [0.0, 0.25]]])
+    batch = iterative_pinv(matrix, 0, scale="batch")
+    # row sums 3, 7 | 0.5, 0.25 -> max 7; column sums 4, 6 | 0.5, 0.25 -> max 6
+    torch.testing.assert_close(batch, matrix.transpose(-2, -1) / 42.0)
+    slide = iterative_pinv(matrix, 0, scale="slide")
+    torch.testing.assert_close(slide[0], matrix[0].T / 42.0)
+    torch.testing.assert_close(slide[1], matrix[1].T / (0.5 * 0.5))
+    with pytest.raises(ValueError, match="pinv scale"):
+        iterative_pinv(matrix, 0, scale="head")
+
+
+def test_transmil_default_pinv_scale_is_the_official_batch_wide_one():
+    torch.manual_seed(0)
+    official = create_mil("transmil", IN_DIM, N_CLASSES, n_landmarks=4).eval()
+    torch.manual_seed(0)
+    per_slide = create_mil("transmil", IN_DIM, N_CLASSES, n_landmarks=4, pinv_scale="slide")
+    per_slide.eval()
+    x = torch.cat([seeded(1, 30, IN_DIM), 5 * seeded(1, 30, IN_DIM, seed=2)])
+    # per slide and head, a slide's output ignores its batch mates; the official scale does not
+    torch.testing.assert_close(
+        per_slide(x).logits[:1], per_slide(x[:1]).logits, rtol=1e-5, atol=1e-5
+    )
+    assert (official(x).logits[:1] - official(x[:1]).logits).abs().max() > 1e-4
 
 
 def test_transmil_pads_with_landmarks_and_keeps_a_valid_attention_for_long_bags():

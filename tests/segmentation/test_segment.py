@@ -111,7 +111,7 @@ def bad_slide(kind: str, tmp_path, drawn_path):
     [
         ("zero_byte", "failed", "zero-byte file"),
         ("text", "failed", "not a slide file"),
-        ("truncated", "failed", "truncated or corrupt"),
+        ("truncated", "failed", "truncated file"),
         ("blank", "no_tissue", "no tissue found"),
         ("no_mpp", "failed", "no mpp metadata and the slide sheet gives no mpp override"),
     ],

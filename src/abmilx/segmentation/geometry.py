@@ -146,6 +146,13 @@ def _fill_even_odd(rings: list[np.ndarray], height: int, width: int) -> np.ndarr
     return np.cumsum(change[:, :width], axis=1) > 0
 
 
+def grid_points_inside(
+    ring: np.ndarray, origin: tuple[float, float], spacing: float, rows: int, columns: int
+) -> np.ndarray:
+    """``(rows, columns)`` bool: is point ``origin + (column, row) * spacing`` inside ``ring``."""
+    return _fill_even_odd([(ring - np.asarray(origin)) / spacing], rows, columns)
+
+
 def rasterize_polygons(
     polygons: list[Polygon],
     width: int,

@@ -18,9 +18,16 @@ from abmilx.segmentation.geometry import (
     read_geojson,
 )
 from abmilx.segmentation.tissue import tissue_mask
-from abmilx.slides import Slide, SlideError
+from abmilx.slides import PLAUSIBLE_MPP, Slide, SlideError, check_mpp
 
 OUTPUT_SUFFIXES = (".json", ".geojson", ".mask.png", ".overlay.png")
+# Memory of segmenting a working view, per view pixel: the view (3 B), its blur and HSV planes,
+# masks, labels and the overlay (measured 21 B/px over the view on a 16 MP view), rounded up;
+# plus the strip read from the slide (16 M level pixels, RGBA and RGB).
+BYTES_PER_VIEW_PIXEL = 32
+STRIP_BYTES = 128 * 2**20
+# The overlay PNG is a picture for people: its longer side is at most this many pixels.
+OVERLAY_MAX_SIDE = 4096
 # Samples per mask pixel side when rasterising a user GeoJSON (a pixel is tissue when half is).
 USER_SUPERSAMPLE = 4
 _OUTER_COLOUR = (0, 200, 0)
@@ -65,6 +72,18 @@ def _overlay(
     downsample: tuple[float, float],
     excluded: np.ndarray | None,
 ) -> np.ndarray:
+    """The view with excluded pixels tinted and contours drawn, shrunk to OVERLAY_MAX_SIDE."""
+    shrink = min(1.0, OVERLAY_MAX_SIDE / max(thumbnail.shape[:2]))
+    if shrink < 1.0:
+        size = (
+            max(1, round(thumbnail.shape[1] * shrink)),
+            max(1, round(thumbnail.shape[0] * shrink)),
+        )
+        thumbnail = cv2.resize(thumbnail, size, interpolation=cv2.INTER_AREA)
+        if excluded is not None:
+            excluded = cv2.resize(excluded.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+            excluded = excluded.astype(bool)
+        downsample = (downsample[0] / shrink, downsample[1] / shrink)
     image = thumbnail.astype(np.float32)
     if excluded is not None and excluded.any():
         image[excluded] = 0.6 * image[excluded] + 0.4 * _EXCLUDED_TINT
@@ -104,6 +123,24 @@ def write_outputs(
     paths["json"].write_text(json.dumps(record, indent=1) + "\n")
 
 
+def _check_memory(slide: Slide, view_mpp: float, budget_mb: float) -> None:
+    """Raise :class:`SlideError` when segmenting the view at ``view_mpp`` would need more than
+    ``budget_mb`` (a slide whose level 0 claims a huge size without a pyramid to match)."""
+    level, width, height = slide.view_size(view_mpp)
+    need_mb = (width * height * BYTES_PER_VIEW_PIXEL + STRIP_BYTES) / 2**20
+    if need_mb > budget_mb:
+        level_width, level_height = slide.level_dimensions(level)
+        raise SlideError(
+            slide.path,
+            f"too large to segment: a {width} x {height} px view at {view_mpp:g} µm/px (read "
+            f"from level {level}, {level_width} x {level_height} px, of "
+            f"{slide.info.level_count} levels) needs about {need_mb:.0f} MB, over the "
+            f"{budget_mb:g} MB budget; check the slide's size and mpp, add a pyramid to the "
+            "file, or raise segmentation.memory_budget_mb or working_mpp",
+            slide.info.as_record(),
+        )
+
+
 def segment_slide(
     slide_path: str | Path,
     out_prefix: str | Path,
@@ -119,6 +156,7 @@ def segment_slide(
     min_tissue_area_um2: float = 262144.0,
     min_hole_area_um2: float = 65536.0,
     black_value_max: int = 90,
+    black_ink_chroma_max: int = 32,
     gray_ink_saturation_max: int = 30,
     gray_ink_value_max: int = 160,
     pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
@@ -126,14 +164,20 @@ def segment_slide(
     pen_margin_um: float = 8.0,
     debris_value_max: int = 110,
     debris_max_area_um2: float = 40000.0,
+    trust_file_mpp: bool = False,
+    plausible_mpp: Sequence[float] = PLAUSIBLE_MPP,
+    memory_budget_mb: float = 4000.0,
     strict: bool = False,
     overridden: Sequence[str] = (),
 ) -> dict:
     """Segment tissue, write ``<out_prefix>.{json,geojson,mask.png,overlay.png}``, return the record.
 
     ``mpp`` overrides the file's level-0 µm/px; ``geojson`` (level-0 polygons) replaces the
-    computed mask. A slide that cannot be used gets ``status`` ``failed`` or ``no_tissue`` with
-    a reason and all four files (empty GeoJSON, blank images); ``strict`` raises
+    computed mask. The file's own mpp must pass :func:`abmilx.slides.check_mpp` (unless
+    ``trust_file_mpp``); the view is never finer than level 0, and a slide whose view would need
+    more than ``memory_budget_mb`` fails instead of taking the machine. A slide that cannot be
+    used gets ``status`` ``failed`` or ``no_tissue`` with a reason, the QC fields its file still
+    told, and all four files (empty GeoJSON, blank images); ``strict`` raises
     :class:`SlideError` after writing them instead of returning. ``overridden`` names the
     settings that came from the slide sheet instead of the config (recorded, not applied here).
     """
@@ -145,6 +189,10 @@ def segment_slide(
         raise ValueError(
             f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
         )
+    if len(plausible_mpp) != 2 or not 0 < plausible_mpp[0] < plausible_mpp[1]:
+        raise ValueError(
+            f"plausible_mpp must be [low, high] with 0 < low < high, got {plausible_mpp}"
+        )
     record = empty_record(dataset, slide_id)
     record["settings"] = {
         "working_mpp": working_mpp,
@@ -154,6 +202,7 @@ def segment_slide(
         "min_tissue_area_um2": min_tissue_area_um2,
         "min_hole_area_um2": min_hole_area_um2,
         "black_value_max": black_value_max,
+        "black_ink_chroma_max": black_ink_chroma_max,
         "gray_ink_saturation_max": gray_ink_saturation_max,
         "gray_ink_value_max": gray_ink_value_max,
         "pen_hue_ranges_deg": [list(r) for r in pen_hue_ranges_deg],
@@ -161,6 +210,9 @@ def segment_slide(
         "pen_margin_um": pen_margin_um,
         "debris_value_max": debris_value_max,
         "debris_max_area_um2": debris_max_area_um2,
+        "trust_file_mpp": trust_file_mpp,
+        "plausible_mpp": list(plausible_mpp),
+        "memory_budget_mb": memory_budget_mb,
     }
     record["overridden_settings"] = sorted(overridden)
     record["mask_source"] = "geojson" if geojson else "computed"
@@ -172,13 +224,16 @@ def segment_slide(
     try:
         with Slide(slide_path, mpp_override=mpp) as slide:
             record.update(slide.info.as_record())
-            thumbnail = slide.thumbnail(working_mpp)
+            check_mpp(slide, tuple(plausible_mpp), trust_file_mpp)
+            view_mpp = max(working_mpp, slide.mpp)
+            _check_memory(slide, view_mpp, memory_budget_mb)
+            thumbnail = slide.thumbnail(view_mpp)
         mask = np.zeros(thumbnail.shape[:2], dtype=bool)
         overlay = thumbnail
         height, width = mask.shape
         downsample = (record["width"] / width, record["height"] / height)
         record["mask"] = {
-            "mpp": working_mpp,
+            "mpp": view_mpp,
             "width": width,
             "height": height,
             "downsample": list(downsample),
@@ -194,13 +249,14 @@ def segment_slide(
         else:
             result = tissue_mask(
                 thumbnail,
-                mpp=working_mpp,
+                mpp=view_mpp,
                 saturation_threshold=saturation_threshold,
                 median_kernel=median_kernel,
                 closing_um=closing_um,
                 min_tissue_area_um2=min_tissue_area_um2,
                 min_hole_area_um2=min_hole_area_um2,
                 black_value_max=black_value_max,
+                black_ink_chroma_max=black_ink_chroma_max,
                 gray_ink_saturation_max=gray_ink_saturation_max,
                 gray_ink_value_max=gray_ink_value_max,
                 pen_hue_ranges_deg=pen_hue_ranges_deg,
@@ -229,6 +285,7 @@ def segment_slide(
             )
             polygons = []
     except SlideError as error:
+        record.update({k: v for k, v in error.facts.items() if k in record})
         record["status"], record["reason"] = "failed", error.reason
     write_outputs(out_prefix, record, polygons, mask, overlay)
     if strict and record["status"] != "ok":

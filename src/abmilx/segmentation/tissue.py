@@ -4,8 +4,12 @@ CLAM-style (saturation of a median-blurred thumbnail, threshold, morphological c
 filters), with every size given in µm or µm² so the result does not depend on the pyramid.
 Guards, applied per pixel before the area filters:
 
-- black or transparent background and black ink: value (HSV V) below ``black_value_max``
-  (transparent pixels arrive as white from :mod:`abmilx.slides` and fail the saturation test);
+- black background (outside the scan) and black ink: dark (HSV V below ``black_value_max``) AND
+  unsaturated (chroma, max - min of R, G, B, below ``black_ink_chroma_max``). Dense
+  haematoxylin is as dark but strongly coloured (e.g. RGB (77, 35, 77), chroma 42): by
+  Beer-Lambert a stain gets more saturated as it gets darker, ink stays grey. Chroma rather than
+  HSV saturation, which is unstable near black (RGB (3, 0, 5) has saturation 255). Transparent
+  pixels arrive as white from :mod:`abmilx.slides` and fail the saturation test;
 - grey ink (black ink thinly applied): unsaturated (S below ``gray_ink_saturation_max``) yet
   darker than pale tissue (V below ``gray_ink_value_max``); H&E is never both;
 - green and blue ink: hue inside one of ``pen_hue_ranges_deg`` with saturation at least
@@ -105,6 +109,7 @@ def tissue_mask(
     min_tissue_area_um2: float = 262144.0,
     min_hole_area_um2: float = 65536.0,
     black_value_max: int = 90,
+    black_ink_chroma_max: int = 32,
     gray_ink_saturation_max: int = 30,
     gray_ink_value_max: int = 160,
     pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
@@ -130,7 +135,9 @@ def tissue_mask(
         )
     ink = _hue_mask(hue, pen_hue_ranges_deg) & (saturation >= pen_min_saturation)
     gray_ink = (saturation < gray_ink_saturation_max) & (value < gray_ink_value_max)
-    excluded = (value < black_value_max) | gray_ink | ink
+    chroma = value - np.min(blurred, axis=2)  # V is the max of R, G, B
+    black = (value < black_value_max) & (chroma < black_ink_chroma_max)
+    excluded = black | gray_ink | ink
     if pen_margin_um > 0 and excluded.any():
         excluded = cv2.dilate(excluded.astype(np.uint8), _disk(2 * pen_margin_um / mpp)) > 0
     mask = (saturation > threshold) & ~excluded

@@ -4,6 +4,12 @@ A scale's patch covers ``patch_size * target_mpp / slide_mpp`` level-0 pixels (i
 The grid is laid out in the pixels of the level that is read (the coarsest level at least as
 fine as the target), so every read is aligned to that level; steps equal the footprint
 (non-overlapping) and only patches wholly inside the slide are kept.
+
+Which grid patches are kept (``inclusion``): ``tissue_fraction`` (default) keeps a patch when at
+least ``min_tissue_fraction`` of its footprint is inside the tissue polygons; ``four_point`` is
+CLAM's rule (``four_pt``, with which the paper's patches were made): a patch is kept when any of
+four check points, its centre moved by a quarter of the patch along both diagonals, lies inside
+a polygon's outer ring, and its centre is not inside one of that polygon's holes.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from abmilx.segmentation.geometry import Polygon, rasterize_polygons
+from abmilx.segmentation.geometry import Polygon, grid_points_inside, rasterize_polygons
 from abmilx.slides import Slide, resize_to
 
 # A patch's tissue fraction is measured on FRACTION_CELLS x FRACTION_CELLS cells, each sampled
 # FRACTION_SUPERSAMPLE x FRACTION_SUPERSAMPLE times: 32 x 32 samples per patch.
 FRACTION_CELLS = 16
 FRACTION_SUPERSAMPLE = 2
+INCLUSION_RULES = ("tissue_fraction", "four_point")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class ScalePlan:
 def plan_scale(
     slide: Slide, name: str, target_mpp: float, patch_size: int, level_tolerance: float = 0.0
 ) -> ScalePlan:
+    """How scale ``name`` is read; :class:`SlideError` when it is finer than level 0."""
+    slide.check_scale(target_mpp, f"scale '{name}' at")
     level = slide.level_for_mpp(target_mpp, tolerance=level_tolerance)
     level_mpp = slide.level_mpp(level)
     step_level = patch_size * target_mpp / level_mpp
@@ -92,6 +101,39 @@ def tissue_fractions(
     )
     blocks = coverage.reshape(rows, FRACTION_CELLS, columns, FRACTION_CELLS)
     return blocks.mean(axis=(1, 3), dtype=np.float64).ravel()
+
+
+def four_point_inside(
+    polygons: list[Polygon], plan: ScalePlan, rows: int, columns: int
+) -> np.ndarray:
+    """CLAM's four-point rule for each grid patch, ``(rows * columns,)`` bool (module doc)."""
+    keep = np.zeros((rows, columns), dtype=bool)
+    extent = plan.extent_level0
+    centre, shift = extent / 2, extent / 4
+    for outer, *holes in polygons:
+        inside = np.zeros_like(keep)
+        for dx, dy in ((-shift, -shift), (shift, shift), (shift, -shift), (-shift, shift)):
+            inside |= grid_points_inside(outer, (centre + dx, centre + dy), extent, rows, columns)
+        for hole in holes:
+            inside &= ~grid_points_inside(hole, (centre, centre), extent, rows, columns)
+        keep |= inside
+    return keep.ravel()
+
+
+def include_patches(
+    polygons: list[Polygon],
+    plan: ScalePlan,
+    rows: int,
+    columns: int,
+    inclusion: str = "tissue_fraction",
+    min_tissue_fraction: float = 0.5,
+) -> np.ndarray:
+    """Which grid patches to keep, ``(rows * columns,)`` bool, by the ``inclusion`` rule."""
+    if inclusion == "tissue_fraction":
+        return tissue_fractions(polygons, plan, rows, columns) >= min_tissue_fraction
+    if inclusion == "four_point":
+        return four_point_inside(polygons, plan, rows, columns)
+    raise ValueError(f"inclusion must be one of {INCLUSION_RULES}, got {inclusion!r}")
 
 
 def level0_coords(slide: Slide, plan: ScalePlan, positions: np.ndarray) -> np.ndarray:

@@ -16,12 +16,13 @@ from abmilx.segmentation.geometry import read_geojson
 from abmilx.segmentation.segment import output_paths
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.grid import (
+    INCLUSION_RULES,
     ScalePlan,
     grid_positions,
     grid_shape,
+    include_patches,
     level0_coords,
     plan_scale,
-    tissue_fractions,
 )
 from abmilx.tiling.read import PatchReader
 from abmilx.tiling.store import PatchStoreWriter, encode_jpeg, write_empty_store
@@ -30,13 +31,17 @@ DEFAULT_SCALES = {"main": 1.0, "low": 2.0}
 
 
 def select_patches(
-    slide: Slide, plan: ScalePlan, polygons, min_tissue_fraction: float
+    slide: Slide,
+    plan: ScalePlan,
+    polygons,
+    min_tissue_fraction: float,
+    inclusion: str = "tissue_fraction",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Level-pixel positions and level-0 coords of grid patches with enough tissue."""
+    """Level-pixel positions and level-0 coords of the grid patches the inclusion rule keeps."""
     width, height = slide.level_dimensions(plan.level)
     rows, columns = grid_shape(plan, width, height)
     positions = grid_positions(plan, rows, columns)
-    keep = tissue_fractions(polygons, plan, rows, columns) >= min_tissue_fraction
+    keep = include_patches(polygons, plan, rows, columns, inclusion, min_tissue_fraction)
     positions = positions[keep]
     return positions, level0_coords(slide, plan, positions)
 
@@ -98,6 +103,7 @@ def tile_slide(
     scales: Mapping[str, float] | None = None,
     patch_size: int = 256,
     min_tissue_fraction: float = 0.5,
+    inclusion: str = "tissue_fraction",
     jpeg_quality: int = 80,
     level_tolerance: float = 0.0,
     fast_read: bool = True,
@@ -118,6 +124,8 @@ def tile_slide(
         raise ValueError(f"scales must map names to positive µm/px, got {scales}")
     if not 0.0 <= min_tissue_fraction <= 1.0:
         raise ValueError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction}")
+    if inclusion not in INCLUSION_RULES:
+        raise ValueError(f"inclusion must be one of {INCLUSION_RULES}, got {inclusion!r}")
     paths = output_paths(segmentation)
     if not paths["json"].is_file():
         raise FileNotFoundError(f"segmentation record {paths['json']} does not exist")
@@ -126,6 +134,7 @@ def tile_slide(
     record["tiling"] = {
         "patch_size": patch_size,
         "min_tissue_fraction": min_tissue_fraction,
+        "inclusion": inclusion,
         "jpeg_quality": jpeg_quality,
         "level_tolerance": level_tolerance,
         "scales": {},
@@ -144,6 +153,7 @@ def tile_slide(
                 scales=scales,
                 patch_size=patch_size,
                 min_tissue_fraction=min_tissue_fraction,
+                inclusion=inclusion,
                 jpeg_quality=jpeg_quality,
                 level_tolerance=level_tolerance,
                 fast_read=fast_read,
@@ -155,7 +165,9 @@ def tile_slide(
     if record.get("status") == "ok" and sum(counts.values()) == 0:
         record.update(
             status="no_tissue",
-            reason=f"no patch has at least {min_tissue_fraction:g} of its footprint in tissue",
+            reason=f"no patch has at least {min_tissue_fraction:g} of its footprint in tissue"
+            if inclusion == "tissue_fraction"
+            else "no patch has a four-point check point in tissue",
         )
     if record.get("status") != "ok":
         write_empty_store(out_store, slide_id, **store_args)
@@ -177,6 +189,7 @@ def _tile(
     scales: dict[str, float],
     patch_size: int,
     min_tissue_fraction: float,
+    inclusion: str,
     jpeg_quality: int,
     level_tolerance: float,
     fast_read: bool,
@@ -192,7 +205,8 @@ def _tile(
         record.update(slide.info.as_record())
         plans = [plan_scale(slide, n, m, patch_size, level_tolerance) for n, m in scales.items()]
         selected = {
-            plan.name: select_patches(slide, plan, polygons, min_tissue_fraction) for plan in plans
+            plan.name: select_patches(slide, plan, polygons, min_tissue_fraction, inclusion)
+            for plan in plans
         }
         expected = sum(len(coords) for _, coords in selected.values())
         with (

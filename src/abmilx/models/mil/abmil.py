@@ -22,6 +22,10 @@ class ABMIL(nn.Module):
     Parameter count for in_dim 1024, 2 classes: plain 0.592 M, gated 0.657 M. The paper's
     "+0.66M" for ABMIL therefore matches the gated form (or a 256-d attention MLP); the
     official `DAttention` used for the paper's runs is the plain form.
+
+    The attention Linears have a bias when ``mil_bias`` does, as in the official code;
+    ``attn_bias=True`` keeps them biased whatever ``mil_bias`` says (this module's behaviour
+    before it followed the official code).
     """
 
     def __init__(
@@ -36,14 +40,18 @@ class ABMIL(nn.Module):
         dropout: float = 0.25,
         mil_norm: str | None = "none",
         mil_bias: bool = True,
+        attn_bias: bool | None = None,
     ):
         super().__init__()
+        bias = mil_bias if attn_bias is None else attn_bias
         self.embed = InstanceEmbedding(in_dim, hidden_dim, act, dropout, mil_norm, mil_bias)
-        self.attn_value = nn.Sequential(nn.Linear(hidden_dim, attn_dim), nn.Tanh())
+        self.attn_value = nn.Sequential(nn.Linear(hidden_dim, attn_dim, bias=bias), nn.Tanh())
         self.attn_gate = (
-            nn.Sequential(nn.Linear(hidden_dim, attn_dim), nn.Sigmoid()) if gated else None
+            nn.Sequential(nn.Linear(hidden_dim, attn_dim, bias=bias), nn.Sigmoid())
+            if gated
+            else None
         )
-        self.attn_score = nn.Linear(attn_dim, 1)
+        self.attn_score = nn.Linear(attn_dim, 1, bias=bias)
         use_ln = canonical_mil_norm(mil_norm) == "ln"
         self.norm = nn.LayerNorm(hidden_dim, bias=mil_bias) if use_ln else nn.Identity()
         self.classifier = nn.Linear(hidden_dim, n_classes, bias=mil_bias)

@@ -9,9 +9,10 @@ Nyström attention (Xiong et al., 2021), per head with q scaled by 1/sqrt(d):
   means of m consecutive groups of q and k;
   F = softmax(q K~^T), A = softmax(Q~ K~^T), B = softmax(Q~ k^T);
   out = F pinv(A) (B v) + DepthwiseConv(33 x 1)(v),  pinv by 6 Newton-Schulz iterations.
-The iterative pinv starts from A^T / (max row sum * max column sum) of each matrix (the
-reference implementation takes the maxima over the whole batch, which makes a slide's output
-depend on the other slides in its batch).
+The iterative pinv starts from A^T / (max row sum * max column sum). ``pinv_scale="batch"``
+(default) takes both maxima over the whole (batch, heads) tensor, as the official Nyström
+attention does ("over the whole batch"); ``"slide"`` takes them per slide and head, which makes
+a slide's output independent of its batch mates.
 
 Attention output: the CLS row of the last layer's F pinv(A) B, over the N real instance keys
 only (not the CLS, the square-padding repeats or the front zeros), clipped at 0 (the Nyström
@@ -30,12 +31,23 @@ from torch import nn
 from ..registry import register_mil
 from .base import InstanceEmbedding, MILOutput, as_bag_batch, init_linears_xavier
 
+PINV_SCALES = ("batch", "slide")
 
-def iterative_pinv(matrix: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Moore-Penrose pseudo-inverse of each (..., m, m) matrix by Newton-Schulz iterations."""
+
+def iterative_pinv(matrix: torch.Tensor, iterations: int, scale: str = "batch") -> torch.Tensor:
+    """Moore-Penrose pseudo-inverse of each (..., m, m) matrix by Newton-Schulz iterations.
+
+    ``scale`` says over what the starting point's maxima are taken: ``"batch"`` over the whole
+    tensor (the official code), ``"slide"`` over each matrix.
+    """
+    if scale not in PINV_SCALES:
+        raise ValueError(f"pinv scale must be one of {PINV_SCALES}, got {scale!r}")
     abs_matrix = matrix.abs()
-    max_row_sum = abs_matrix.sum(-1).amax(-1, keepdim=True)[..., None]
-    max_col_sum = abs_matrix.sum(-2).amax(-1, keepdim=True)[..., None]
+    if scale == "batch":
+        max_row_sum, max_col_sum = abs_matrix.sum(-1).amax(), abs_matrix.sum(-2).amax()
+    else:
+        max_row_sum = abs_matrix.sum(-1).amax(-1, keepdim=True)[..., None]
+        max_col_sum = abs_matrix.sum(-2).amax(-1, keepdim=True)[..., None]
     z = matrix.transpose(-2, -1) / (max_row_sum * max_col_sum)
     identity = torch.eye(matrix.shape[-1], device=matrix.device, dtype=matrix.dtype)
     for _ in range(iterations):
@@ -56,8 +68,12 @@ class NystromAttention(nn.Module):
         pinv_iterations: int = 6,
         residual_kernel: int = 33,
         dropout: float = 0.1,
+        pinv_scale: str = "batch",
     ):
         super().__init__()
+        if pinv_scale not in PINV_SCALES:
+            raise ValueError(f"pinv_scale must be one of {PINV_SCALES}, got {pinv_scale!r}")
+        self.pinv_scale = pinv_scale
         self.n_heads, self.head_dim = n_heads, head_dim
         self.n_landmarks, self.pinv_iterations = n_landmarks, pinv_iterations
         self.qkv = nn.Linear(dim, 3 * n_heads * head_dim, bias=False)
@@ -89,6 +105,7 @@ class NystromAttention(nn.Module):
         between = iterative_pinv(
             torch.softmax(q_landmarks @ k_landmarks.transpose(-2, -1), dim=-1),
             self.pinv_iterations,
+            self.pinv_scale,
         )
         from_landmarks = torch.softmax(q_landmarks @ k.transpose(-2, -1), dim=-1)
         mixed = (to_landmarks @ between) @ (from_landmarks @ v) + self.residual(v)
@@ -128,6 +145,7 @@ class TransMIL(nn.Module):
         head_dim: int = 64,
         n_landmarks: int = 256,
         pinv_iterations: int = 6,
+        pinv_scale: str = "batch",
         attn_dropout: float = 0.1,
         act: str = "relu",
         dropout: float = 0.25,
@@ -146,6 +164,7 @@ class TransMIL(nn.Module):
                 n_landmarks,
                 pinv_iterations,
                 dropout=attn_dropout,
+                pinv_scale=pinv_scale,
             )
             for _ in range(2)
         )
