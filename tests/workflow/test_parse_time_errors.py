@@ -36,27 +36,6 @@ CONFIG = {
 }
 
 
-def dry_run(workdir: Path, config=CONFIG, slides=SLIDES, labels=LABELS) -> str:
-    """`snakemake -n` on a sheet-based cohort in ``workdir``; returns the output of a failure."""
-    (workdir / "slides").mkdir(exist_ok=True)
-    for name in ("a", "b", "c"):
-        (workdir / "slides" / f"{name}.svs").write_bytes(b"not read at parse time")
-    (workdir / "slides.csv").write_text(slides)
-    (workdir / "labels.csv").write_text(labels)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [str(BIN / "snakemake"), "-n", "--snakefile", str(REPO_ROOT / "Snakefile"),
-         "--directory", str(workdir)],
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    output = result.stdout + result.stderr
-    if result.returncode == 0:
-        return ""
-    assert "Job stats" not in output, output  # failed while parsing, before any job
-    return output
-
-
 def changed(edit) -> dict:
     config = copy.deepcopy(CONFIG)
     edit(config)
@@ -67,96 +46,159 @@ def settings(config: dict, experiment: str = "x") -> dict:
     return config["experiments"][experiment]["settings"]
 
 
-def test_the_base_config_plans_every_stage(tmp_path):
-    assert dry_run(tmp_path) == ""
+# name -> what differs from the valid cohort above (config, slide sheet or label sheet)
+MISTAKES = {
+    "unknown_mil": {"config": changed(lambda c: settings(c).update(mil="abmilz"))},
+    "unknown_encoder": {
+        "config": changed(lambda c: c["feature_sets"]["r18"].update(encoder="r19"))
+    },
+    "misspelled_option": {"config": changed(lambda c: settings(c)["mil_kwargs"].update(n_headz=4))},
+    "missing_weights": {
+        "config": changed(lambda c: settings(c).update(encoder_weights="weights/r18.pth"))
+    },
+    "ratios": {
+        "config": changed(lambda c: c["datasets"]["mine"].update(split={"ratios": [0.7, 0.2, 0.3]}))
+    },
+    "unknown_dataset": {
+        "config": changed(lambda c: c["experiments"]["ts"].update(datasets=["min"]))
+    },
+    "header_only_slides": {"slides": "slide_id,case_id,path\n"},
+    "header_only_labels": {"labels": "slide_id,label\n"},
+    "two_labels": {"labels": "slide_id,label\ns1,IDC\ns2,ILC\ns3,ILC\n"},
+    "delimiter": {"slides": SLIDES.replace(",", ";")},
+    "no_low_scale_tiled": {"config": changed(lambda c: c["tiling"].update(scales={"main": 1.0}))},
+    "untiled_low_scale": {
+        "config": changed(lambda c: settings(c).update(scales={"main": "main", "low": "lo"}))
+    },
+    "unknown_feature_set": {
+        "config": changed(lambda c: c["experiments"]["ts"].update(features="r50"))
+    },
+}
 
 
-def test_unknown_mil(tmp_path):
-    output = dry_run(tmp_path, changed(lambda c: settings(c).update(mil="abmilz")))
+def start_dry_run(workdir: Path, config=CONFIG, slides=SLIDES, labels=LABELS) -> subprocess.Popen:
+    """`snakemake -n` on a sheet-based cohort written to ``workdir``."""
+    (workdir / "slides").mkdir()
+    for name in ("a", "b", "c"):
+        (workdir / "slides" / f"{name}.svs").write_bytes(b"not read at parse time")
+    (workdir / "slides.csv").write_text(slides)
+    (workdir / "labels.csv").write_text(labels)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.Popen(
+        [str(BIN / "snakemake"), "-n", "--snakefile", str(REPO_ROOT / "Snakefile"),
+         "--directory", str(workdir)],
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory) -> dict[str, tuple[int, str]]:
+    """Exit status and output of the dry run of the valid cohort ("valid") and of each mistake,
+    all run at once."""
+    cases = {"valid": {}, **MISTAKES}
+    started = {
+        name: start_dry_run(tmp_path_factory.mktemp(name), **change)
+        for name, change in cases.items()
+    }
+    outputs = {name: process.communicate(timeout=600)[0] for name, process in started.items()}
+    return {name: (started[name].returncode, output) for name, output in outputs.items()}
+
+
+@pytest.fixture
+def failure(dry_runs):
+    def output_of(mistake: str) -> str:
+        returncode, output = dry_runs[mistake]
+        assert returncode != 0, output
+        assert "Job stats" not in output, output  # failed while parsing, before any job
+        return output
+
+    return output_of
+
+
+def test_the_valid_cohort_plans_every_stage(dry_runs):
+    returncode, output = dry_runs["valid"]
+    assert returncode == 0, output
+    assert "train_e2e" in output and "train_two_stage" in output
+
+
+def test_unknown_mil(failure):
+    output = failure("unknown_mil")
     assert "config.yaml" in output and "'experiments/x/settings/mil'" in output
     assert "'abmilz' is not one of" in output and "'abmilx'" in output and "'transmil'" in output
 
 
-def test_unknown_encoder(tmp_path):
-    output = dry_run(tmp_path, changed(lambda c: c["feature_sets"]["r18"].update(encoder="r19")))
+def test_unknown_encoder(failure):
+    output = failure("unknown_encoder")
     assert "'feature_sets/r18/encoder'" in output
     assert "'r19' is not one of" in output and "'resnet18_layer3'" in output
 
 
-def test_misspelled_model_option(tmp_path):
-    output = dry_run(tmp_path, changed(lambda c: settings(c)["mil_kwargs"].update(n_headz=4)))
+def test_misspelled_model_option(failure):
+    output = failure("misspelled_option")
     assert "'experiments/x/settings/mil_kwargs'" in output
     assert "unknown option(s) of MIL model 'abmilx': 'n_headz'" in output
     assert "(allowed: act, alpha," in output and " n_heads," in output
 
 
-def test_missing_weights_file(tmp_path):
-    output = dry_run(
-        tmp_path, changed(lambda c: settings(c).update(encoder_weights="weights/r18.pth"))
-    )
+def test_missing_weights_file(failure):
+    output = failure("missing_weights")
     assert "'experiments/x/settings/encoder_weights'" in output
     assert "weights file 'weights/r18.pth' does not exist" in output
     assert "give imagenet, random, hub or the path of a local checkpoint" in output
 
 
-def test_split_ratios_not_summing_to_one(tmp_path):
-    edit = changed(lambda c: c["datasets"]["mine"].update(split={"ratios": [0.7, 0.2, 0.3]}))
-    output = dry_run(tmp_path, edit)
+def test_split_ratios_not_summing_to_one(failure):
+    output = failure("ratios")
     assert "'datasets/mine/split/ratios'" in output
     assert "fractions [0.7, 0.2, 0.3] sum to 1.2, not 1" in output
 
 
-def test_experiment_on_an_unknown_dataset(tmp_path):
-    output = dry_run(tmp_path, changed(lambda c: c["experiments"]["ts"].update(datasets=["min"])))
+def test_experiment_on_an_unknown_dataset(failure):
+    output = failure("unknown_dataset")
     assert "'experiments/ts/datasets': no dataset 'min' (datasets: mine)" in output
 
 
-def test_header_only_slide_sheet(tmp_path):
-    output = dry_run(tmp_path, slides="slide_id,case_id,path\n")
-    assert "slides.csv: no rows: the sheet lists no slides" in output
+def test_header_only_slide_sheet(failure):
+    assert "slides.csv: no rows: the sheet lists no slides" in failure("header_only_slides")
 
 
-def test_header_only_label_sheet(tmp_path):
-    output = dry_run(tmp_path, labels="slide_id,label\n")
-    assert "labels.csv: no rows: the sheet lists no labels" in output
+def test_header_only_label_sheet(failure):
+    assert "labels.csv: no rows: the sheet lists no labels" in failure("header_only_labels")
 
 
-def test_case_with_two_labels(tmp_path):
-    output = dry_run(tmp_path, labels="slide_id,label\ns1,IDC\ns2,ILC\ns3,ILC\n")
+def test_case_with_two_labels(failure):
     assert (
         "labels.csv, line 3, column 'label': case 'c1' has two labels: 'ILC' for slide 's2' "
-        "here and 'IDC' for slide 's1' on line 2" in output
+        "here and 'IDC' for slide 's1' on line 2" in failure("two_labels")
     )
 
 
-def test_sheet_with_another_delimiter(tmp_path):
-    output = dry_run(tmp_path, slides=SLIDES.replace(",", ";"))
+def test_sheet_with_another_delimiter(failure):
+    output = failure("delimiter")
     assert "slides.csv, line 1: the sheet is semicolon-separated" in output
     assert "write it comma-separated" in output
 
 
 @pytest.mark.parametrize(
-    ("edit", "key", "message"),
+    ("mistake", "message"),
     [
         (
-            lambda c: c["tiling"].update(scales={"main": 1.0}),
-            "'experiments/x/settings/scale_ratio'",
+            "no_low_scale_tiled",
             "scale_ratio 4 samples the low scale 'low', which is not tiled "
             "(tiling/scales has: main)",
         ),
         (
-            lambda c: settings(c).update(scales={"main": "main", "low": "lo"}),
-            "'experiments/x/settings/scale_ratio'",
+            "untiled_low_scale",
             "samples the low scale 'lo', which is not tiled (tiling/scales has: low, main)",
         ),
     ],
-    ids=["no-low-scale-tiled", "untiled-low-scale-named"],
 )
-def test_sampling_scales_the_tiling_does_not_produce(tmp_path, edit, key, message):
-    output = dry_run(tmp_path, changed(edit))
-    assert key in output and message in output
+def test_sampling_scales_the_tiling_does_not_produce(failure, mistake, message):
+    output = failure(mistake)
+    assert "'experiments/x/settings/scale_ratio'" in output and message in output
 
 
-def test_unknown_feature_set(tmp_path):
-    output = dry_run(tmp_path, changed(lambda c: c["experiments"]["ts"].update(features="r50")))
+def test_unknown_feature_set(failure):
+    output = failure("unknown_feature_set")
     assert "'experiments/ts/features': no feature set 'r50' (feature_sets: r18)" in output
