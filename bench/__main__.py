@@ -1,6 +1,9 @@
-"""Run every benchmark and print its figures: ``python -m bench`` (``make bench``)."""
+"""Run every benchmark and print its figures: ``python -m bench`` (``make bench``).
 
-from bench import mil_memory, tiling
+Each speed figure is printed beside its limit, measured in this one run (OK or MISSED).
+"""
+
+from bench import bootstrap_metrics, e2e_step, inference, mil_memory, tiling
 
 
 def main() -> None:
@@ -8,6 +11,12 @@ def main() -> None:
     tiling.main([])
     print("\n== ABMILX inference on a 50,000 x 1024 bag (CPU) ==", flush=True)
     mil_memory.main([])
+    print("\n== E2E training step: full data path vs pure model ==", flush=True)
+    e2e_step.main([])
+    print("\n== feature extraction and whole-slide inference vs pure encoder ==", flush=True)
+    inference.main([])
+    print("\n== bootstrap of every metric, 1000 resamples of 2,000 cases ==", flush=True)
+    bootstrap_metrics.main([])
 
 
 if __name__ == "__main__":

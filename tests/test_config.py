@@ -9,11 +9,13 @@ from abmilx.config import (
     MODELS_SCHEMA_PATH,
     REPO_ROOT,
     ConfigError,
+    check_config,
     load_config,
     load_schema,
     models_schema,
     validate_config,
 )
+from abmilx.experiments import resolve_experiments
 
 SHIPPED_CONFIGS = [
     REPO_ROOT / "config.yaml",
@@ -97,6 +99,8 @@ def test_model_option_types_are_checked():
 def test_shipped_configs_validate(path):
     config = load_config(path)
     assert config["datasets"]
+    config["experiments"] = resolve_experiments(config).runs
+    check_config(config)  # scales, weights, ratios, as the Snakefile checks them
 
 
 def test_defaults_are_filled_in_nested_objects():
@@ -122,8 +126,8 @@ def test_defaults_are_filled_in_nested_objects():
             "datasets/demo_subtyping/task",
         ),
         (
-            lambda c: c["experiments"]["abmilx_r18_e2e"]["settings"].update(lr=-1),
-            "experiments/abmilx_r18_e2e/settings/lr",
+            lambda c: c["experiments"]["abmil_r50"]["settings"].update(lr=-1),
+            "experiments/abmil_r50/settings/lr",
         ),
     ],
 )

@@ -3,8 +3,8 @@ what the schema cannot express, so that every mistake fails while Snakemake pars
 
 The schema (``workflow/schemas/config.schema.yaml``) is the single source of defaults and of the
 description of every key; ``models.schema.yaml`` next to it types the registered models' options
-and is generated from their constructors (:func:`write_models_schema`). The Snakefile, the tests
-and ``abmilx validate`` go through :func:`prepare_config` (schema, then :func:`check_config`).
+and is generated from their constructors (:func:`write_models_schema`). The Snakefile validates,
+resolves the experiments (abmilx.experiments) and runs :func:`check_config` while it parses.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,23 +92,22 @@ def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) ->
     return instance
 
 
-def prepare_config(config: Mapping[str, Any], sources: Any = ()) -> dict[str, Any]:
-    """Validate against the schema, fill defaults and run :func:`check_config`.
-
-    ``sources`` (the config files) prefix the message, so that it names the file to edit.
-    """
+@contextmanager
+def naming_config_files(files: Iterable[str | Path]) -> Iterator[None]:
+    """ConfigErrors raised inside name the config files, so that the message says what to edit."""
     try:
-        return check_config(validate_config(config))
+        yield
     except ConfigError as error:
-        names = ", ".join(str(source) for source in sources)
+        names = ", ".join(str(file) for file in files)
         raise ConfigError(f"{names}: {error}" if names else str(error)) from None
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file, validate and check it."""
+    """Read a YAML config file and validate it (experiments as written, not yet resolved)."""
     with open(path) as handle:
         raw = yaml.safe_load(handle) or {}
-    return prepare_config(raw, [path])
+    with naming_config_files([path]):
+        return validate_config(raw)
 
 
 def _one_of(names: Iterable[str]) -> str:
@@ -128,18 +128,6 @@ def _weights_problem(value: Any) -> str | None:
 
 def _experiment_problems(name: str, experiment: Mapping, config: Mapping) -> Iterator[str]:
     key = f"experiments/{name}"
-    for dataset in experiment["datasets"] or []:
-        if dataset not in config["datasets"]:
-            yield (
-                f"config key '{key}/datasets': no dataset '{dataset}' "
-                f"(datasets: {_one_of(config['datasets'])})"
-            )
-    features = experiment["features"]
-    if experiment["kind"] == "two_stage" and features not in config["feature_sets"]:
-        yield (
-            f"config key '{key}/features': no feature set '{features}' "
-            f"(feature_sets: {_one_of(config['feature_sets'])})"
-        )
     settings = experiment["settings"]
     weights = {"encoder_weights": settings.get("encoder_weights")}
     weights.update(
@@ -201,11 +189,13 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Checks the schema cannot express: names that refer to other keys (datasets, feature sets,
-    experiments, tiled scales), weights files that must exist, split ratios that sum to 1.
+    """Checks the schema cannot express: scales that must be tiled, weights files that must
+    exist, split ratios that sum to 1, the heatmap experiment. (Experiments' datasets and feature
+    sets are checked by abmilx.experiments while it resolves them.)
 
-    ``config`` is a validated one (defaults filled). Returns it; raises ConfigError listing
-    every problem, each naming its key and the allowed values.
+    ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
+    settings with defaults). Returns it; raises ConfigError listing every problem, each naming
+    its key and the allowed values.
     """
     problems = list(_problems(config))
     if problems:

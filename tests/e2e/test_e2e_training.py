@@ -135,3 +135,30 @@ def test_survival_pools_slides_of_a_case(tmp_path):
     assert not np.array_equal(logits[0], logits[2])
     case_total = attention["s0"]["attention"].sum(1) + attention["s1"]["attention"].sum(1)
     np.testing.assert_allclose(case_total, 1.0, rtol=1e-5)
+
+
+def test_snapshots_follow_the_encoder_and_never_change_training(reference_run, tmp_path):
+    store, splits, run_dir = reference_run
+    callbacks = {"attention_every": 2, "embeddings_every": 2, "snapshot_split": "val"}
+    train(store, splits, 0, tmp_path / "snap", callbacks=callbacks, **SETTINGS)
+    reference, snap = load_run(run_dir), load_run(tmp_path / "snap")
+    _assert_same_weights(reference["state_dict"], snap["state_dict"])
+    _assert_same_weights(reference["ema_state_dict"], snap["ema_state_dict"])
+    folder = tmp_path / "snap" / "snapshots"
+    early, late = (np.load(folder / f"embeddings_epoch{e}.npz") for e in (1, 3))
+    assert sorted(early.files) == ["s4/coords", "s4/embeddings", "s5/coords", "s5/embeddings"]
+    assert early["s4/embeddings"].shape[0] == 20
+    assert not np.allclose(early["s4/embeddings"], late["s4/embeddings"])  # the encoder learns
+    with np.load(folder / "attention_epoch3.npz") as attention:
+        np.testing.assert_allclose(attention["s5/attention"].sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(
+            attention["s5/coords"], PatchStore(store).coords("s5", "main")
+        )
+
+
+def test_predictions_are_bit_identical_across_runs(reference_run):
+    store, _, run_dir = reference_run
+    first, attention = predict(run_dir, store, ["s4", "s5"], device="cpu")
+    second, again = predict(run_dir, store, ["s4", "s5"], device="cpu", num_workers=1)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    np.testing.assert_array_equal(attention["s4"]["attention"], again["s4"]["attention"])

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from abmilx.e2e.augment import random_flips, random_resized_crop_params, training_view
+from abmilx.e2e.augment import (
+    random_flips,
+    random_resized_crop_boxes,
+    random_resized_crop_params,
+    resized_crops,
+    training_view,
+)
 from abmilx.e2e.data import MrisBags
 from abmilx.e2e.sampling import mris_counts, sample_indices, sample_pooled
 from abmilx.tiling.store import PatchStoreWriter
@@ -79,3 +86,39 @@ def test_mris_bag_takes_low_then_main_and_pads_small_slides(tmp_path):
     assert (brightness[:3] > 200).all() and (brightness[3:] < 60).all()  # 3 low (2 + 1 dup), 9 main
     dataset.set_epoch(1)
     assert dataset[0]["aug_seed"] != item["aug_seed"]  # fresh draws every epoch
+
+
+def test_batched_crops_are_bilinear_samples_at_the_crop_pixel_centres():
+    """Output pixel i of a crop (top, h) samples the image at top + (i + 0.5) h / size - 0.5."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    boxes = random_resized_crop_boxes(12, 32, 32, (0.25, 0.6), generator)
+    assert (boxes[:, 2:] <= 40).all()  # every crop is enlarged: one sample per output pixel
+    views = resized_crops(images, boxes, 40)
+    centres = (torch.arange(40) + 0.5) / 40
+    for image, view, (top, left, h, w) in zip(images, views, boxes.tolist(), strict=True):
+        y = (top + centres * h) / 32 * 2 - 1  # grid_sample's normalised pixel-edge coordinates
+        x = (left + centres * w) / 32 * 2 - 1
+        grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1)[None]
+        expected = F.grid_sample(
+            image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[0]
+        assert (view.float() - expected.round()).abs().max() <= 1
+    identity = torch.tensor([[0, 0, 32, 32]] * 12)
+    assert torch.equal(resized_crops(images, identity, 32), images)
+
+
+@pytest.mark.parametrize("chunks", [0, 3])
+def test_crop_parameters_are_per_patch_or_per_chunk(chunks):
+    generator = torch.Generator().manual_seed(2)
+    boxes = random_resized_crop_boxes(9, 64, 48, (0.25, 1.0), generator)
+    assert len({tuple(box) for box in boxes.tolist()}) == 9  # every patch its own crop
+    images = torch.arange(9, dtype=torch.uint8).view(9, 1, 1, 1).expand(9, 3, 64, 48).clone()
+    images[:, :, :32] += 100  # the upper half is brighter: crops see different brightness
+    views = training_view(images, 16, 0.25, False, torch.Generator().manual_seed(3), chunks)
+    upper_share = (views[:, 0] >= 100).float().mean(dim=(1, 2))
+    if chunks:
+        assert len(set(upper_share.tolist())) <= 3
+        assert all(len(set(part.tolist())) == 1 for part in upper_share.view(3, 3))
+    else:
+        assert len(set(upper_share.tolist())) > 3

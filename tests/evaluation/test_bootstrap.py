@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from abmilx.evaluation import bootstrap, classification_metrics
+from abmilx.evaluation import (
+    ClassificationScores,
+    SurvivalScores,
+    bootstrap,
+    classification_metrics,
+)
 
 
 def mean_of(data) -> float:
@@ -61,3 +66,25 @@ def test_groups_are_drawn_whole() -> None:
     assert summary["n"] == 3
     for drawn in seen:
         assert drawn.get("a", 0) % 3 == 0 and drawn.get("c", 0) % 2 == 0
+
+
+def test_weighted_metrics_give_the_same_summary_as_per_resample_calls() -> None:
+    rng = np.random.default_rng(5)
+    n = 120
+    groups = rng.integers(0, 80, n)  # cases with several slides, drawn whole
+    classes = ["x", "y", "z"]
+    data = {"y": rng.choice(classes, n), "probs": rng.dirichlet(np.ones(3), n)}
+    scores = ClassificationScores(classes)
+    fast = bootstrap(scores, data, n=60, seed=4, groups=groups)
+    slow = bootstrap(lambda d: scores(d), data, n=60, seed=4, groups=groups)
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert fast[name] == pytest.approx(slow[name], abs=1e-12)
+    survival = {
+        "time": rng.integers(1, 20, n).astype(float),
+        "event": rng.integers(0, 2, n),
+        "risk": np.round(rng.normal(size=n), 1),
+    }
+    fast = bootstrap(SurvivalScores(), survival, n=60, seed=4)
+    slow = bootstrap(lambda d: SurvivalScores()(d), survival, n=60, seed=4)
+    assert fast["c_index"] == pytest.approx(slow["c_index"], abs=1e-12)

@@ -11,7 +11,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from abmilx.evaluation import c_index, classification_metrics, survival_risk
+from abmilx.evaluation import (
+    c_index,
+    classification_metrics,
+    survival_risk,
+    weighted_c_index,
+    weighted_classification_metrics,
+)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 6])
@@ -85,3 +91,38 @@ def test_survival_risk_orders_by_hazard() -> None:
     risks = survival_risk(np.vstack([low, high]))
     assert risks[1] > risks[0]
     assert risks[0] == pytest.approx(-np.cumprod(np.full(4, 1 - 1 / (1 + np.exp(3.0)))).sum())
+
+
+@pytest.mark.parametrize("n", [2, 7, 40, 300, 3000])
+def test_c_index_equals_lifelines_on_tied_and_censored_data(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(20 if n < 1000 else 1):
+        time = rng.integers(1, max(3, n // 4), n).astype(float)  # many tied times
+        event = rng.random(n) < 0.6  # about 40 % censored
+        risk = np.round(rng.normal(size=n), 1)  # many tied risks
+        try:
+            expected = concordance_index(time, -risk, event)
+        except ZeroDivisionError:  # lifelines: no comparable pair
+            assert np.isnan(c_index(time, event, risk))
+            continue
+        assert abs(c_index(time, event, risk) - expected) <= 1e-12
+
+
+def test_weighted_metrics_equal_the_metrics_of_repeated_rows() -> None:
+    rng = np.random.default_rng(3)
+    n = 50
+    time = rng.integers(1, 10, n).astype(float)
+    event = rng.integers(0, 2, n)
+    risk = np.round(rng.normal(size=n), 1)
+    y = rng.integers(0, 3, n)
+    probs = np.round(rng.dirichlet(np.ones(3), n), 1) + 1e-3  # tied scores on purpose
+    counts = rng.integers(0, 3, (4, n))
+    c_weighted = weighted_c_index(time, event, risk, counts)
+    cls_weighted = weighted_classification_metrics(y, probs, ["a", "b", "c"], counts)
+    for b, row in enumerate(counts):
+        rows = np.repeat(np.arange(n), row)
+        assert c_weighted[b] == pytest.approx(
+            c_index(time[rows], event[rows], risk[rows]), abs=1e-12
+        )
+        expected = classification_metrics(y[rows], probs[rows], ["a", "b", "c"])
+        assert {k: v[b] for k, v in cls_weighted.items()} == pytest.approx(expected, abs=1e-12)

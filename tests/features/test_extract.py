@@ -8,7 +8,8 @@ import torch
 
 from abmilx.features import extract, load_features
 from abmilx.features.__main__ import main
-from abmilx.tiling.store import PatchStore, PatchStoreWriter
+from abmilx.features.extract import partial_dir
+from abmilx.tiling.store import PatchStore, PatchStoreWriter, encode_jpeg
 
 torch.set_num_threads(1)
 
@@ -64,3 +65,54 @@ def test_chunking_does_not_change_features(store, tmp_path):
     small = load_features(tmp_path / "small" / "a.pt")["features"]
     big = load_features(tmp_path / "big" / "a.pt")["features"]
     torch.testing.assert_close(small, big, rtol=1e-4, atol=1e-5)
+
+
+def write_store(path, bad_patch_of=None, counts=(("a", 5), ("b", 3), ("c", 6), ("d", 2))):
+    """Four slides of random patches; `bad_patch_of` gets one patch that is not a JPEG."""
+    rng = np.random.default_rng(1)
+    with PatchStoreWriter(path, patch_size=32, jpeg_quality=90, scales={"main": 0.5}) as writer:
+        for slide_id, count in counts:
+            images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+            jpegs = [encode_jpeg(image, 90) for image in images]
+            if slide_id == bad_patch_of:
+                jpegs[1] = b"not a jpeg"
+            coords = np.stack([np.arange(count) * 32, np.zeros(count, dtype=int)], axis=1)
+            writer.add_slide(slide_id, "main", coords, jpegs)
+    return path
+
+
+def test_a_crash_redoes_only_the_unfinished_slides(tmp_path, caplog):
+    store = write_store(tmp_path / "patches.lmdb", bad_patch_of="c")
+    out = tmp_path / "features"
+    with pytest.raises(ValueError, match=r"slide 'c' scale 'main' patches 0\.\.3"):
+        extract(store, out, seed=3, device="cpu", **SETTINGS)
+    assert not out.exists()
+    assert sorted(p.name for p in partial_dir(out).glob("*.pt")) == ["a.pt", "b.pt"]
+
+    write_store(store)  # repaired: same slides, same counts, valid JPEGs
+    caplog.set_level("INFO", logger="abmilx.features.extract")
+    stats = extract(store, out, seed=3, device="cpu", **SETTINGS)
+    assert stats["slides_skipped"] == 2 and stats["slides_encoded"] == 2
+    assert stats["patches"] == 6 + 2  # only c and d were encoded
+    assert "resuming: 2 of 4 slides already done" in caplog.text
+    assert "features resnet18_layer3: 8/8 patches" in caplog.text
+    assert not partial_dir(out).exists()
+
+    clean = tmp_path / "clean"
+    extract(store, clean, seed=3, device="cpu", **SETTINGS)
+    for slide_id in "abcd":
+        resumed = load_features(out / f"{slide_id}.pt")["features"]
+        assert torch.equal(resumed, load_features(clean / f"{slide_id}.pt")["features"])
+
+
+def test_unfinished_slides_of_other_settings_are_discarded(tmp_path, caplog):
+    store = write_store(tmp_path / "patches.lmdb", bad_patch_of="c")
+    out = tmp_path / "features"
+    with pytest.raises(ValueError):
+        extract(store, out, seed=3, device="cpu", **SETTINGS)
+    write_store(store)
+    caplog.set_level("INFO", logger="abmilx.features.extract")
+    stats = extract(store, out, seed=3, device="cpu", **{**SETTINGS, "image_size": 32})
+    assert "settings changed" in caplog.text
+    assert stats["slides_skipped"] == 0 and stats["slides_encoded"] == 4
+    assert load_features(out / "a.pt")["image_size"] == 32

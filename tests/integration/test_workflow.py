@@ -10,10 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from abmilx.config import REPO_ROOT
 from abmilx.provenance import import_closure
@@ -63,6 +65,9 @@ def test_every_stage_leaves_its_outputs(finished_run):
     assert (results / "tables" / "main.csv").exists()
     assert (results / "tables" / "main.md").exists()
     assert "ok" in (results / "tables" / "cohort.md").read_text()
+    table1 = (results / "tables" / "table1.md").read_text()
+    assert "| ABMIL two-stage |" in table1 and "| 83.80 ± 6.55 |" in table1
+    assert (results / "tables" / "table1.tex").exists()
     assert (results / "figures" / "attention_heatmaps.png").stat().st_size > 10_000
     assert (results / "tiles" / "tiny" / "patches.lmdb").exists()
     assert len(list((results / "features" / "tiny" / "r18").glob("*.pt"))) >= 8
@@ -171,3 +176,42 @@ def test_editing_a_module_reruns_exactly_its_importers(edited_summaries, rule_co
     changed = {rule for rule, states in status.items() if "params changed" in states}
     assert changed == expected & set(status), (module, changed, expected)
     assert all(states == {"params changed"} for rule, states in status.items() if rule in changed)
+
+
+def test_report_collects_tables_figures_and_qc(finished_run):
+    result = snakemake(finished_run, "--report", "report.zip")
+    assert result.returncode == 0, result.stderr[-4000:]
+    with zipfile.ZipFile(finished_run / "report.zip") as archive:
+        names = "\n".join(archive.namelist())
+    for collected in ["table1.md", "main.md", "attention_heatmaps.png", "slides.tsv"]:
+        assert collected in names, names
+
+
+def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
+    """A grid around the E2E experiment: the point equal to it is its run, the other one is new."""
+    config_path = finished_run / "config.yaml"
+    original = config_path.read_text()
+    config = yaml.safe_load(original)
+    config["experiments"]["heads"] = {
+        "base": "abmilx_e2e",
+        "datasets": ["tiny"],
+        "grid": {"settings.mil_kwargs.n_heads": [4, 2]},  # abmilx_e2e has 4 heads
+    }
+    try:
+        config_path.write_text(yaml.safe_dump(config))
+        dry = snakemake(finished_run, "-n", *TARGETS)
+    finally:
+        config_path.write_text(original)
+    output = dry.stdout + dry.stderr
+    assert dry.returncode == 0, output[-4000:]
+    counts = [line.split() for line in output.rsplit("Job stats:", 1)[1].splitlines()]
+    jobs = dict(w for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier())
+    assert jobs == {
+        "train_e2e": "1",
+        "evaluate_fold": "1",
+        "aggregate_folds": "1",
+        "tables": "1",
+        "total": "4",
+    }, output[-4000:]
+    assert "results/runs/tiny/heads__n_heads-2/" in output
+    assert "heads__n_heads-4" not in output

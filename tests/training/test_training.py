@@ -1,4 +1,4 @@
-"""Shared training machinery: schedule, losses, EMA, selection metric, run files and resume."""
+"""Shared training machinery: schedule, losses, EMA, selection metric, run files."""
 
 import math
 
@@ -11,15 +11,12 @@ from abmilx.training import (
     ModelEma,
     WarmupCosine,
     build_optimizer,
-    fit,
     load_run,
     nll_survival_loss,
     risk_from_logits,
     save_run,
-    seed_everything,
     selection_metric,
 )
-from abmilx.training.runs import resume_path
 
 torch.set_num_threads(1)
 
@@ -121,72 +118,6 @@ def test_save_and_load_run(tmp_path):
             history=[],
             cost={},
         )
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def _fit_toy(out_dir, epochs, crash_at=None, selection="last", with_val=True):
-    """Regression toy with dropout (uses the global RNG) trained through `fit`."""
-    seed_everything(3)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
-    optimizer = build_optimizer(model.parameters(), "adamw", lr=1e-2)
-    schedule = WarmupCosine(optimizer, 1e-2, epochs, warmup_epochs=1)
-    data = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
-    target = (data[:, 0] > 0).long()
-    epochs_run = []
-
-    def train_epoch(epoch):
-        if epoch == crash_at:
-            raise Crash
-        epochs_run.append(epoch)
-        loss = nn.functional.cross_entropy(model(data), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    @torch.no_grad()
-    def validate(module):
-        module.eval()
-        return float(-nn.functional.cross_entropy(module(data), target))
-
-    result = fit(
-        out_dir=out_dir,
-        model=model,
-        optimizer=optimizer,
-        schedule=schedule,
-        epochs=epochs,
-        train_epoch=train_epoch,
-        validate=validate if with_val else None,
-        selection=selection,
-        metric_name="neg_loss",
-    )
-    return result, epochs_run
-
-
-def test_fit_resumes_bit_identically(tmp_path):
-    reference, _ = _fit_toy(tmp_path / "a", epochs=4)
-    with pytest.raises(Crash):
-        _fit_toy(tmp_path / "b", epochs=4, crash_at=2)
-    assert torch.load(resume_path(tmp_path / "b"), weights_only=False)["next_epoch"] == 2
-    resumed, epochs_run = _fit_toy(tmp_path / "b", epochs=4)
-    assert epochs_run == [2, 3]
-    assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3]
-    for name, value in reference.state_dict.items():
-        assert torch.equal(value, resumed.state_dict[name]), name
-    log = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
-    assert log[0] == "epoch,lr,train_loss,val_neg_loss,seconds" and len(log) == 5
-
-
-def test_fit_selection(tmp_path):
-    best, _ = _fit_toy(tmp_path / "val", epochs=3, selection="val")
-    values = [row["val_neg_loss"] for row in best.history]
-    assert best.selection["epoch"] == int(np.argmax(values))
-    forced, _ = _fit_toy(tmp_path / "noval", epochs=3, selection="val", with_val=False)
-    assert forced.selection == {"mode": "last", "metric": "neg_loss", "epoch": 2}
-    assert "val_neg_loss" not in forced.history[0]
 
 
 def test_load_fold_repeats_oversampled_training_bags(tmp_path):

@@ -1,13 +1,17 @@
-"""Two-stage MIL training and prediction on toy feature files."""
+"""Two-stage MIL training and prediction on toy feature files; resume, snapshots."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from abmilx.training import load_run
+from abmilx.training import Callback, load_run
 from abmilx.two_stage import predict, train
 from abmilx.two_stage.__main__ import main
 
@@ -108,3 +112,142 @@ def test_survival_two_stage(tmp_path):
     assert run["classes"] == ["bin0", "bin1", "bin2", "bin3"]
     frame, _ = predict(tmp_path / "run", tmp_path / "features", ["s0", "s1"], case_ids=["c0", "c0"])
     assert frame.shape == (2, 6) and frame["logit_3"].nunique() == 1
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt(Callback):
+    """Raises at the start of `epoch`, after the resume state of the epoch before was written."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            raise Crash(f"simulated crash at epoch {epoch}")
+
+
+class Started(Callback):
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_start(self, trainer, epoch):
+        self.epochs.append(epoch)
+
+
+def _same_weights(first, second):
+    first, second = load_run(first)["state_dict"], load_run(second)["state_dict"]
+    assert first.keys() == second.keys()
+    return all(torch.equal(first[name], second[name]) for name in first)
+
+
+def _discard_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "discarding resume state" in r.getMessage()]
+
+
+def _crash(toy, at):
+    """A run that dies at the start of epoch `at`, leaving its resume state."""
+    with pytest.raises(Crash):
+        train(
+            toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[CrashAt(at)],
+            **RESUME,
+        )  # fmt: skip
+
+
+RESUME = {**SETTINGS, "epochs": 4, "mil": "abmilx", "mil_kwargs": {"inner_dim": 8, "n_heads": 2}}
+
+
+def test_resume_with_the_same_run_continues_bit_identically(toy):
+    train(toy / "features", toy / "splits.csv", 0, toy / "clean", **RESUME)
+    _crash(toy, at=2)
+    assert (toy / "run" / ".resume" / "state.pt").exists()
+    started = Started()
+    train(toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[started], **RESUME)
+    assert started.epochs == [2, 3]
+    assert _same_weights(toy / "clean", toy / "run")
+
+
+def test_changed_split_discards_the_resume_state_and_equals_a_clean_run(toy, caplog):
+    _crash(toy, at=2)
+    split = pd.read_csv(toy / "splits.csv")
+    split.loc[split.slide_id == "s0", "split"] = "test"  # one training slide becomes a test slide
+    split.loc[split.slide_id == "s10", "split"] = "train"
+    split.to_csv(toy / "splits.csv", index=False)
+    started = Started()
+    caplog.set_level("INFO")
+    train(toy / "features", toy / "splits.csv", 0, toy / "run", extra_callbacks=[started], **RESUME)
+    assert started.epochs == [0, 1, 2, 3]
+    lines = _discard_lines(caplog)
+    assert len(lines) == 1 and "(split changed" in lines[0], lines
+    assert not any("resuming" in r.getMessage() for r in caplog.records)
+    train(toy / "features", toy / "splits.csv", 0, toy / "clean", **RESUME)
+    assert _same_weights(toy / "clean", toy / "run")
+
+
+def test_changed_n_heads_discards_the_state_instead_of_failing(toy, caplog):
+    _crash(toy, at=1)
+    caplog.set_level("INFO")
+    changed = {**RESUME, "mil_kwargs": {"inner_dim": 8, "n_heads": 4}}
+    train(toy / "features", toy / "splits.csv", 0, toy / "run", **changed)
+    lines = _discard_lines(caplog)
+    assert len(lines) == 1 and "(settings changed" in lines[0], lines
+    assert load_run(toy / "run")["settings"]["mil_kwargs"]["n_heads"] == 4
+
+
+def test_changed_features_discard_the_state(toy, caplog):
+    _crash(toy, at=1)
+    write_features(toy / "features", {f"s{k}": k % 2 for k in range(12)}, seed=5)
+    caplog.set_level("INFO")
+    train(toy / "features", toy / "splits.csv", 0, toy / "run", **RESUME)
+    lines = _discard_lines(caplog)
+    assert len(lines) == 1 and "(data changed" in lines[0], lines
+
+
+def test_snapshots_are_written_and_do_not_change_training(toy):
+    callbacks = {"attention_every": 2, "embeddings_every": 3, "snapshot_bags": 2}
+    train(toy / "features", toy / "splits.csv", 0, toy / "plain", **RESUME)
+    train(toy / "features", toy / "splits.csv", 0, toy / "snap", callbacks=callbacks, **RESUME)
+    assert _same_weights(toy / "plain", toy / "snap")
+    snapshots = toy / "snap" / "snapshots"
+    assert sorted(path.name for path in snapshots.iterdir()) == [
+        "attention_epoch1.npz", "attention_epoch3.npz",
+        "embeddings_epoch2.npz", "embeddings_epoch3.npz",
+    ]  # fmt: skip
+    first_train = ["s0", "s1"]  # the first two training bags by key
+    early, late = (np.load(snapshots / f"attention_epoch{e}.npz") for e in (1, 3))
+    assert sorted(early.files) == sorted(
+        f"{s}/{k}" for s in first_train for k in ("coords", "attention")
+    )
+    assert early["s1/attention"].shape == (2, 11)  # 2 heads over the 11 instances
+    np.testing.assert_allclose(early["s1/attention"].sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(early["s1/attention"], late["s1/attention"])
+    with np.load(snapshots / "embeddings_epoch2.npz") as embeddings:
+        record = torch.load(toy / "features" / "s0.pt")
+        np.testing.assert_array_equal(embeddings["s0/embeddings"], record["features"].numpy())
+        np.testing.assert_array_equal(embeddings["s0/coords"], record["coords"].numpy())
+
+
+def test_a_killed_cli_run_resumes_in_a_new_process(toy, caplog):
+    """SIGKILL a real training process after its first epoch; the rerun (this process) resumes
+    and equals a run that was never interrupted: the fingerprint is stable across processes."""
+    settings = {**RESUME, "epochs": 30}
+    args = [
+        "train", "--features-dir", str(toy / "features"), "--splits", str(toy / "splits.csv"),
+        "--fold", "0", "--out-dir", str(toy / "run"), "--settings", json.dumps(settings),
+    ]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "abmilx.two_stage", *args])
+    state = toy / "run" / ".resume" / "state.pt"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    caplog.set_level("INFO")
+    main(args)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("resuming from") for m in messages), messages[:5]
+    assert not _discard_lines(caplog)
+    train(toy / "features", toy / "splits.csv", 0, toy / "clean", **settings)
+    assert _same_weights(toy / "clean", toy / "run")

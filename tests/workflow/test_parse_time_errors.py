@@ -156,7 +156,8 @@ def test_split_ratios_not_summing_to_one(failure):
 
 def test_experiment_on_an_unknown_dataset(failure):
     output = failure("unknown_dataset")
-    assert "'experiments/ts/datasets': no dataset 'min' (datasets: mine)" in output
+    assert "config.yaml" in output
+    assert "'experiments/ts/datasets': no dataset ['min']; known: mine" in output
 
 
 def test_header_only_slide_sheet(failure):
@@ -201,4 +202,4 @@ def test_sampling_scales_the_tiling_does_not_produce(failure, mistake, message):
 
 def test_unknown_feature_set(failure):
     output = failure("unknown_feature_set")
-    assert "'experiments/ts/features': no feature set 'r50' (feature_sets: r18)" in output
+    assert "'experiments/ts/features': no feature set 'r50'; known: r18" in output

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from abmilx.config import prepare_config
+from abmilx.config import check_config, naming_config_files, validate_config
+from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
 from abmilx.sheets import load_dataset_sheets
 
-# Schema, defaults and cross-key checks (abmilx.config); sheets are checked in slide_table.
-config.update(prepare_config(config, workflow.configfiles))
+# Schema and defaults, runs, cross-key checks: mistakes fail here, naming the config file.
+# Sheets are checked in slide_table.
+with naming_config_files(workflow.configfiles):
+    config.update(validate_config(config))
+    # presets, bases, grids -> one entry per run
+    EXPERIMENTS = resolve_experiments(config)
+    config["experiments"] = EXPERIMENTS.runs
+    check_config(config)
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}

@@ -1,4 +1,5 @@
-# Offline patch features for the two-stage baselines, one file per slide.
+# Offline patch features for the two-stage baselines, one file per slide. Resumable per slide:
+# finished slides wait in "<output>.partial/", which a failed job leaves for its rerun.
 
 
 rule extract_features:

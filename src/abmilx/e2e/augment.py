@@ -1,8 +1,11 @@
-"""Training views on uint8 tensors: RandomResizedCrop and flips (reference §5.3).
+"""Training views of a batch of uint8 patches: RandomResizedCrop and flips (reference §5.3).
 
-Parameters are drawn per patch by default. `chunks > 0` reproduces the official batch-mode
-augmentation instead: the step's patches are split into that many contiguous chunks that share
-one crop, and flips hit a random half of the patches (reference §8.7; the official value is 4).
+Everything is done for the whole batch at once, on whatever device the patches are: the crop
+parameters are drawn as tensors (torchvision's rule, vectorised), and all crops are resized in
+one `roi_align` call, so there is no per-patch Python in the hot loop. Parameters are drawn per
+patch by default. `chunks > 0` reproduces the official batch-mode augmentation instead: the
+step's patches are split into that many contiguous chunks that share one crop, and flips hit a
+random half of the patches (reference §8.7; the official value is 4).
 """
 
 from __future__ import annotations
@@ -10,17 +13,52 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.transforms.v2 import functional as TF
+from torchvision.ops import roi_align
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
+TRIES = 10  # as torchvision: then a central crop
 
 
-def _uniform(low: float, high: float, generator: torch.Generator) -> float:
-    return low + (high - low) * torch.rand(1, generator=generator).item()
+def random_resized_crop_boxes(
+    count: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    generator: torch.Generator,
+    ratio: tuple[float, float] = RATIO,
+) -> torch.Tensor:
+    """(count, 4) int64 (top, left, h, w) crops covering a `scale` fraction of the area.
 
-
-def _randint(high: int, generator: torch.Generator) -> int:
-    return int(torch.randint(0, high, (1,), generator=generator).item())
+    Torchvision's RandomResizedCrop rule for `count` patches at once: of 10 tries of (area,
+    log-aspect), the first that fits; else a central crop with the aspect clamped to `ratio`.
+    Drawn from an explicit (CPU) generator, so workers and resumed runs are reproducible.
+    """
+    area = height * width
+    target = area * (
+        scale[0] + (scale[1] - scale[0]) * torch.rand(count, TRIES, generator=generator)
+    )
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(count, TRIES, generator=generator))
+    w = torch.round(torch.sqrt(target * aspect)).long()
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.long().argmax(dim=1, keepdim=True)  # index of the first try that fits
+    h, w = h.gather(1, first)[:, 0], w.gather(1, first)[:, 0]
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        central = (round(width / ratio[0]), width)
+    elif in_ratio > ratio[1]:
+        central = (height, round(height * ratio[1]))
+    else:
+        central = (height, width)
+    fallback = ~fits.any(dim=1)
+    h = torch.where(fallback, central[0], h)
+    w = torch.where(fallback, central[1], w)
+    top = (torch.rand(count, generator=generator) * (height - h + 1)).long()
+    left = (torch.rand(count, generator=generator) * (width - w + 1)).long()
+    top = torch.where(fallback, (height - h) // 2, top)
+    left = torch.where(fallback, (width - w) // 2, left)
+    return torch.stack([top, left, h, w], dim=1)
 
 
 def random_resized_crop_params(
@@ -30,28 +68,27 @@ def random_resized_crop_params(
     generator: torch.Generator,
     ratio: tuple[float, float] = RATIO,
 ) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a crop covering a `scale` fraction of the area with aspect in `ratio`.
+    """(top, left, h, w) of one crop; see `random_resized_crop_boxes`."""
+    box = random_resized_crop_boxes(1, height, width, scale, generator, ratio)[0]
+    top, left, h, w = (int(v) for v in box)
+    return top, left, h, w
 
-    Same rule as torchvision's RandomResizedCrop (10 tries, then a central crop), but drawing
-    from an explicit generator so workers and resumed runs are reproducible.
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop box i (top, left, h, w) of patch i and resize it to size x size, all in one call.
+
+    Output pixel i samples the patch bilinearly at top + (i + 1/2) h / size - 1/2 (half-pixel
+    centres, as `F.interpolate(align_corners=False)`, but edge samples may blend with the pixels
+    just outside the crop rather than repeat its border); where a crop is shrunk, each output
+    pixel averages ceil(crop / size)^2 such samples (antialiasing). uint8 in, uint8 out;
+    computed in float32 on the patches' device.
     """
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * _uniform(scale[0], scale[1], generator)
-        aspect = math.exp(_uniform(log_ratio[0], log_ratio[1], generator))
-        w = round(math.sqrt(target_area * aspect))
-        h = round(math.sqrt(target_area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return _randint(height - h + 1, generator), _randint(width - w + 1, generator), h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        h, w = height, round(height * ratio[1])
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    boxes = boxes.to(device=images.device, dtype=torch.float32)
+    top, left, h, w = boxes.unbind(dim=1)
+    index = torch.arange(len(images), device=images.device, dtype=torch.float32)
+    rois = torch.stack([index, left, top, left + w, top + h], dim=1)
+    out = roi_align(images.float(), rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def random_resized_crop(
@@ -61,15 +98,17 @@ def random_resized_crop(
     generator: torch.Generator,
     chunks: int = 0,
 ) -> torch.Tensor:
-    """(M, 3, H, W) uint8 -> (M, 3, size, size) uint8, bilinear with antialias."""
+    """(M, 3, H, W) uint8 -> (M, 3, size, size) uint8: a random crop of each, resized."""
     height, width = images.shape[-2:]
-    scale = (crop_scale, 1.0)
-    groups = torch.tensor_split(images, min(chunks, len(images))) if chunks > 0 else images
-    out = []
-    for group in groups:
-        top, left, h, w = random_resized_crop_params(height, width, scale, generator)
-        out.append(TF.resized_crop(group, top, left, h, w, [size, size], antialias=True))
-    return torch.cat(out) if chunks > 0 else torch.stack(out)
+    count = len(images)
+    if chunks > 0:  # one crop per contiguous chunk, as torch.tensor_split cuts them
+        n_groups = min(chunks, count)
+        boxes = random_resized_crop_boxes(n_groups, height, width, (crop_scale, 1.0), generator)
+        sizes = [len(part) for part in torch.arange(count).tensor_split(n_groups)]
+        boxes = boxes.repeat_interleave(torch.tensor(sizes), dim=0)
+    else:
+        boxes = random_resized_crop_boxes(count, height, width, (crop_scale, 1.0), generator)
+    return resized_crops(images, boxes, size)
 
 
 def random_flips(images: torch.Tensor, generator: torch.Generator, chunks: int = 0) -> torch.Tensor:
@@ -81,7 +120,8 @@ def random_flips(images: torch.Tensor, generator: torch.Generator, chunks: int =
             mask[torch.randperm(count, generator=generator)[: round(0.5 * count)]] = True
         else:
             mask = torch.rand(count, generator=generator) < 0.5
-        images = torch.where(mask.view(-1, 1, 1, 1), images.flip(dim), images)
+        mask = mask.to(images.device).view(-1, 1, 1, 1)
+        images = torch.where(mask, images.flip(dim), images)
     return images
 
 
@@ -93,7 +133,11 @@ def training_view(
     generator: torch.Generator,
     chunks: int = 0,
 ) -> torch.Tensor:
-    """The training augmentation of a batch of patches (no colour augmentation, as the paper)."""
+    """The training augmentation of a batch of patches (no colour augmentation, as the paper).
+
+    `generator` is a CPU generator (the parameters are drawn on the CPU, then moved): the same
+    seed gives the same views on every device.
+    """
     images = random_resized_crop(images, size, crop_scale, generator, chunks)
     if flips:
         images = random_flips(images, generator, chunks)

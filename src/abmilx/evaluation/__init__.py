@@ -4,6 +4,8 @@ from abmilx.evaluation.aggregate import aggregate_files, aggregate_metrics
 from abmilx.evaluation.bootstrap import bootstrap
 from abmilx.evaluation.evaluate import evaluate, evaluate_predictions, write_outputs
 from abmilx.evaluation.metrics import (
+    ClassificationScores,
+    SurvivalScores,
     binary_auc,
     c_index,
     classification_metrics,
@@ -12,9 +14,14 @@ from abmilx.evaluation.metrics import (
     softmax,
     survival_curve,
     survival_risk,
+    weighted_auc,
+    weighted_c_index,
+    weighted_classification_metrics,
 )
 
 __all__ = [
+    "ClassificationScores",
+    "SurvivalScores",
     "aggregate_files",
     "aggregate_metrics",
     "binary_auc",
@@ -28,5 +35,8 @@ __all__ = [
     "softmax",
     "survival_curve",
     "survival_risk",
+    "weighted_auc",
+    "weighted_c_index",
+    "weighted_classification_metrics",
     "write_outputs",
 ]

@@ -1,4 +1,9 @@
-"""Seeded bootstrap over cases with a percentile CI and the std the official code reports."""
+"""Seeded bootstrap over cases with a percentile CI and the std the official code reports.
+
+A metric with a `weighted(data, weights)` method (see `abmilx.evaluation.metrics`) gets all
+resamples at once as a (n_boot, rows) matrix of draw counts, which is how 1000 resamples of
+2,000 cases take well under a second; any other callable is called once per resample.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +67,9 @@ def bootstrap(
     the distinct values of `groups` (e.g. case_id: all of a case's slides are drawn together).
     The resamples depend on (seed, number of units) only, so every metric and every call with
     the same seed sees the same resamples. A resample where a metric is NaN (undefined, e.g.
-    one class only) is skipped for that metric and counted in "skipped".
+    one class only) is skipped for that metric and counted in "skipped". A metric_fn with a
+    `weighted(data, counts)` method is given every resample at once instead (counts: float
+    (n, rows) draws of each row) and must return the same values as per-resample calls.
 
     Returns {"point" (metric on the full data), "mean", "ci_low" (2.5 %), "ci_high" (97.5 %),
     "std" (ddof 1, the official "±"), "n_boot" (resamples drawn), "n" (units), "skipped"};
@@ -91,17 +98,29 @@ def bootstrap(
     names = list(point) if is_mapping else [None]
     values = np.full((n, len(names)), np.nan)
     rng = np.random.default_rng(seed)
-    for b in range(n):
-        units = rng.integers(0, n_units, size=n_units)
-        if unit_rows is None:
-            rows = units
-        else:
+    draws = [rng.integers(0, n_units, size=n_units) for _ in range(n)]
+    weighted = getattr(metric_fn, "weighted", None)
+    if weighted is not None:
+        counts = np.stack([np.bincount(units, minlength=n_units) for units in draws])
+        if unit_rows is not None:
             order, starts, sizes = unit_rows
-            counts = sizes[units]
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            rows = order[np.repeat(starts[units], counts) + offsets]
-        result = metric_fn(_take(data, rows))
-        values[b] = [result[name] for name in names] if is_mapping else [result]
+            row_unit = np.empty(n_rows, dtype=np.int64)
+            row_unit[order] = np.repeat(np.arange(n_units), sizes)
+            counts = counts[:, row_unit]
+        result = weighted(data, counts.astype(float))
+        for i, name in enumerate(names):
+            values[:, i] = result[name] if is_mapping else result
+    else:
+        for b, units in enumerate(draws):
+            if unit_rows is None:
+                rows = units
+            else:
+                order, starts, sizes = unit_rows
+                counts = sizes[units]
+                offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+                rows = order[np.repeat(starts[units], counts) + offsets]
+            result = metric_fn(_take(data, rows))
+            values[b] = [result[name] for name in names] if is_mapping else [result]
     if not is_mapping:
         return _summary(point, values[:, 0], n_units)
     return {name: _summary(point[name], values[:, i], n_units) for i, name in enumerate(names)}

@@ -1,7 +1,8 @@
 """Evaluate one trained run on one fold: predictions, attention and bootstrap metrics on disk.
 
 `evaluate_predictions` does the metric work from a logits table and the checkpoint dict, so it
-is testable without any model; `evaluate` wraps it with the trainers' `predict` functions.
+is testable without any model; `evaluate` wraps it with `abmilx.training.predict`, which
+serves every run kind.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import pandas as pd
 from abmilx.evaluation.aggregate import aggregate_files
 from abmilx.evaluation.bootstrap import bootstrap
 from abmilx.evaluation.metrics import (
-    c_index,
-    classification_metrics,
+    ClassificationScores,
+    SurvivalScores,
     median_survival_bin,
     softmax,
     survival_risk,
@@ -32,7 +33,6 @@ from abmilx.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
-KINDS = ("e2e", "two_stage")
 # Official bootstrap seeds are fold + a constant; ours mix the configured seed and the fold.
 BOOTSTRAP_STREAM = 7784414403328510413
 
@@ -118,10 +118,7 @@ def evaluate_predictions(
             predictions[f"prob_{name}"] = probs[:, i]
         predictions["pred"] = [classes[i] for i in probs.argmax(axis=1)]
         data = {"y": predictions["label"].to_numpy(), "probs": probs}
-
-        def metric_fn(sample: Mapping[str, np.ndarray]) -> dict[str, float]:
-            return classification_metrics(sample["y"], sample["probs"], classes)
-
+        metric_fn = ClassificationScores(classes)
         groups = predictions["case_id"].to_numpy()
     elif task == "survival":
         columns = _logit_columns(logits, None)
@@ -136,10 +133,7 @@ def evaluate_predictions(
             "event": predictions["event"].to_numpy(dtype=int),
             "risk": predictions["risk"].to_numpy(),
         }
-
-        def metric_fn(sample: Mapping[str, np.ndarray]) -> dict[str, float]:
-            return {"c_index": c_index(sample["time"], sample["event"], sample["risk"])}
-
+        metric_fn = SurvivalScores()
         groups = None
     else:
         raise ValueError(f"checkpoint has unknown task '{task}'")
@@ -223,8 +217,9 @@ def evaluate(
     """
     import torch
 
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind '{kind}': expected one of {', '.join(KINDS)}")
+    from abmilx.training import load_run, predict, task_type
+
+    task_type(kind)  # fails early on an unknown kind
     torch.set_num_threads(threads)
     table = pd.read_csv(splits, dtype={"slide_id": str, "case_id": str, "label": str})
     rows = table[(table["fold"] == fold) & (table["split"] == split)]
@@ -234,29 +229,24 @@ def evaluate(
     slide_ids = rows["slide_id"].tolist()
 
     # model.pt is this workflow's own output (kind, task, classes, settings, history, cost).
-    checkpoint = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=False)
-    if kind == "e2e":
-        if store is None:
-            raise ValueError("kind e2e needs --store (the dataset's patch store)")
-        from abmilx.e2e import predict
-
-        source = store
-    else:
-        if features_dir is None:
-            raise ValueError("kind two_stage needs --features-dir")
-        from abmilx.two_stage import predict
-
-        source = features_dir
-    accepted = inspect.signature(predict).parameters
-    options: dict[str, Any] = {"device": device} if "device" in accepted else {}
-    if "weights" in accepted:
-        options["weights"] = model_weights
-    elif model_weights != "main":
-        raise ValueError(f"kind {kind} has no '{model_weights}' weights to evaluate")
-    if checkpoint["task"] == "survival" and "case_ids" in accepted:
-        options["case_ids"] = rows["case_id"].tolist()  # a case's slides form one bag
+    checkpoint = load_run(run_dir)
+    if checkpoint["kind"] != kind:
+        raise ValueError(f"{run_dir}/model.pt is a {checkpoint['kind']} run, not {kind}")
+    source = store if store is not None else features_dir
+    if source is None:
+        raise ValueError(f"kind {kind} needs its data: --store (e2e) or --features-dir")
+    # A survival case's slides form one bag.
+    case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
     started = time.perf_counter()
-    logits, attention = predict(run_dir, source, slide_ids, threads, **options)
+    logits, attention = predict(
+        run_dir,
+        source,
+        slide_ids,
+        threads,
+        case_ids=case_ids,
+        weights=model_weights,
+        device=device,
+    )
     seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
     on_gpu = device != "cpu" and torch.cuda.is_available()
     resolved_device = f"cuda ({torch.cuda.get_device_name(0)})" if on_gpu else "cpu"
@@ -294,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("--run-dir", required=True, help="directory holding model.pt")
     command.add_argument("--splits", required=True, help="split CSV of the dataset")
     command.add_argument("--fold", required=True, type=int)
-    command.add_argument("--kind", required=True, choices=KINDS)
+    command.add_argument("--kind", required=True, help="run kind: e2e, two_stage")
     source = command.add_mutually_exclusive_group(required=True)
     source.add_argument("--store", help="patch store (LMDB) for kind e2e")
     source.add_argument("--features-dir", help="feature directory for kind two_stage")

@@ -2,13 +2,18 @@
 
 Used by feature extraction and by E2E validation/prediction: a slide of 40k patches is never
 held in memory as images, only as features, which avoids the out-of-memory failures at
-inference that users report for the official code.
+inference that users report for the official code. The next chunks are read and decoded while
+the encoder runs on the current one (worker processes, or one thread when there are none:
+LMDB reads, libjpeg-turbo and the resize release the GIL), so the encoder never waits for JPEG.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +23,9 @@ from torchvision.transforms.v2 import functional as TF
 from abmilx.tiling.store import PatchStore
 
 CHANNEL_ORDERS = ("rgb", "bgr")
+PREFETCH_CHUNKS = 2  # chunks decoded ahead of the encoder: memory stays a few chunks
+
+T = TypeVar("T")
 
 
 def to_chw_tensor(patches: np.ndarray, channel_order: str = "rgb") -> torch.Tensor:
@@ -75,10 +83,57 @@ class SlideChunks(Dataset):
         if self._store is None:
             self._store = PatchStore(self.store_path)
         slide_id, start, stop = self.items[index]
-        indices = np.arange(start, stop)
-        patches = self._store.read(slide_id, self.scale, indices)
+        try:
+            patches = self._store.read(slide_id, self.scale, np.arange(start, stop))
+        except ValueError as error:  # a JPEG that does not decode
+            raise ValueError(
+                f"{self.store_path}: slide {slide_id!r} scale {self.scale!r} patches "
+                f"{start}..{stop - 1}: {error}"
+            ) from error
         images = resize_patches(to_chw_tensor(patches, self.channel_order), self.image_size)
         return {"slide_id": slide_id, "start": start, "stop": stop, "images": images}
+
+
+def prefetch(items: Iterable[T], depth: int = PREFETCH_CHUNKS) -> Iterator[T]:
+    """Yield `items`, produced by a background thread that runs up to `depth` items ahead.
+
+    Errors of the producer are raised in the consumer; closing the generator early stops the
+    thread after at most one more item.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(entry: tuple) -> bool:
+        """Put unless the consumer has gone; False when it has."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as error:  # handed to the consumer
+            offer((done, error))
+
+    threading.Thread(target=produce, name="prefetch", daemon=True).start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def iter_slide_features(
@@ -91,20 +146,47 @@ def iter_slide_features(
     image_size: int = 224,
     channel_order: str = "rgb",
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:
     """Yield (slide_id, features (n, d) float32 on CPU, coords (n, 2) int64) per slide, in order.
 
-    `encode` maps a (k, 3, S, S) uint8 chunk to (k, d) features. Slides without patches at
+    `encode` maps a (k, 3, S, S) uint8 chunk to (k, d) features. Chunks are decoded ahead in
+    `num_workers` processes (or one thread when 0) and written into one preallocated feature
+    tensor per slide, so memory is that tensor plus a few chunks whatever the slide size.
+    `pin_memory` pins the chunks for asynchronous copies to a GPU. Slides without patches at
     `scale` are skipped (the caller sees them missing).
     """
     dataset = SlideChunks(store_path, slide_ids, scale, chunk_size, image_size, channel_order)
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+    if num_workers > 0:
+        chunks: Iterable[dict] = DataLoader(
+            dataset,
+            batch_size=None,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            prefetch_factor=max(1, PREFETCH_CHUNKS // num_workers),  # chunks ahead, in all
+            generator=torch.Generator(),  # its seed draw must not consume the global RNG
+        )
+    else:
+
+        def read(index: int) -> dict:
+            chunk = dataset[index]
+            if pin_memory:
+                chunk["images"] = chunk["images"].pin_memory()
+            return chunk
+
+        chunks = prefetch(read(index) for index in range(len(dataset)))
     store = PatchStore(str(store_path))
-    parts: list[torch.Tensor] = []
-    for chunk in loader:
-        parts.append(encode(chunk["images"]).float().cpu())
-        slide_id = chunk["slide_id"]
-        if chunk["stop"] == dataset.counts[slide_id]:
+    features: torch.Tensor | None = None
+    for chunk in chunks:
+        slide_id, start, stop = chunk["slide_id"], chunk["start"], chunk["stop"]
+        encoded = encode(chunk["images"])
+        if start == 0:
+            count = dataset.counts[slide_id]
+            features = torch.empty((count, *encoded.shape[1:]), dtype=torch.float32)
+        assert features is not None  # chunks of a slide come in order, from start 0
+        features[start:stop] = encoded
+        if stop == dataset.counts[slide_id]:
             coords = np.asarray(store.coords(slide_id, scale), dtype=np.int64)
-            yield slide_id, torch.cat(parts), coords
-            parts = []
+            yield slide_id, features, coords
+            features = None

@@ -1,22 +1,35 @@
-"""Offline patch features for two-stage MIL: one `<slide_id>.pt` per slide of a PatchStore."""
+"""Offline patch features for two-stage MIL: one `<slide_id>.pt` per slide of a PatchStore.
+
+Extraction is resumable per slide, as TRIDENT's: finished slides are written one by one to
+`<out_dir>.partial/` (which Snakemake does not delete when the job fails), with a fingerprint of
+everything that determines them; a rerun with the same fingerprint encodes only the slides not
+there yet, so a crash on slide 900 of 1,000 costs one slide. The folder becomes `out_dir` when
+every slide is done.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from abmilx.features.data import iter_slide_features
 from abmilx.models import create_encoder
+from abmilx.progress import Progress
+from abmilx.provenance import code_digest, config_hash
 from abmilx.tiling.store import PatchStore
 from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
 from abmilx.training.seeding import seed_everything
 
 log = logging.getLogger(__name__)
+
+FINGERPRINT = "fingerprint.json"
 
 
 def make_encode_fn(
@@ -39,6 +52,45 @@ def make_encode_fn(
     return encode
 
 
+def partial_dir(out_dir: str | Path) -> Path:
+    """Where finished slides wait until the whole extraction is done."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def _fingerprint(store: PatchStore, settings: dict) -> dict:
+    """What the features of a slide depend on: settings, the store's content list, the code."""
+    meta = json.dumps(store.meta, sort_keys=True).encode()
+    return {
+        "settings": config_hash(settings),
+        "store": hashlib.sha256(meta).hexdigest()[:16],
+        "code": code_digest("features", "models", "tiling/store.py"),
+    }
+
+
+def _finished_slides(work: Path, fingerprint: dict) -> set[str]:
+    """Slide ids already in `work` from an interrupted run with the same fingerprint.
+
+    A folder with another fingerprint is discarded, with one log line naming what changed.
+    """
+    if not work.is_dir():
+        return set()
+    path = work / FINGERPRINT
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    changed = [key for key in fingerprint if previous.get(key) != fingerprint[key]]
+    if changed:
+        log.info("discarding the unfinished slides in %s: %s changed", work, ", ".join(changed))
+        shutil.rmtree(work)
+        return set()
+    return {file.stem for file in work.glob("*.pt")}
+
+
+def _save_atomic(record: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(record, tmp)
+    os.replace(tmp, path)
+
+
 def extract(
     store: str | Path,
     out_dir: str | Path,
@@ -58,9 +110,19 @@ def extract(
 
     Each file holds {"features": float32 (n, d), "coords": int64 (n, 2), "encoder", "weights",
     "scale", "mpp", "image_size", "channel_order"}. Random weights are drawn after seeding with
-    `seed`, so "random" features are reproducible. Returns {"patches", "seconds",
-    "patches_per_second"}.
+    `seed`, so "random" features are reproducible, and a resumed run writes the same files as
+    an uninterrupted one. Returns {"patches", "seconds", "patches_per_second" (of the patches
+    encoded by this call), "slides_encoded", "slides_skipped"}.
     """
+    settings = {
+        "encoder": encoder,
+        "weights": str(weights),
+        "scale": scale,
+        "image_size": image_size,
+        "seed": seed,
+        "channel_order": channel_order,
+        "amp": amp,
+    }
     set_threads(threads)
     seed_everything(seed)
     torch_device = resolve_device(device)
@@ -70,48 +132,65 @@ def extract(
     patch_store = PatchStore(str(store))
     mpp = float(patch_store.meta["scales"][scale]["mpp"])
     slide_ids = list(patch_store.slide_ids)
-    total = sum(patch_store.count(slide_id, scale) for slide_id in slide_ids)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, work = Path(out_dir), partial_dir(out_dir)
+    fingerprint = _fingerprint(patch_store, settings)
+    finished = _finished_slides(work, fingerprint)
+    todo = [slide_id for slide_id in slide_ids if slide_id not in finished]
+    if finished:
+        log.info(
+            "resuming: %d of %d slides already done in %s", len(finished), len(slide_ids), work
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    (work / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1))
+
+    total = sum(patch_store.count(slide_id, scale) for slide_id in todo)
+    progress = Progress(f"features {encoder}", total=total, unit="patches", logger=log)
+
+    def encode_counted(images: torch.Tensor) -> torch.Tensor:
+        features = encode(images)
+        progress.update(len(images))
+        return features
+
     started = time.perf_counter()
-    done = 0
-    with tqdm(total=total, unit="patch", desc=f"features {encoder}") as bar:
-        for slide_id, features, coords in iter_slide_features(
-            store,
-            slide_ids,
-            encode,
-            scale=scale,
-            chunk_size=batch_size,
-            image_size=image_size,
-            channel_order=channel_order,
-            num_workers=num_workers,
-        ):
-            record = {
-                "features": features.float().contiguous(),
-                "coords": torch.from_numpy(coords),
-                "encoder": encoder,
-                "weights": str(weights),
-                "scale": scale,
-                "mpp": mpp,
-                "image_size": image_size,
-                "channel_order": channel_order,
-            }
-            path = out_dir / f"{slide_id}.pt"
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(record, tmp)
-            os.replace(tmp, path)
-            done += len(features)
-            bar.update(len(features))
+    slides_done = 0
+    for slide_id, features, coords in iter_slide_features(
+        store,
+        todo,
+        encode_counted,
+        scale=scale,
+        chunk_size=batch_size,
+        image_size=image_size,
+        channel_order=channel_order,
+        num_workers=num_workers,
+        pin_memory=torch_device.type == "cuda",
+    ):
+        record = {
+            "features": features.contiguous(),
+            "coords": torch.from_numpy(coords),
+            "encoder": encoder,
+            "weights": str(weights),
+            "scale": scale,
+            "mpp": mpp,
+            "image_size": image_size,
+            "channel_order": channel_order,
+        }
+        _save_atomic(record, work / f"{slide_id}.pt")
+        slides_done += 1
     seconds = time.perf_counter() - started
-    rate = done / seconds if seconds > 0 else float("nan")
-    log.info(
-        "extracted %d patches of %d slides in %.1fs (%.1f patches/s)",
-        done,
-        len(slide_ids),
-        seconds,
-        rate,
-    )
-    return {"patches": done, "seconds": seconds, "patches_per_second": rate}
+    progress.finish(slides=f"{slides_done} encoded, {len(finished)} skipped")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in work.glob("*.pt"):
+        os.replace(file, out_dir / file.name)
+    shutil.rmtree(work)
+    rate = progress.done / seconds if seconds > 0 else float("nan")
+    return {
+        "patches": progress.done,
+        "seconds": seconds,
+        "patches_per_second": rate,
+        "slides_encoded": slides_done,
+        "slides_skipped": len(finished),
+    }
 
 
 def load_features(path: str | Path) -> dict:

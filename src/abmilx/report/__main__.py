@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     tables.add_argument("--out-dir", required=True)
     tables.add_argument("--settings", required=True, help="JSON: datasets and experiments")
     tables.add_argument("--qc", help="results/qc/slides.tsv, summarised per dataset")
+    tables.add_argument(
+        "--tables", default="{}", help="JSON: declared tables (abmilx.report.tables.plan_tables)"
+    )
     figures = commands.add_parser("figures", help="attention heatmaps")
     figures.add_argument("--out-dir", required=True)
     figures.add_argument("--settings", required=True, help="JSON: runs to draw")
@@ -30,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         table = write_qc_table(args.records, args.out)
         print(table["status"].value_counts().to_string())
     elif args.command == "tables":
-        table = write_tables(args.metrics, args.out_dir, json.loads(args.settings), args.qc)
+        table = write_tables(
+            args.metrics, args.out_dir, json.loads(args.settings), args.qc, json.loads(args.tables)
+        )
         print(f"{len(table)} rows written to {args.out_dir}")
     else:
         print(f"wrote {attention_heatmaps(json.loads(args.settings), args.out_dir)}")

@@ -1,4 +1,8 @@
-"""The paper's tables: every run's bootstrap estimate with its 95 % interval, as CSV and Markdown."""
+"""The paper's tables: every run's bootstrap estimate with its 95 % interval, as CSV and Markdown.
+
+``main`` lists every run; the tables declared in the config (``tables:``) are rendered by one
+function, :func:`render_table`, with the paper's values beside ours.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
+
+from abmilx.report.paper import load_paper_values, paper_cell
 
 # Which metric a table shows for each task (the paper: AUC for subtyping/diagnosis, accuracy for
 # grading, C-index for survival); the other metrics stay in the CSV.
@@ -132,6 +138,7 @@ def write_tables(
     out_dir: str | Path,
     settings: Mapping,
     qc_table: str | Path | None = None,
+    plans: Mapping[str, Mapping] | None = None,
 ):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +150,277 @@ def write_tables(
             + _markdown(cohort)
             + "\n\nPer-slide detail and the reason of every failed slide: results/qc/slides.tsv.\n"
         )
-    table = main_table(load_runs(metric_files), settings)
+    runs = load_runs(metric_files)
+    table = main_table(runs, settings)
     table.to_csv(out_dir / "main.csv", index=False, float_format="%.6g")
     (out_dir / "main.md").write_text("# Main results\n\n" + headline_markdown(table, settings))
+    write_declared_tables(runs, plans or {}, out_dir)
     return table
+
+
+# --- Declared tables (config `tables:`): rows = experiments or a grid's points, columns = datasets,
+# each cell our bootstrap mean [95 % CI] with the paper's value beside it. ------------------------
+
+METRIC_LABEL = {"auc": "AUC", "balanced_accuracy": "Acc.", "c_index": "C-index"}
+
+
+def plan_tables(
+    tables: Mapping[str, Mapping], experiments, datasets: Mapping[str, str]
+) -> dict[str, dict]:
+    """Resolve each declared table to its rows (runs) and columns, at parse time.
+
+    ``experiments`` is an :class:`abmilx.experiments.ExperimentSet`; ``datasets`` maps each
+    dataset to its task. Unknown experiments, grids or datasets fail here, naming the key.
+    """
+    plans = {}
+    paper_values = load_paper_values()
+    for name, spec in tables.items():
+        where = f"config key 'tables/{name}"
+        names = list(spec["rows"])
+        if spec["grid"] is not None:
+            if spec["grid"] not in experiments.grids:
+                raise ValueError(
+                    f"{where}/grid': no grid experiment {spec['grid']!r}; "
+                    f"grids: {', '.join(experiments.grids) or 'none'}"
+                )
+            names += [point["name"] for point in experiments.grids[spec["grid"]]["points"]]
+        rows = []
+        for experiment in names:
+            if experiment not in experiments.experiments:
+                raise ValueError(
+                    f"{where}/rows': no experiment {experiment!r}; "
+                    f"known: {', '.join(experiments.experiments)}"
+                )
+            resolved = experiments.experiments[experiment]
+            rows.append(
+                {
+                    "label": resolved["title"] or experiment,
+                    "experiment": experiment,
+                    "run": experiments.run_of[experiment],
+                    "datasets": resolved["datasets"],
+                    "paper_row": spec["paper"]["rows"].get(experiment),
+                    "reason": None,
+                }
+            )
+        for label, reason in spec["unavailable"].items():
+            rows.append(
+                {
+                    "label": label,
+                    "experiment": None,
+                    "run": None,
+                    "datasets": None,
+                    "paper_row": spec["paper"]["rows"].get(label),
+                    "reason": reason,
+                }
+            )
+        labels = [row["label"] for row in rows]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(
+                f"{where}/rows': several rows are labelled {repeated}; give them distinct titles"
+            )
+        unknown = (
+            set(spec["paper"]["rows"]) - {r["experiment"] for r in rows} - set(spec["unavailable"])
+        )
+        if unknown:
+            raise ValueError(f"{where}/paper/rows': not a row of the table: {sorted(unknown)}")
+        columns = []
+        for dataset in spec["datasets"] or list(datasets):
+            if dataset not in datasets:
+                raise ValueError(
+                    f"{where}/datasets': no dataset {dataset!r}; known: {', '.join(datasets)}"
+                )
+            headline = HEADLINE_METRIC[datasets[dataset]]
+            for metric in spec["metrics"] or [headline]:
+                paper = spec["paper"]["columns"].get(dataset) if metric == headline else None
+                columns.append({"dataset": dataset, "metric": metric, "paper": paper})
+        unknown = set(spec["paper"]["columns"]) - {c["dataset"] for c in columns}
+        if unknown:
+            raise ValueError(
+                f"{where}/paper/columns': not a dataset of the table: {sorted(unknown)}"
+            )
+        _check_paper_references(where, spec["paper"], paper_values)
+        plans[name] = {
+            "title": spec["title"] or name,
+            "note": spec["note"],
+            "decimals": spec["decimals"],
+            "rows": rows,
+            "columns": columns,
+        }
+    return plans
+
+
+def _check_paper_references(where: str, references: Mapping, paper: pd.DataFrame) -> None:
+    """Each paper column must exist in its table, each paper row in one of the tables named."""
+    for dataset, reference in references["columns"].items():
+        columns = set(paper.loc[paper.table == reference["table"], "column"])
+        if reference["column"] not in columns:
+            raise ValueError(
+                f"{where}/paper/columns/{dataset}': the paper's {reference['table']!r} has no "
+                f"column {reference['column']!r}; it has: {', '.join(sorted(columns)) or 'none'}"
+            )
+    tables = {reference["table"] for reference in references["columns"].values()}
+    rows = set(paper.loc[paper.table.isin(tables), "row"])
+    for row, label in references["rows"].items():
+        if label not in rows:
+            raise ValueError(
+                f"{where}/paper/rows/{row}': no row {label!r} in the paper's "
+                f"{', '.join(sorted(tables)) or '(no paper columns given)'}"
+            )
+
+
+def _cell_value(run: Mapping | None, metric: str) -> Mapping | None:
+    """A metric's bootstrap summary, or a cost figure as {point: value}; None if absent."""
+    if run is None:
+        return None
+    if metric.startswith("cost."):
+        value = run["cost"].get(metric.removeprefix("cost."))
+        return None if value is None else {"point": value}
+    return run["metrics"].get(metric)
+
+
+def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -> pd.DataFrame:
+    """Long table of one declared table: a row per (row, column) with ours, the paper's, why not."""
+    records = []
+    for row in plan["rows"]:
+        for column in plan["columns"]:
+            dataset, metric = column["dataset"], column["metric"]
+            reason = row["reason"]
+            run = None
+            if reason is None and row["datasets"] is not None and dataset not in row["datasets"]:
+                reason = f"not run on {dataset} (runs on {', '.join(row['datasets'])})"
+            if reason is None:
+                run = runs.get((row["run"], dataset))
+                if run is None:
+                    raise ValueError(f"no metrics.json of run {row['run']!r} on {dataset!r}")
+            summary = _cell_value(run, metric)
+            if reason is None and summary is None:
+                reason = f"{metric} not computed for this task"
+            reference = column["paper"]
+            records.append(
+                {
+                    "row": row["label"],
+                    "experiment": row["experiment"] or "",
+                    "run": row["run"] or "",
+                    "dataset": dataset,
+                    "metric": metric,
+                    **{
+                        key: (summary or {}).get(key)
+                        for key in ("point", "mean", "ci_low", "ci_high", "std", "n")
+                    },
+                    "paper_table": reference["table"] if reference else "",
+                    "paper_row": row["paper_row"] or "",
+                    "paper_column": reference["column"] if reference else "",
+                    "paper_value": (
+                        paper_cell(paper, reference["table"], row["paper_row"], reference["column"])
+                        if reference and row["paper_row"]
+                        else None
+                    ),
+                    "reason": reason or "",
+                    "encoder_weights": (run or {}).get("provenance", {}).get("encoder_weights"),
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def _ours(record: Mapping, decimals: int) -> str:
+    if record["reason"]:
+        return record["reason"]
+    if record["metric"].startswith("cost."):
+        return f"{record['point']:.4g}"
+    return (
+        f"{100 * record['mean']:.{decimals}f} "
+        f"[{100 * record['ci_low']:.{decimals}f}, {100 * record['ci_high']:.{decimals}f}]"
+    )
+
+
+def _wide(cells: pd.DataFrame, plan: Mapping) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: Method, then per column ours and, where the paper has it, the paper's."""
+    header = ["Method"]
+    keys = []
+    for column in plan["columns"]:
+        metric = METRIC_LABEL.get(column["metric"], column["metric"])
+        header.append(f"{column['dataset']} ({metric})")
+        keys.append((column, False))
+        if column["paper"]:
+            header.append(f"paper: {column['paper']['table']} {column['paper']['column']}")
+            keys.append((column, True))
+    body = []
+    for label, group in cells.groupby("row", sort=False):
+        line = [label]
+        for column, is_paper in keys:
+            record = group[
+                (group.dataset == column["dataset"]) & (group.metric == column["metric"])
+            ].iloc[0]
+            if is_paper:
+                line.append(record["paper_value"] or "–")
+            else:
+                line.append(_ours(record, plan["decimals"]))
+        body.append(line)
+    return header, body
+
+
+def _notes(cells: pd.DataFrame, plan: Mapping) -> list[str]:
+    notes = [
+        "Ours: bootstrap mean over test-set resamples ×100 with the 2.5 and 97.5 percentiles in "
+        "brackets. Paper: the published value ± the published bootstrap std (the official code's "
+        "±, not an interval); – where the paper has no such cell."
+    ]
+    if plan["note"]:
+        notes.append(plan["note"])
+    if "random" in {str(w) for w in cells["encoder_weights"].dropna()}:
+        notes.append(
+            "Encoders were initialised at random (no pretrained weights were available), so "
+            "these numbers are not comparable with the paper's."
+        )
+    return notes
+
+
+def _latex(text: str) -> str:
+    for char, escaped in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
+                          ("_", r"\_"), ("#", r"\#"), ("$", r"\$"), ("±", r"$\pm$"),
+                          ("×", r"$\times$"), ("–", "--")]:  # fmt: skip
+        text = text.replace(char, escaped)
+    return text
+
+
+def render_table(name: str, plan: Mapping, cells: pd.DataFrame, out_dir: Path) -> None:
+    """results/tables/<name>.csv (long, every number), .md and .tex (wide, as in the paper)."""
+    cells.drop(columns="encoder_weights").to_csv(
+        out_dir / f"{name}.csv", index=False, float_format="%.6g"
+    )
+    header, body = _wide(cells, plan)
+    notes = _notes(cells, plan)
+    markdown = [f"# {plan['title']}", "", "| " + " | ".join(header) + " |"]
+    markdown.append("|" + "---|" * len(header))
+    markdown += ["| " + " | ".join(line) + " |" for line in body]
+    (out_dir / f"{name}.md").write_text("\n".join([*markdown, "", *notes]) + "\n")
+    tex = [
+        r"\begin{table}",
+        r"\centering",
+        rf"\caption{{{_latex(plan['title'])}. {_latex(' '.join(notes))}}}",
+        r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_latex(h) for h in header) + r" \\",
+        r"\midrule",
+        *[" & ".join(_latex(cell) for cell in line) + r" \\" for line in body],
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    (out_dir / f"{name}.tex").write_text("\n".join(tex) + "\n")
+
+
+def write_declared_tables(
+    runs: list[dict], plans: Mapping[str, Mapping], out_dir: str | Path
+) -> dict[str, pd.DataFrame]:
+    """Render every declared table from the runs' metrics.json contents."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_key = {(run["experiment"], run["dataset"]): run for run in runs}
+    paper = load_paper_values()
+    rendered = {}
+    for name, plan in plans.items():
+        rendered[name] = table_cells(plan, by_key, paper)
+        render_table(name, plan, rendered[name], out_dir)
+    return rendered

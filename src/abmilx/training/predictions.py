@@ -1,13 +1,68 @@
-"""Shared shape of predictions: rows of logits per slide and attention with coordinates."""
+"""Prediction with a trained run of any kind: logits per slide and attention with coordinates."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from abmilx.training.devices import resolve_amp, resolve_device, set_threads
+from abmilx.training.runs import load_run
+from abmilx.training.task import task_type
 
 log = logging.getLogger(__name__)
+WEIGHTS = {"main": "state_dict", "ema": "ema_state_dict"}
+
+
+def predict(
+    run: str | Path,
+    source: str | Path,
+    slide_ids: Sequence[str],
+    threads: int = 1,
+    *,
+    case_ids: Sequence[str] | None = None,
+    weights: str = "main",
+    device: str = "auto",
+    num_workers: int = 0,
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Logits per slide and attention with coords, from a run directory or its model.pt.
+
+    The kind (and so what `source` is: a feature folder, a patch store) comes from the
+    checkpoint. Returns a DataFrame with `slide_id`, `logit_0..logit_{C-1}` (and `case_id` when
+    given) and {slide_id: {"coords": (n, 2) int64, "attention": (H, n) float32}}. With
+    `case_ids` (one per slide) the slides of a case form one bag, as in survival training: every
+    slide of the case gets the case's logits and its own slice of the case's attention. Slides
+    without data are skipped with a warning; models without attention give no attention entry.
+    `weights` is "main" or "ema" (the EMA teacher, when the run kept one); `num_workers` are the
+    loader processes of kinds that decode patches.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+    set_threads(threads)
+    torch_device = resolve_device(device)
+    checkpoint = load_run(run)
+    if WEIGHTS[weights] not in checkpoint:
+        raise ValueError(f"run {run} ({checkpoint['kind']}) has no {weights} weights")
+    kind = task_type(checkpoint["kind"])
+    config = kind.settings_type.from_checkpoint(checkpoint["settings"])
+    amp_dtype = resolve_amp(config.amp, torch_device)
+    task = kind(source, config, torch_device, amp_dtype, num_workers)
+    classes = checkpoint["classes"]
+    model = task.build_model(len(classes), pretrained=False)
+    model.load_state_dict(checkpoint[WEIGHTS[weights]])
+    groups = group_slides(slide_ids, case_ids, available=task.available())
+    results = task.infer_logged(model, [members for _, members in groups], "predict")
+    rows, attention = [], {}
+    for (case_id, members), result in zip(groups, results, strict=True):
+        logits = result.output.logits.float().cpu().numpy()[0]
+        collect_predictions(
+            rows, attention, case_id, members, result.coords, logits, result.output.attention
+        )
+    frame = pd.DataFrame(rows, columns=prediction_columns(len(classes), case_ids is not None))
+    return frame, attention
 
 
 def group_slides(

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from abmilx.training.task import task_type
+
 RUN_FILE = "model.pt"
 LOG_FILE = "train_log.csv"
 RESUME_DIR = ".resume"
@@ -42,9 +44,8 @@ def save_run(
     ema_state_dict: dict[str, torch.Tensor] | None = None,
     selection: dict | None = None,
 ) -> None:
-    """Write a run checkpoint (`model.pt`); `kind` is "e2e" or "two_stage"."""
-    if kind not in ("e2e", "two_stage"):
-        raise ValueError(f"unknown run kind {kind!r}")
+    """Write a run checkpoint (`model.pt`); `kind` is a registered run kind."""
+    task_type(kind)  # fails on an unknown kind
     payload = {
         "kind": kind,
         "task": task,

@@ -1,5 +1,6 @@
-"""Two-stage MIL training on offline features, and prediction with attention."""
+"""Two-stage MIL training on offline features; prediction is `abmilx.training.predict`."""
 
-from abmilx.two_stage.train import TwoStageSettings, predict, train
+from abmilx.training import predict
+from abmilx.two_stage.train import TwoStageSettings, TwoStageTask, train
 
-__all__ = ["TwoStageSettings", "predict", "train"]
+__all__ = ["TwoStageSettings", "TwoStageTask", "predict", "train"]

@@ -1,0 +1,91 @@
+"""The `abmilx` command (also `python -m abmilx`): what users need without writing Snakemake.
+
+abmilx validate CONFIG [TARGET ...]   check a config as the workflow would, run nothing
+abmilx predict --run RUN --slides SHEET --out DIR   apply a trained run to new slides
+abmilx info STORE|RUN                 what a patch store or a run holds, how it was made
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from abmilx.cli.validate import summary, validate
+
+    result = validate(args.config, args.targets, directory=args.directory)
+    print(summary(args.config, result), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from abmilx.cli.predict import predict_slides
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
+    predictions = predict_slides(**options)
+    print(predictions.to_string(index=False))
+    print(f"wrote {args.out}/predictions.csv, attention.npz, heatmaps/, slides.tsv")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from abmilx.cli.info import info, render, to_json
+
+    found = info(args.path)
+    print(to_json(found) if args.json else render(found))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="abmilx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("validate", help="check a config as the workflow would")
+    check.add_argument("config", help="YAML config (replaces the repository's config.yaml)")
+    check.add_argument("targets", nargs="*", help="targets to check (default: the whole demo)")
+    check.add_argument(
+        "--directory", default=".", help="working directory whose results/ count (default: .)"
+    )
+    check.set_defaults(handler=_validate)
+
+    apply = commands.add_parser("predict", help="apply a trained run to new slides")
+    apply.add_argument("--run", required=True, help="run folder (fold<k>/ or its experiment)")
+    apply.add_argument(
+        "--slides", required=True, help="slide sheet: slide_id, case_id, path[, mpp]"
+    )
+    apply.add_argument("--out", required=True, help="new or empty output folder")
+    apply.add_argument("--labels", help="optional label sheet: fills the label column")
+    apply.add_argument("--fold", type=int, help="fold of an experiment folder with several")
+    apply.add_argument("--store", help="the run's training patch store (default: from layout)")
+    apply.add_argument(
+        "--features",
+        dest="features_dir",
+        metavar="DIR",
+        help="two-stage: the run's feature set (default: from layout)",
+    )
+    apply.add_argument("--weights", choices=("main", "ema"), default="main")
+    apply.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    apply.add_argument("--threads", type=int, default=1)
+    apply.set_defaults(handler=_predict)
+
+    show = commands.add_parser("info", help="what a patch store or run holds")
+    show.add_argument("path", help="patch store (.lmdb), run folder, experiment folder or model.pt")
+    show.add_argument("--json", action="store_true", help="machine-readable JSON")
+    show.set_defaults(handler=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code (1 with a message on errors)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"abmilx {args.command}: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,127 @@
+"""The task protocol that the one trainer drives, and the registry of run kinds.
+
+A kind (two-stage, E2E, later C2C or fine-tuning baselines) says where bags come from and how
+its model turns a batch into a MILOutput; the trainer owns everything else. Adding a kind means
+one module with a `Task` subclass and one entry in `_LOADERS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from abmilx.models import MILOutput
+from abmilx.progress import Progress
+from abmilx.training.bags import Bag
+from abmilx.training.settings import TrainSettings
+
+
+@dataclass
+class BagResult:
+    """Inference on one bag: the MIL output, each member slide's coords, the instance features."""
+
+    output: MILOutput
+    coords: list[np.ndarray]
+    features: torch.Tensor
+
+
+class Task(ABC):
+    """One kind of run: its settings type, data source, model and data path.
+
+    `source` is what the kind reads (a feature folder, a patch store); `amp_dtype` is the
+    autocast dtype the trainer chose; `num_workers` overrides the settings' loader workers.
+    """
+
+    kind: ClassVar[str]
+    settings_type: ClassVar[type[TrainSettings]]
+
+    def __init__(
+        self,
+        source: str | Path,
+        config: TrainSettings,
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        num_workers: int | None = None,
+    ) -> None:
+        self.source = source
+        self.config = config
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.num_workers = num_workers
+
+    @abstractmethod
+    def available(self) -> set[str]:
+        """Slide ids that have data (features or patches); the others are skipped."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What identifies the data read (names, sizes, mtimes or a meta digest), for resume."""
+
+    @abstractmethod
+    def build_model(self, n_classes: int, *, pretrained: bool) -> nn.Module:
+        """The model on self.device; `pretrained` loads initial weights (False: a checkpoint
+        will be loaded into it)."""
+
+    def record(self) -> dict[str, Any]:
+        """Extra settings saved in model.pt (e.g. the feature dimension)."""
+        return {}
+
+    def batch_size(self) -> int:
+        """Bags per rank per step."""
+        return 1
+
+    @abstractmethod
+    def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterable[dict]:
+        """One batch dict per entry of `steps` (indices into `bags`), with "inputs", "label"
+        and "event" tensors (CPU is fine, the trainer moves them)."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module, inputs: torch.Tensor, label: torch.Tensor) -> MILOutput:
+        """Training forward of `model` (possibly a DDP wrapper) on a batch."""
+
+    @abstractmethod
+    def infer(self, model: nn.Module, bags: Sequence[Sequence[str]]) -> Iterator[BagResult]:
+        """Inference on every instance of each bag (a list of slide ids), in order."""
+
+    def infer_logged(
+        self, model: nn.Module, bags: Sequence[Sequence[str]], what: str, summary: bool = True
+    ) -> Iterator[BagResult]:
+        """`infer` with a progress line at least every 30 s (whole slides can take minutes),
+        and a closing line when `summary`."""
+        progress = Progress(what, len(bags), "bags")
+        for result in self.infer(model, bags):
+            progress.update()
+            yield result
+        if summary:
+            progress.finish()
+
+
+def _two_stage() -> type[Task]:
+    from abmilx.two_stage.train import TwoStageTask
+
+    return TwoStageTask
+
+
+def _e2e() -> type[Task]:
+    from abmilx.e2e.train import E2ETask
+
+    return E2ETask
+
+
+# Imported lazily: the kinds build on this package, not the other way round.
+_LOADERS = {"two_stage": _two_stage, "e2e": _e2e}
+KINDS = tuple(_LOADERS)
+
+
+def task_type(kind: str) -> type[Task]:
+    """The Task class of a run kind (a checkpoint's `kind`)."""
+    if kind not in _LOADERS:
+        raise ValueError(f"unknown run kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    return _LOADERS[kind]()

@@ -1,0 +1,43 @@
+"""`abmilx validate CONFIG`: the workflow's own checks, by a dry run, with a summary or the error."""
+
+import subprocess
+import sys
+
+import yaml
+
+from abmilx.cli import main
+from abmilx.config import REPO_ROOT
+
+TINY_CONFIG = REPO_ROOT / "tests" / "integration" / "tiny_config.yaml"
+
+
+def test_a_good_config_is_ok_with_its_datasets_experiments_and_jobs(tmp_path, capsys):
+    code = main(["validate", str(TINY_CONFIG), "--directory", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith(f"OK {TINY_CONFIG}")
+    assert "tiny: subtyping (IDC, ILC), from synthetic" in out
+    assert "abmilx_e2e: e2e, on every dataset" in out
+    assert "segment_tissue 10" in out and "train_e2e 1" in out
+    assert not (tmp_path / "results").exists()  # a dry run: nothing was made
+
+
+def test_a_bad_config_fails_with_the_key_and_exit_code_1(tmp_path, capsys):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["experiments"]["abmilx_e2e"]["settings"]["n_patchez"] = 12
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    code = main(["validate", str(bad), "--directory", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"INVALID {bad}")
+    assert "experiments/abmilx_e2e/settings" in err and "n_patchez" in err
+    assert "Traceback" not in err
+
+
+def test_python_m_abmilx_is_the_same_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "abmilx", "validate", "missing.yaml"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "config file" in result.stderr and "missing.yaml does not exist" in result.stderr

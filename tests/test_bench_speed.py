@@ -1,0 +1,35 @@
+"""The speed benches run end to end at tiny sizes and print each figure beside its limit."""
+
+import importlib
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    return lambda name: importlib.import_module(f"bench.{name}")
+
+
+def test_bootstrap_bench(bench, capsys):
+    seconds = bench("bootstrap_metrics").main(["--cases", "300", "--resamples", "50"])
+    assert len(seconds) == 3 and all(0 < s < 60 for s in seconds.values())
+    assert capsys.readouterr().out.count("(limit < 1 CPU s)") == 3
+
+
+def test_inference_bench(bench, capsys):
+    results = bench("inference").main(["--patches", "64"])
+    assert len(results) == 2
+    for rates in results.values():
+        assert rates["full_patches_per_s"] > 0 and rates["pure_patches_per_s"] > 0
+    assert capsys.readouterr().out.count("(limit >= 0.8)") == 2
+
+
+def test_e2e_step_bench(bench, capsys):
+    result = bench("e2e_step").main(["--steps", "1", "--warmup", "0"])
+    assert result["device"] in ("cpu", "cuda") and math.isfinite(result["ratio"])
+    assert "full-path step rate / pure-model step rate" in capsys.readouterr().out

@@ -1,0 +1,209 @@
+"""Experiment presets, bases and grids: expansion, inheritance, run identity, stable names."""
+
+import copy
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from abmilx.config import REPO_ROOT, ConfigError, load_config, validate_config
+from abmilx.experiments import get_preset, list_presets, resolve_experiments, run_identity
+from abmilx.models.mil.abmilx import ABMILX
+
+# The shipped configs' experiments before presets existed: presets must keep their settings.
+BEFORE_PRESETS = yaml.safe_load(
+    (Path(__file__).with_name("experiments_before_presets.yaml")).read_text()
+)
+DATASETS = {
+    "d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}},
+    "e": {"task": "survival", "synthetic": {}},
+}
+FEATURES = {"r50": {"encoder": "resnet50_layer3", "weights": "random"}}
+
+
+def _resolve(experiments):
+    config = validate_config(
+        {"datasets": DATASETS, "feature_sets": FEATURES, "experiments": experiments}
+    )
+    return resolve_experiments(config)
+
+
+def _effective(experiment):
+    """Settings as the model sees them: ABMILX's attn_plus=True is its constructor default."""
+    experiment = copy.deepcopy(experiment)
+    settings = experiment["settings"]
+    default = inspect.signature(ABMILX).parameters["attn_plus"].default
+    if settings["mil"] == "abmilx" and settings["mil_kwargs"].get("attn_plus") == default:
+        del settings["mil_kwargs"]["attn_plus"]
+    return experiment
+
+
+@pytest.mark.parametrize("path", sorted(BEFORE_PRESETS))
+def test_presets_keep_the_shipped_configs_settings(path):
+    config = load_config(REPO_ROOT / path)
+    resolved = resolve_experiments(config)
+    before = validate_config({**config, "experiments": BEFORE_PRESETS[path]})["experiments"]
+    assert [n for n in resolved.experiments if "__" not in n] == list(before)  # + grid points
+    for name, experiment in before.items():
+        expected = {k: experiment[k] for k in ("kind", "title", "datasets", "features", "settings")}
+        assert _effective(resolved.experiments[name]) == _effective(expected), name
+        assert resolved.run_of[name] == name  # no two of them are one run
+
+
+def test_the_demo_keeps_its_exact_settings():
+    """Not only the same model: the same dict, so the demo's finished runs stay up to date."""
+    config = load_config(REPO_ROOT / "config.yaml")
+    before = validate_config({**config, "experiments": BEFORE_PRESETS["config.yaml"]})
+    for name, experiment in before["experiments"].items():
+        assert resolve_experiments(config).runs[name]["settings"] == experiment["settings"]
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_resolves(name):
+    preset = get_preset(name)
+    extra = {"features": "r50"} if preset["kind"] == "two_stage" else {}
+    experiment = _resolve({"x": {"preset": name, **extra}}).experiments["x"]
+    assert (
+        experiment["settings"] == _resolve({"y": {**preset, **extra}}).experiments["y"]["settings"]
+    )
+    assert experiment["title"] == preset["title"]
+
+
+def test_grid_expands_every_combination_with_stable_names():
+    experiments = {
+        "a": {"preset": "abmilx_e2e_r18_subtyping", "settings": {"epochs": 3}},
+        "heads": {
+            "base": "a",
+            "grid": {"settings.mil_kwargs.n_heads": [1, 2], "settings.scale_ratio": [None, 3]},
+        },
+    }
+    resolved = _resolve(experiments)
+    names = [
+        "heads__n_heads-1__scale_ratio-none",
+        "heads__n_heads-1__scale_ratio-3",
+        "heads__n_heads-2__scale_ratio-none",
+        "heads__n_heads-2__scale_ratio-3",
+    ]
+    assert list(resolved.experiments) == ["a", *names]
+    assert [p["name"] for p in resolved.grids["heads"]["points"]] == names
+    point = resolved.experiments["heads__n_heads-2__scale_ratio-none"]
+    assert point["settings"]["mil_kwargs"] == {
+        **get_preset("abmilx_e2e_r18_subtyping")["settings"]["mil_kwargs"],
+        "n_heads": 2,
+    }
+    assert point["settings"]["scale_ratio"] is None and point["settings"]["epochs"] == 3
+    assert point["title"] == "ABMILX + MRIS (E2E, R18) (n_heads=2, scale_ratio=none)"
+    assert "heads" not in resolved.experiments  # a grid is its points
+    assert _resolve(experiments) == resolved
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", n) for n in resolved.experiments)
+
+
+def test_grid_names_that_collide_fail():
+    experiments = {"g": {"kind": "e2e", "grid": {"settings.encoder_weights": ["a b", "a-b"]}}}
+    with pytest.raises(ConfigError, match=r"experiments/g/grid.*g__encoder_weights-a-b"):
+        _resolve(experiments)
+
+
+def test_user_names_cannot_look_like_grid_points():
+    with pytest.raises(ConfigError, match="experiments"):
+        _resolve({"a__b": {"kind": "e2e"}})
+
+
+def test_base_inheritance():
+    resolved = _resolve(
+        {
+            "a": {"preset": "abmilx_e2e_r18_grading", "datasets": ["d"]},
+            "b": {"base": "a", "settings": {"lr": 0.001, "mil_kwargs": {"n_heads": 2}}},
+            "c": {"base": "b", "title": "ABMIL", "settings": {"mil": "abmil"}},
+        }
+    ).experiments
+    a, b, c = resolved["a"], resolved["b"], resolved["c"]
+    assert b["settings"]["lr"] == 0.001 and b["settings"]["optimizer"] == "adam"
+    assert b["settings"]["mil_kwargs"] == {**a["settings"]["mil_kwargs"], "n_heads": 2}
+    assert b["title"] == a["title"] and b["datasets"] == ["d"]
+    # Another MIL model: the old model's options are not carried over.
+    assert c["settings"]["mil"] == "abmil" and c["settings"]["mil_kwargs"] == {}
+    assert c["settings"]["lr"] == 0.001 and c["title"] == "ABMIL"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("settings.n_head", "grid/settings.n_head': unknown key 'n_head'"),
+        ("settings.mil_kwargs.n_head", "grid/settings.mil_kwargs.n_head': unknown key 'n_head'"),
+        ("settings.scales.middle", "grid/settings.scales.middle': unknown key 'middle'"),
+        ("kind", "grid/kind'"),
+    ],
+)
+def test_unknown_grid_path_names_the_key(path, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _resolve({"g": {"preset": "abmilx_e2e_r18_subtyping", "grid": {path: [1]}}})
+
+
+def test_bad_override_of_a_preset_names_the_key():
+    """Settings of preset and base experiments are checked once inherited (at resolution)."""
+    with pytest.raises(ConfigError, match="experiments/a/settings/lr"):
+        _resolve({"a": {"preset": "abmilx_e2e_r18_subtyping", "settings": {"lr": -1}}})
+
+
+def test_bad_grid_value_names_the_point():
+    with pytest.raises(ConfigError, match=r"g/grid \(g__lr--1\)/settings/lr"):
+        _resolve({"g": {"preset": "abmilx_e2e_r18_subtyping", "grid": {"settings.lr": [-1]}}})
+
+
+@pytest.mark.parametrize(
+    ("experiments", "message"),
+    [
+        ({"a": {"base": "nope"}}, "experiments/a/base': no experiment 'nope'"),
+        ({"a": {"preset": "nope"}}, "experiments/a/preset': unknown preset 'nope'"),
+        ({"a": {"base": "b"}, "b": {"base": "a"}}, "circular bases: a -> b -> a"),
+        ({"a": {"settings": {}}}, "kind"),
+        ({"a": {"preset": "abmil_two_stage_grading"}}, "experiments/a/features"),
+        (
+            {"a": {"preset": "abmil_two_stage_grading", "features": "r18"}},
+            "experiments/a/features': no feature set 'r18'; known: r50",
+        ),
+        (
+            {"a": {"preset": "abmilx_e2e_r18_grading", "datasets": ["d", "x"]}},
+            "experiments/a/datasets': no dataset ['x']; known: d, e",
+        ),
+    ],
+)
+def test_bad_references_fail_early(experiments, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _resolve(experiments)
+
+
+def test_equal_settings_are_one_run():
+    resolved = _resolve(
+        {
+            "x": {"preset": "abmilx_e2e_r18_subtyping", "datasets": ["d"]},
+            "y": {"preset": "abmilx_e2e_r18_subtyping", "title": "again", "datasets": ["e"]},
+            "g": {"base": "x", "grid": {"settings.mil_kwargs.n_heads": [4, 8]}},
+            "z": {"base": "x", "settings": {"lr": 0.001}},
+        }
+    )
+    assert resolved.run_of == {
+        "x": "x",
+        "y": "x",
+        "g__n_heads-4": "g__n_heads-4",
+        "g__n_heads-8": "x",  # the preset has 8 heads: the grid point is experiment x
+        "z": "z",
+    }
+    assert list(resolved.runs) == ["x", "g__n_heads-4", "z"]
+    assert resolved.runs["x"]["datasets"] == ["d", "e"]
+    assert run_identity(resolved.experiments["y"]) == run_identity(resolved.experiments["x"])
+    assert run_identity(resolved.experiments["z"]) != run_identity(resolved.experiments["x"])
+
+
+def test_explicit_names_win_over_grid_points():
+    resolved = _resolve(
+        {
+            "g": {"preset": "abmilx_e2e_r18_subtyping", "grid": {"settings.epochs": [75, 3]}},
+            "paper": {"preset": "abmilx_e2e_r18_subtyping"},
+        }
+    )
+    assert resolved.run_of["g__epochs-75"] == "paper"
+    assert list(resolved.runs) == ["g__epochs-3", "paper"]
