@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: venv results test lint bench clean-results
+.PHONY: venv results test lint bench clean-results slurm-test
 
 venv: $(STAMP)
 
@@ -23,6 +23,17 @@ results: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# Opt-in: a real single-node SLURM on this machine (Debian's packages, needs root), the tiny demo
+# through profiles/slurm, its splits, predictions and metrics compared with a local run's.
+slurm-test: $(STAMP)
+	@missing=; for tool in slurmctld slurmd sbatch munged; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq slurmctld slurmd slurm-client munge; fi
+	$(BIN)/python -c 'import snakemake_executor_plugin_slurm' 2>/dev/null || \
+		$(BIN)/pip install --quiet -e '.[dev,slurm]'
+	PATH=$(CURDIR)/$(BIN):$$PATH PYTHONPATH=$(CURDIR)/src timeout -s KILL 3600 \
+		$(BIN)/pytest -m slurm -p no:cacheprovider -rs -s tests/cluster/test_slurm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

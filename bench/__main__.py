@@ -7,7 +7,7 @@ from bench import bootstrap_metrics, e2e_step, inference, mil_memory, tiling
 
 
 def main() -> None:
-    print("== tiling throughput vs decode-bound limit ==", flush=True)
+    print("== tiling per slide, end to end, vs the decode-once-plus-encode limit ==", flush=True)
     tiling.main([])
     print("\n== ABMILX inference on a 50,000 x 1024 bag (CPU) ==", flush=True)
     mil_memory.main([])

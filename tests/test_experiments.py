@@ -47,7 +47,9 @@ def test_presets_keep_the_shipped_configs_settings(path):
     before = validate_config({**config, "experiments": BEFORE_PRESETS[path]})["experiments"]
     assert [n for n in resolved.experiments if "__" not in n] == list(before)  # + grid points
     for name, experiment in before.items():
-        expected = {k: experiment[k] for k in ("kind", "title", "datasets", "features", "settings")}
+        expected = {
+            k: experiment[k] for k in ("kind", "title", "datasets", "features", "settings", "gpus")
+        }
         assert _effective(resolved.experiments[name]) == _effective(expected), name
         assert resolved.run_of[name] == name  # no two of them are one run
 

@@ -33,9 +33,10 @@ from abmilx.config import ConfigError, DefaultFillingValidator, load_schema
 from abmilx.provenance import config_hash
 
 # Keys of a resolved experiment: what the rules read, and what the run's provenance hashes.
-EXPERIMENT_KEYS = ("kind", "title", "datasets", "features", "settings")
-# What makes two experiments the same run (title and datasets only label and place it).
-IDENTITY_KEYS = ("kind", "features", "settings")
+EXPERIMENT_KEYS = ("kind", "title", "datasets", "features", "settings", "gpus")
+# What makes two experiments the same run (title and datasets only label and place it; the
+# number of DDP processes changes BatchNorm statistics, so it is part of the run).
+IDENTITY_KEYS = ("kind", "features", "settings", "gpus")
 GRID_SEPARATOR = "__"
 GRID_PATH_ROOTS = ("settings", "features", "datasets")
 
@@ -197,7 +198,7 @@ def _check_references(name: str, experiment: Mapping[str, Any], config: Mapping)
 def _inherit(parent: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """``own`` over ``parent``: settings merged key by key, empty title / null lists inherited."""
     child = copy.deepcopy(parent)
-    for key in ("kind", "title", "datasets", "features"):
+    for key in ("kind", "title", "datasets", "features", "gpus"):
         if own.get(key) not in (None, ""):
             child[key] = own[key]
     settings = own.get("settings") or {}

@@ -46,6 +46,10 @@ SCREEN_DPI = (72, 96, 300)
 # Level-0 µm/px a microscope scan plausibly has (100x oil is ~0.1; macro photos are coarser than 20).
 PLAUSIBLE_MPP = (0.1, 20.0)
 _PHOTOMETRIC_COLORSPACE = {2: "RGB", 6: "YCBCR"}  # how OpenSlide sets jpeg_color_space
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+# APP14 "Adobe", version 100, flags 0 and 0, transform 0: the components are RGB, not YCbCr.
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 
 
 class SlideError(Exception):
@@ -248,15 +252,39 @@ class JpegTiles:
         self._colorspace = _PHOTOMETRIC_COLORSPACE[int(page.photometric)]
         self.page_index = int(page.index)
 
-    def tile(self, column: int, row: int) -> np.ndarray | None:
-        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable."""
+    def data(self, column: int, row: int) -> bytes | None:
+        """The tile's bytes as stored (abbreviated when the level has JPEGTables); None when
+        the tile is absent (a tile the scanner skipped: OpenSlide draws it transparent) or does
+        not end in EOI (cut short: libjpeg would fill it in grey where OpenSlide reports it)."""
         index = row * self.tiles_across + column
         count = int(self._counts[index])
         if count == 0:
-            return None  # a tile the scanner skipped: OpenSlide draws it transparent
+            return None
         data = os.pread(self._fd, count, int(self._offsets[index]))
-        if len(data) != count:
-            return None  # truncated file
+        return data if len(data) == count and data.endswith(_JPEG_EOI) else None
+
+    def standalone_jpeg(self, column: int, row: int) -> bytes | None:
+        """The tile as a complete JPEG file that any decoder reads as OpenSlide does.
+
+        The level's shared JPEGTables (quantisation and Huffman tables) are spliced in after
+        SOI, and RGB-coded tiles get an Adobe APP14 marker (transform 0) so that decoders do
+        not take them for YCbCr. Bytes are copied, never re-encoded.
+        """
+        data = self.data(column, row)
+        if data is None or data[:2] != _JPEG_SOI:
+            return None
+        head = _JPEG_SOI
+        if self._tables:
+            head += self._tables[2:-2]  # tables without their own SOI and EOI
+        if self._colorspace == "RGB":
+            head += _ADOBE_RGB
+        return head + data[2:]
+
+    def tile(self, column: int, row: int) -> np.ndarray | None:
+        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable."""
+        data = self.data(column, row)
+        if data is None:
+            return None
         try:
             pixels = imagecodecs.jpeg8_decode(
                 data, tables=self._tables, colorspace=self._colorspace, outcolorspace="RGB"

@@ -1,25 +1,31 @@
-"""Raw JPEG tile reads: same pixels as OpenSlide, used only where they can be, fallbacks."""
+"""Raw JPEG tile reads: OpenSlide's pixels, one decode per source tile, pass-through, fallbacks."""
 
 from __future__ import annotations
 
+import json
 import struct
+from collections import Counter
 
 import cv2
+import imagecodecs
 import numpy as np
 import pytest
 import tifffile
 
 from abmilx.cohort.slidefile import write_slide
-from abmilx.slides import Slide
+from abmilx.slides import JpegTiles, Slide, SlideError
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale
-from abmilx.tiling.read import PatchReader
-from abmilx.tiling.store import PatchStore
+from abmilx.tiling.read import LevelReader, ScaleJob, _cut
+from abmilx.tiling.store import PatchStore, decode_jpeg, encode_jpeg
 from abmilx.tiling.tile import tile_slide
 
 MPP = 0.5
+QUALITY = 90
 # (patch size, target µm/px): level-0 reads smaller than a tile (64), 2x2 tiles (512),
-# unaligned (96 px steps over 256 px tiles), level 1 (2.0 and 4.0 µm/px), a fractional step.
+# unaligned (96 px steps), level 1 (2.0 and 4.0 µm/px), a fractional step.
 CASES = [(64, 0.5), (64, 1.0), (256, 1.0), (64, 0.75), (64, 2.0), (64, 4.0), (64, 0.9)]
+# slide name -> how it is written: write_slide's tile size, or a TIFF with shared JPEGTables
+SLIDES = ["aperio", "generic", "aperio240", "tables240"]
 
 
 def textured(height: int = 1024, width: int = 1536, seed: int = 5) -> np.ndarray:
@@ -31,39 +37,169 @@ def textured(height: int = 1024, width: int = 1536, seed: int = 5) -> np.ndarray
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
+def split_tables(jpeg: bytes) -> tuple[bytes, bytes]:
+    """``(tables, abbreviated tile)`` as a scanner stores them: DQT and DHT go to the shared
+    JPEGTables, APPn markers are dropped (the TIFF photometric tag gives the colour space)."""
+    tables, body, pos = [b"\xff\xd8"], [b"\xff\xd8"], 2
+    while jpeg[pos : pos + 2] != b"\xff\xda":
+        marker = jpeg[pos + 1]
+        segment = jpeg[pos : pos + 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")]
+        if marker in (0xDB, 0xC4):
+            tables.append(segment)
+        elif not 0xE0 <= marker <= 0xEF:
+            body.append(segment)
+        pos += len(segment)
+    return b"".join(tables) + b"\xff\xd9", b"".join(body) + jpeg[pos:]
+
+
+def write_tables_slide(path, image: np.ndarray, tile: int, photometric: str = "ycbcr"):
+    """A one-level Aperio TIFF whose JPEG tiles share one JPEGTables tag, like real scans."""
+    height, width = image.shape[:2]
+    space = "RGB" if photometric == "rgb" else "YCBCR"
+    tiles, tables = [], None
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            block = np.zeros((tile, tile, 3), np.uint8)
+            part = image[y : y + tile, x : x + tile]
+            block[: part.shape[0], : part.shape[1]] = part
+            data = imagecodecs.jpeg8_encode(
+                block, level=85, colorspace="RGB", outcolorspace=space,
+                subsampling=(2, 2) if space == "YCBCR" else (1, 1),
+            )  # fmt: skip
+            shared, body = split_tables(data)
+            assert tables in (None, shared)
+            tables = shared
+            tiles.append(body)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            iter(tiles), shape=(height, width, 3), dtype=np.uint8, tile=(tile, tile),
+            compression="jpeg", photometric=photometric, jpegtables=tables, metadata=None,
+            subsampling=(2, 2) if space == "YCBCR" else (1, 1),
+            compressionargs={"outcolorspace": space},
+            description=f"Aperio Image Library v12.0.0 \r\n{width}x{height} ({tile}x{tile}) "
+            f"JPEG/RGB Q=85|AppMag = 20|MPP = {MPP:.6f}",
+            resolution=(1e4 / MPP, 1e4 / MPP), resolutionunit="CENTIMETER",
+        )  # fmt: skip
+    return path
+
+
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory):
     root = tmp_path_factory.mktemp("fast")
     image = textured()
     return {
-        fmt: write_slide(root / f"s.{fmt}.svs", image, mpp=MPP, slide_format=fmt)
-        for fmt in ("aperio", "generic")
+        "image": image,
+        "aperio": write_slide(root / "a.svs", image, mpp=MPP),
+        "generic": write_slide(root / "g.tif", image, mpp=MPP, slide_format="generic"),
+        "aperio240": write_slide(root / "a240.svs", image, mpp=MPP, tile=240),
+        "tables240": write_tables_slide(root / "t240.svs", image, 240),
+        "tables256": write_tables_slide(root / "t256.svs", image, 256),
+        "rgb256": write_tables_slide(root / "r256.svs", image, 256, "rgb"),
     }
 
 
-def all_patches(reader: PatchReader, positions: np.ndarray) -> np.ndarray:
-    units = reader.units(positions)
-    order = np.concatenate(units)
-    assert sorted(order.tolist()) == list(range(len(positions)))  # each patch exactly once
-    out = np.empty((len(positions), reader.plan.patch_size, reader.plan.patch_size, 3), np.uint8)
-    for unit in units:
-        out[unit] = reader.read_unit(positions[unit])
+def grid_job(slide: Slide, patch_size: int, mpp: float) -> ScaleJob:
+    plan = plan_scale(slide, f"{patch_size}@{mpp}", mpp, patch_size)
+    return ScaleJob(
+        plan, grid_positions(plan, *grid_shape(plan, *slide.level_dimensions(plan.level)))
+    )
+
+
+def stored(reader: LevelReader, jobs: list[ScaleJob]) -> dict[str, list]:
+    """JPEG bytes per scale, checking that each scale comes out in index order."""
+    out: dict[str, list] = {job.plan.name: [] for job in jobs}
+    for (scale, index), data in reader.jpegs(jobs, QUALITY):
+        assert index == len(out[scale])
+        out[scale].append(data)
     return out
 
 
-@pytest.mark.parametrize("fmt", ["aperio", "generic"])
-@pytest.mark.parametrize(("patch_size", "mpp"), CASES)
-def test_tile_reads_match_openslide(slides, fmt, patch_size, mpp):
-    with Slide(slides[fmt]) as slide:
-        plan = plan_scale(slide, "s", mpp, patch_size)
-        positions = grid_positions(plan, *grid_shape(plan, *slide.level_dimensions(plan.level)))
-        assert len(positions) >= 4
-        fast, reference = PatchReader(slide, plan), PatchReader(slide, plan, fast=False)
-        assert fast.method == "jpeg_tiles" and reference.method == "openslide"
-        difference = np.abs(
-            all_patches(fast, positions).astype(int) - all_patches(reference, positions)
-        )
-        assert difference.max() <= 2, (fmt, patch_size, mpp, difference.max())
+def openslide_patch(slide: Slide, job: ScaleJob, x: int, y: int) -> np.ndarray:
+    plan = job.plan
+    region = slide.read_level(plan.level, x, y, plan.read_size, plan.read_size)
+    return cv2.resize(region, (plan.patch_size,) * 2, interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("name", SLIDES)
+def test_stored_patches_are_openslide_reads(slides, name):
+    """Aligned and misaligned grids, every scale of a level in one pass: each stored patch
+    decodes to OpenSlide's read_region, resized, after the same JPEG round trip."""
+    with Slide(slides[name]) as slide:
+        by_level: dict[int, list[ScaleJob]] = {}
+        for patch_size, mpp in CASES:
+            job = grid_job(slide, patch_size, mpp)
+            by_level.setdefault(job.plan.level, []).append(job)
+        for level, jobs in by_level.items():
+            reader = LevelReader(slide, level, [job.plan for job in jobs], passthrough=False)
+            assert {m for m, _ in reader.methods.values()} == {"jpeg_tiles"}
+            patches = stored(reader, jobs)
+            for job in jobs:
+                assert len(patches[job.plan.name]) == len(job.positions) >= 4
+                for data, (x, y) in zip(
+                    patches[job.plan.name], job.positions.tolist(), strict=True
+                ):
+                    expected = decode_jpeg(encode_jpeg(openslide_patch(slide, job, x, y), QUALITY))
+                    difference = np.abs(decode_jpeg(data).astype(int) - expected)
+                    assert difference.mean() < 0.5 and difference.max() <= 16, (job.plan, x, y)
+
+
+@pytest.mark.parametrize("name", ["aperio", "tables256", "rgb256"])
+def test_pass_through_keeps_the_tile_bytes(slides, name, monkeypatch):
+    """A patch that is exactly one tile is stored as the tile's own JPEG (tables merged in,
+    RGB marked): no decode, and it decodes to OpenSlide's pixels."""
+    decodes = Counter()
+    original = JpegTiles.tile
+    monkeypatch.setattr(
+        JpegTiles, "tile", lambda t, c, r: decodes.update([(c, r)]) or original(t, c, r)
+    )
+    with Slide(slides[name]) as slide:
+        job = grid_job(slide, 256, MPP)
+        reader = LevelReader(slide, 0, [job.plan])
+        assert reader.methods == {job.plan.name: ("passthrough", "")}
+        patches = stored(reader, [job])[job.plan.name]
+        assert not decodes
+        assert len(patches) == 24
+        for data, (x, y) in zip(patches, job.positions.tolist(), strict=True):
+            assert data == reader.tiles.standalone_jpeg(x // 256, y // 256)
+            assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
+            difference = np.abs(decode_jpeg(data).astype(int) - openslide_patch(slide, job, x, y))
+            assert difference.max() <= 1, (name, x, y)
+
+
+def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
+    """Patches across the edges of 240-px tiles at two scales of one level (one read as is, one
+    shrunk 2x from it, like 40x and 20x from 40x) and a third on level 1, in worker threads:
+    every tile that a kept patch touches is decoded exactly once, and no other tile."""
+    decodes = Counter()
+    original = JpegTiles.tile
+
+    def counting(tiles, column, row):
+        decodes.update([(tiles.page_index, column, row)])
+        return original(tiles, column, row)
+
+    monkeypatch.setattr(JpegTiles, "tile", counting)
+    prefix = tmp_path / "seg"
+    ring = [[100, 50], [1400, 120], [1300, 1000], [40, 900], [100, 50]]  # tilted: ragged rows
+    prefix.with_suffix(".geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    ]}))  # fmt: skip
+    prefix.with_suffix(".json").write_text('{"status": "ok", "reason": ""}')
+    scales = {"fine": 0.5, "half": 1.0, "low": 2.0}
+    record = tile_slide(slides["aperio240"], prefix, tmp_path / "s.lmdb", tmp_path / "s.json",
+                        slide_id="s", dataset="d", scales=scales, patch_size=64, threads=2)  # fmt: skip
+    assert record["patches"]["fine"] > 100 and record["patches"]["low"] > 4
+    assert set(decodes.values()) == {1}
+    touched = set()
+    with PatchStore(tmp_path / "s.lmdb") as store, Slide(slides["aperio240"]) as slide:
+        for scale, mpp in scales.items():
+            plan = plan_scale(slide, scale, mpp, 64)
+            page = slide.jpeg_tiles(plan.level).page_index
+            step = 240 * slide.downsamples[plan.level]  # tile side in level-0 px
+            for x, y in store.coords("s", scale).tolist():
+                end_x, end_y = x + plan.extent_level0 - 1, y + plan.extent_level0 - 1
+                touched |= {(page, c, r) for c in range(int(x // step), int(end_x // step) + 1)
+                            for r in range(int(y // step), int(end_y // step) + 1)}  # fmt: skip
+    assert set(decodes) == touched
 
 
 def test_store_is_the_same_either_way(slides, tmp_path):
@@ -96,30 +232,73 @@ def test_non_jpeg_tiff_falls_back_to_openslide(tmp_path):
                   resolution=(1e4 / MPP, 1e4 / MPP), resolutionunit="CENTIMETER")  # fmt: skip
     with Slide(path) as slide:
         assert slide.info.vendor == "generic-tiff"
-        plan = plan_scale(slide, "s", MPP, 64)
-        reader = PatchReader(slide, plan)
-        assert reader.method == "openslide" and "not JPEG" in reader.reason
-        patch = reader.read_unit(np.array([[64, 128]]))[0]
-    np.testing.assert_array_equal(patch, image[128:192, 64:128])
+        job = ScaleJob(plan_scale(slide, "s", MPP, 64), np.array([[64, 128]]))
+        reader = LevelReader(slide, 0, [job.plan])
+        method, reason = reader.methods["s"]
+        assert method == "openslide" and "not JPEG" in reason
+        data = stored(reader, [job])["s"][0]
+    expected = decode_jpeg(encode_jpeg(image[128:192, 64:128], QUALITY))
+    np.testing.assert_array_equal(decode_jpeg(data), expected)
 
 
-def test_missing_tile_is_read_through_openslide(slides, tmp_path):
-    """A tile with byte count 0 (skipped by the scanner): OpenSlide draws it, white."""
-    path = tmp_path / "holed.svs"
-    path.write_bytes(slides["generic"].read_bytes())
+def with_tile_count(source, path, count) -> None:
+    """Copy ``source`` to ``path`` with the byte count of tile (column 1, row 1) set."""
+    path.write_bytes(source.read_bytes())
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages[0].tags["TileByteCounts"]
         assert tag.dtype == 4 and tag.count == 24  # LONG, 6 x 4 tiles of 256 px
         offset = tag.valueoffset
+        count = count(tif.pages[0].databytecounts[7])
     with open(path, "r+b") as handle:
-        handle.seek(offset + 4 * 7)  # tile (column 1, row 1)
-        handle.write(struct.pack("<I", 0))
+        handle.seek(offset + 4 * 7)
+        handle.write(struct.pack("<I", count))
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_missing_tile_is_read_through_openslide(slides, tmp_path, passthrough):
+    """A tile with byte count 0 (skipped by the scanner): OpenSlide draws it, white."""
+    path = tmp_path / "holed.svs"
+    with_tile_count(slides["generic"], path, lambda count: 0)
     with Slide(path) as slide:
-        plan = plan_scale(slide, "s", MPP, 256)
-        reader = PatchReader(slide, plan)
-        assert reader.method == "jpeg_tiles"
+        job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256], [512, 256]]))
+        reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
         assert reader.tiles.tile(1, 1) is None
-        holed, beside = reader.read_unit(np.array([[256, 256], [512, 256]]))
-        expected = PatchReader(slide, plan, fast=False).read_unit(np.array([[512, 256]]))[0]
-    assert (holed == 255).all()
-    np.testing.assert_array_equal(beside, expected)
+        holed, beside = (decode_jpeg(d) for d in stored(reader, [job])["s"])
+        expected = openslide_patch(slide, job, 512, 256)
+    if not passthrough:  # cut from decoded tiles and encoded, not stored as it was
+        expected = decode_jpeg(encode_jpeg(expected, QUALITY))
+    assert (holed >= 254).all()
+    assert np.abs(beside.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
+    """A tile cut short (no EOI): libjpeg would fill it in grey, OpenSlide reports it."""
+    path = tmp_path / "cut.svs"
+    with_tile_count(slides["generic"], path, lambda count: count // 2)
+    with Slide(path) as slide:
+        job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256]]))
+        reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
+        assert reader.tiles.tile(1, 1) is None and reader.tiles.standalone_jpeg(1, 1) is None
+        with pytest.raises(SlideError, match=r"unreadable tile at level 0 near \(256, 256\)"):
+            stored(reader, [job])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "factor"), [(480, 240, 2), (0, 96, 2), (240, 480, 4), (8, 0, 4), (1, 3, 2)]
+)
+def test_patch_cut_from_tiles_is_the_region(x, y, factor):
+    """A region spanning several tiles, put together and shrunk: the image's own pixels."""
+    rng = np.random.default_rng(factor)
+    image = rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    size, tile = 128 * factor, 240
+    parts = [
+        (c, r, image[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile])
+        for r in range(y // tile, (y + size - 1) // tile + 1)
+        for c in range(x // tile, (x + size - 1) // tile + 1)
+    ]
+    assert len(parts) > 1
+    expected = cv2.resize(
+        image[y : y + size, x : x + size], (128, 128), interpolation=cv2.INTER_AREA
+    )
+    np.testing.assert_array_equal(_cut(parts, x, y, size, 128, tile, tile), expected)

@@ -14,7 +14,7 @@ rule synthesize_slide:
         SHELL_ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        **job_resources("synthesize_slide"),
     params:
         slide_id=lambda w: w.file.rsplit(".", 1)[0],
         settings=lambda w: json.dumps(synthetic_settings(w.dataset), sort_keys=True),

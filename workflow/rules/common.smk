@@ -26,6 +26,27 @@ CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
 SHELL_ENV = "../../envs/abmilx.yaml"
 
 
+# Cheap jobs run where Snakemake runs, never as cluster jobs (profiles/slurm).
+
+
+localrules:
+    all,
+    cohort_sheets,
+    adapt_sheets,
+    make_splits,
+    aggregate_folds,
+    qc_table,
+    tables,
+
+
+for _name, _experiment in config["experiments"].items():
+    if _experiment["kind"] == "two_stage" and _experiment["gpus"] > 1:
+        raise ValueError(
+            f"config key 'experiments/{_name}/gpus': two-stage training uses one GPU at most,"
+            f" got {_experiment['gpus']}"
+        )
+
+
 def dataset_config(dataset):
     return config["datasets"][dataset]
 
@@ -285,3 +306,26 @@ def table_settings():
         },
         sort_keys=True,
     )
+
+
+# --- cluster resources (config key `resources`; profiles/slurm submits with them) ---
+def job_resources(rule):
+    """The rule's `resources` entry as Snakemake resources; null keys are left to the profile."""
+    names = {"gpus": "gpu"}
+    return {
+        names.get(key, key): value
+        for key, value in config["resources"][rule].items()
+        if value is not None
+    }
+
+
+def training_gpus(wildcards):
+    return config["experiments"][wildcards.experiment]["gpus"]
+
+
+def training_launcher(wildcards):
+    """`torchrun` with one process per GPU (DDP on one node) when the experiment has several."""
+    gpus = training_gpus(wildcards)
+    if gpus <= 1:
+        return "python"
+    return f"torchrun --standalone --nproc-per-node {gpus}"

@@ -18,13 +18,17 @@ rule train_e2e:
         SHELL_ENV
     threads: 8
     resources:
-        mem_mb=16000,
-        gpu=1,
+        **job_resources("train_e2e"),
+        gpu=training_gpus,
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        launch=training_launcher,
+        processes=lambda w: max(1, training_gpus(w)),
         settings=training_settings,
         code=code_digest("abmilx.e2e"),
     shell:
-        "python -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
+        "{params.launch} -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
         " --fold {wildcards.fold} --out-dir {params.out_dir:q}"
-        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q}"
+        " --threads $(( ({threads} + {params.processes} - 1) / {params.processes} ))"
+        " > {log:q} 2>&1"

@@ -16,8 +16,7 @@ rule evaluate_fold:
         SHELL_ENV
     threads: 8
     resources:
-        mem_mb=8000,
-        gpu=1,
+        **job_resources("evaluate_fold"),
     params:
         run_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         source=evaluation_source,

@@ -17,8 +17,7 @@ rule extract_features:
         SHELL_ENV
     threads: 8
     resources:
-        mem_mb=8000,
-        gpu=1,
+        **job_resources("extract_features"),
     params:
         settings=lambda w: json.dumps(
             {

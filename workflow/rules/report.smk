@@ -74,7 +74,7 @@ rule figures:
         SHELL_ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        **job_resources("figures"),
     params:
         settings=heatmap_settings(),
         code=code_digest("abmilx.report"),

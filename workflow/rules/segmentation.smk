@@ -25,7 +25,7 @@ rule segment_tissue:
         SHELL_ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        **job_resources("segment_tissue"),
     params:
         prefix="results/qc/segmentation/{dataset}/{slide}",
         mpp=mpp_override,

@@ -16,7 +16,7 @@ rule tile_slide:
         SHELL_ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        **job_resources("tile_slide"),
     params:
         prefix=lambda w, input: input.segmentation.removesuffix(".json"),
         mpp=mpp_override,
@@ -48,7 +48,7 @@ rule pack_tiles:
         SHELL_ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        **job_resources("pack_tiles"),
     params:
         code=code_digest("abmilx.tiling"),
     shell:

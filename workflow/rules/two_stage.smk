@@ -19,8 +19,8 @@ rule train_two_stage:
         SHELL_ENV
     threads: 8
     resources:
-        mem_mb=8000,
-        gpu=1,
+        **job_resources("train_two_stage"),
+        gpu=training_gpus,
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         settings=training_settings,

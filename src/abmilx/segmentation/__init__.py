@@ -1,5 +1,13 @@
 """Tissue segmentation of whole-slide thumbnails at a physical working resolution."""
 
-from abmilx.segmentation.segment import segment_slide
-
 __all__ = ["segment_slide"]
+
+
+def __getattr__(name: str):
+    """``segment_slide`` on first use: the tiling CLI imports this package's geometry and
+    command-line helpers, and should not pay for scipy at every per-slide start-up."""
+    if name == "segment_slide":
+        from abmilx.segmentation.segment import segment_slide
+
+        return segment_slide
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,6 @@ import sys
 
 import cv2
 
-from abmilx.segmentation.segment import segment_slide
 from abmilx.slides import SlideError
 
 # Arguments of segment_slide that come from the command line, not from --settings.
@@ -66,6 +65,9 @@ def parse_settings(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # imported here: the tiling CLI shares this module's helpers but not scipy's start-up
+    from abmilx.segmentation.segment import segment_slide
+
     parser = argparse.ArgumentParser(prog="python -m abmilx.segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
     segment = commands.add_parser("segment", help="segment the tissue of one slide")

@@ -7,6 +7,7 @@ python -m abmilx.tiling pack --stores S1.lmdb S2.lmdb ... --out PATH.lmdb
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import cv2
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packed {len(meta['slides'])} slides into {args.out}", file=sys.stderr)
         return 0
     settings = parse_settings(parser, args.settings, tile_slide, _COMMAND_LINE_ONLY)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cv2.setNumThreads(1)  # parallelism comes from the patch threads
     try:
         record = tile_slide(

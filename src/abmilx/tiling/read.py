@@ -1,74 +1,241 @@
-"""Patch reads of one scale: raw JPEG tiles of the level when possible, OpenSlide otherwise.
+"""Patch reads of one pyramid level: each source tile decoded once, aligned tiles passed through.
 
-OpenSlide's ``read_region`` costs several times the JPEG decode of the tiles it reads (ARGB
-conversion, copies), so for aperio / generic-tiff JPEG levels the patches are assembled from
-the level's tiles decoded directly (:class:`abmilx.slides.JpegTiles`), with the same pixels.
-Patches are read in work units that decode each tile once: a unit holds the patches whose
-top-left corner lies in one band of tile rows and a run of tile columns. Any patch that the
-tiles cannot give (a missing or corrupt tile) is read through OpenSlide, which reports it.
+Every scale read from the same level is produced in one pass over that level, so a coarser scale
+that is not a pyramid level of its own (20x from a 40x level) is cut from the tiles decoded for
+the finer one instead of being read again.
+
+For aperio / generic-tiff JPEG levels (:class:`abmilx.slides.JpegTiles`, the same pixels as
+OpenSlide at a fraction of ``read_region``'s cost) the pass walks the level's tile rows top to
+bottom, decodes the tiles of a row that some kept patch touches, cuts out every patch whose last
+tile row that is, and forgets a row once no later patch needs it: a tile shared by four patches
+(256-px patches over 240-px tiles) is decoded once. Where a scale's patches are exactly the
+level's tiles (same size, at the level's own resolution, on the tile grid) the stored JPEG bytes
+are kept as they are (pass-through: no decode, no re-encode; a tile is checked only for its
+markers and size, so corrupt entropy data inside a well-formed tile would pass). Levels without
+raw tiles, and patches whose tiles are missing or corrupt, are read through OpenSlide, which
+draws or reports them its own way.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
+import simplejpeg
 
-from abmilx.slides import Slide, resize_to
+from abmilx.slides import JpegTiles, Slide, resize_to
 from abmilx.tiling.grid import ScalePlan
-
-# Patches per work unit (at least; a unit never splits the patches of one tile column).
-UNIT_PATCHES = 32
+from abmilx.tiling.store import encode_jpeg
 
 
-class PatchReader:
-    """Reads the ``patch_size`` RGB patches of one scale plan; thread-safe."""
+@dataclass(frozen=True)
+class ScaleJob:
+    """The kept patches of one scale: level-pixel top-left corners, row-major."""
 
-    def __init__(self, slide: Slide, plan: ScalePlan, fast: bool = True) -> None:
+    plan: ScalePlan
+    positions: np.ndarray
+
+
+def in_order(
+    tasks: Iterable[tuple[object, Callable[[], object]]],
+    pool: ThreadPoolExecutor | None,
+    window: int,
+) -> Iterator[tuple[object, object]]:
+    """``(key, task())`` in the order given; with a pool, at most ``window`` tasks in flight."""
+    if pool is None:
+        for key, task in tasks:
+            yield key, task()
+        return
+    in_flight: deque = deque()
+    for key, task in tasks:
+        in_flight.append((key, pool.submit(task)))
+        if len(in_flight) >= window:
+            done_key, future = in_flight.popleft()
+            yield done_key, future.result()
+    while in_flight:
+        done_key, future = in_flight.popleft()
+        yield done_key, future.result()
+
+
+def passes_through(plan: ScalePlan, tiles: JpegTiles | None) -> bool:
+    """Whether every patch of ``plan`` is one whole tile of ``tiles`` at its own resolution."""
+    return (
+        tiles is not None
+        and plan.read_size == plan.patch_size == tiles.tile_width == tiles.tile_height
+        and plan.step_level == plan.read_size
+    )
+
+
+def _cut(
+    parts: list[tuple[int, int, np.ndarray]],
+    x: int,
+    y: int,
+    size: int,
+    out_size: int,
+    tw: int,
+    th: int,
+) -> np.ndarray:
+    """The ``size`` square at level pixel ``(x, y)``, from its decoded tiles ``(column, row,
+    rgb)``, resized to ``out_size`` (:func:`abmilx.slides.resize_to`)."""
+    if len(parts) == 1:
+        column, row, pixels = parts[0]
+        left, top = x - column * tw, y - row * th
+        region = np.ascontiguousarray(pixels[top : top + size, left : left + size])
+    else:
+        region = np.empty((size, size, 3), dtype=np.uint8)
+        for column, row, pixels in parts:
+            left, top = column * tw, row * th
+            x0, y0 = max(x, left), max(y, top)
+            x1, y1 = min(x + size, left + tw), min(y + size, top + th)
+            region[y0 - y : y1 - y, x0 - x : x1 - x] = pixels[
+                y0 - top : y1 - top, x0 - left : x1 - left
+            ]
+    return resize_to(region, out_size, out_size)
+
+
+class LevelReader:
+    """Reads and encodes the patches of every scale planned on one level of ``slide``.
+
+    ``methods`` names, per scale, how its patches are made: ``passthrough`` (stored tile
+    bytes), ``jpeg_tiles`` (decoded tiles, cut, resized, encoded) or ``openslide``
+    (``read_region``), with the reason when the raw tiles cannot be used.
+    """
+
+    def __init__(
+        self,
+        slide: Slide,
+        level: int,
+        plans: Iterable[ScalePlan],
+        *,
+        fast: bool = True,
+        passthrough: bool = True,
+    ) -> None:
         self.slide = slide
-        self.plan = plan
-        self.tiles = slide.jpeg_tiles(plan.level) if fast else None
-        if self.tiles is not None:
-            self.method, self.reason = "jpeg_tiles", ""
+        self.level = level
+        self.tiles = slide.jpeg_tiles(level) if fast else None
+        self.methods: dict[str, tuple[str, str]] = {}
+        for plan in plans:
+            if plan.level != level:
+                raise ValueError(f"scale {plan.name} reads level {plan.level}, not {level}")
+            if self.tiles is None:
+                reason = slide.jpeg_tiles_reason(level) if fast else "fast_read is off"
+                self.methods[plan.name] = ("openslide", reason)
+            elif passthrough and passes_through(plan, self.tiles):
+                self.methods[plan.name] = ("passthrough", "")
+            else:
+                self.methods[plan.name] = ("jpeg_tiles", "")
+
+    def jpegs(
+        self,
+        jobs: list[ScaleJob],
+        jpeg_quality: int,
+        pool: ThreadPoolExecutor | None = None,
+        window: int = 1,
+    ) -> Iterator[tuple[tuple[str, int], bytes]]:
+        """``((scale, index), jpeg)`` of every patch of ``jobs``; each scale in index order."""
+        if self.tiles is None:
+            tasks = (
+                ((job.plan.name, index), self._openslide_task(job.plan, x, y, jpeg_quality))
+                for job in jobs
+                for index, (x, y) in enumerate(job.positions.tolist())
+            )
         else:
-            reason = slide.jpeg_tiles_reason(plan.level) if fast else "fast_read is off"
-            self.method, self.reason = "openslide", reason
+            tasks = self._tile_tasks(jobs, jpeg_quality, pool)
+        yield from in_order(tasks, pool, window)
 
-    def units(self, positions: np.ndarray) -> list[np.ndarray]:
-        """Indices into row-major ``positions`` grouped into work units (each in read order)."""
-        n = len(positions)
-        if self.tiles is None or n == 0:
-            return [np.arange(s, min(n, s + UNIT_PATCHES)) for s in range(0, n, UNIT_PATCHES)]
-        columns = positions[:, 0] // self.tiles.tile_width
-        bands = positions[:, 1] // self.tiles.tile_height
-        units: list[np.ndarray] = []
-        # row-major positions: each band of tile rows is a contiguous run
-        starts = np.flatnonzero(np.diff(bands, prepend=bands[0] - 1))
-        for start, stop in zip(starts, [*starts[1:], n], strict=True):
-            index = np.arange(start, stop)
-            order = index[np.argsort(columns[start:stop], kind="stable")]
-            sorted_columns = columns[order]
-            # cut between tile columns once a unit holds enough patches
-            cuts = np.flatnonzero(np.diff(sorted_columns)) + 1
-            first = 0
-            for cut in [*cuts.tolist(), len(order)]:
-                if cut - first >= UNIT_PATCHES or cut == len(order):
-                    units.append(order[first:cut])
-                    first = cut
-        return units
+    def _openslide_task(self, plan: ScalePlan, x: int, y: int, quality: int) -> Callable:
+        def task() -> bytes:
+            region = self.slide.read_level(plan.level, x, y, plan.read_size, plan.read_size)
+            return encode_jpeg(resize_to(region, plan.patch_size, plan.patch_size), quality)
 
-    def read_unit(self, positions: np.ndarray) -> list[np.ndarray]:
-        """Patches at level-pixel ``positions`` (one work unit, in the given order)."""
-        size = self.plan.read_size
-        patches = []
-        cache: dict = {}
-        for x, y in positions.tolist():
-            region = None
-            if self.tiles is not None:
-                region = self.tiles.region(x, y, size, size, cache)
-                # units run left to right: tiles left of this patch are not needed again
-                left = x // self.tiles.tile_width
-                for key in [k for k in cache if k[0] < left]:
-                    del cache[key]
-            if region is None:
-                region = self.slide.read_level(self.plan.level, x, y, size, size)
-            patches.append(resize_to(region, self.plan.patch_size, self.plan.patch_size))
-        return patches
+        return task
+
+    def _passthrough_task(self, plan: ScalePlan, x: int, y: int, quality: int) -> Callable:
+        tiles, fallback = self.tiles, self._openslide_task(plan, x, y, quality)
+
+        def task() -> bytes:
+            data = tiles.standalone_jpeg(x // tiles.tile_width, y // tiles.tile_height)
+            if data is None:  # absent or cut short: OpenSlide draws or reports it
+                return fallback()
+            try:
+                height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            except ValueError:  # not a JPEG: OpenSlide's turn
+                return fallback()
+            return data if (height, width) == (plan.patch_size, plan.patch_size) else fallback()
+
+        return task
+
+    def _cut_task(
+        self, plan: ScalePlan, x: int, y: int, parts: list, quality: int
+    ) -> Callable[[], bytes]:
+        tw, th, size = self.tiles.tile_width, self.tiles.tile_height, plan.read_size
+        if any(pixels is None for _, _, pixels in parts):
+            return self._openslide_task(plan, x, y, quality)  # a missing or corrupt tile
+
+        def task() -> bytes:
+            return encode_jpeg(_cut(parts, x, y, size, plan.patch_size, tw, th), quality)
+
+        return task
+
+    def _tile_tasks(
+        self, jobs: list[ScaleJob], quality: int, pool: ThreadPoolExecutor | None
+    ) -> Iterator[tuple[tuple[str, int], Callable[[], bytes]]]:
+        """Tasks of all jobs, tile row by tile row, decoding each needed tile once."""
+        tiles = self.tiles
+        tw, th = tiles.tile_width, tiles.tile_height
+        spans = []  # per job: first/last tile row and column of each patch
+        needed = np.zeros((tiles.tiles_down, tiles.tiles_across), dtype=bool)
+        for job in jobs:
+            x, y = job.positions[:, 0], job.positions[:, 1]
+            size = job.plan.read_size
+            span = (y // th, (y + size - 1) // th, x // tw, (x + size - 1) // tw)
+            spans.append(span)
+            if self.methods[job.plan.name][0] == "passthrough":
+                continue
+            for r0, r1, c0, c1 in zip(*(s.tolist() for s in span), strict=True):
+                needed[r0 : r1 + 1, c0 : c1 + 1] = True
+        if not any(len(job.positions) for job in jobs):
+            return
+        decoded: dict[tuple[int, int], np.ndarray | None] = {}
+        cursors = [0] * len(jobs)
+        first_row = min(int(s[0][0]) for s in spans if len(s[0]))
+        last_row = max(int(s[1][-1]) for s in spans if len(s[1]))
+
+        def decode(key: tuple[int, int]) -> np.ndarray | None:
+            return tiles.tile(*key)  # None for a missing or corrupt tile
+
+        for row in range(first_row, last_row + 1):
+            keys = [(int(c), row) for c in np.flatnonzero(needed[row])]
+            pixels = pool.map(decode, keys) if pool is not None else map(decode, keys)
+            decoded.update(zip(keys, pixels, strict=True))
+            for j, job in enumerate(jobs):
+                r0, r1, c0, c1 = spans[j]
+                stop = int(np.searchsorted(r1, row, side="right"))
+                method = self.methods[job.plan.name][0]
+                for i in range(cursors[j], stop):
+                    x, y = (int(v) for v in job.positions[i])
+                    if method == "passthrough":
+                        task = self._passthrough_task(job.plan, x, y, quality)
+                    else:
+                        parts = [
+                            (c, r, decoded[c, r])
+                            for r in range(int(r0[i]), int(r1[i]) + 1)
+                            for c in range(int(c0[i]), int(c1[i]) + 1)
+                        ]
+                        task = self._cut_task(job.plan, x, y, parts, quality)
+                    yield (job.plan.name, i), task
+                cursors[j] = stop
+            # rows above the first row of every patch still to come are done with
+            keep = min(
+                (
+                    int(spans[j][0][cursors[j]])
+                    for j in range(len(jobs))
+                    if cursors[j] < len(jobs[j].positions)
+                ),
+                default=last_row + 1,
+            )
+            for key in [k for k in decoded if k[1] < keep]:
+                del decoded[key]

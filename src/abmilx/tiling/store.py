@@ -154,36 +154,73 @@ class PatchStoreWriter:
         ``jpegs`` may be a generator (patches are written as they come, in batches of
         ``PUTS_PER_TRANSACTION``); it must yield exactly ``len(coords)`` items. Returns the count.
         """
-        if scale not in self.scales:
-            raise ValueError(
-                f"scale {scale!r} is not one of the store's scales {list(self.scales)}"
-            )
+        counts = self.add_scales(
+            slide_id,
+            {scale: coords},
+            ((scale, index, data) for index, data in enumerate(jpegs)),
+            extent_level0={scale: extent_level0},
+            slide_mpp=slide_mpp,
+        )
+        return counts[scale]
+
+    def add_scales(
+        self,
+        slide_id: str,
+        coords: Mapping[str, np.ndarray],
+        patches: Iterable[tuple[str, int, bytes]],
+        *,
+        extent_level0: Mapping[str, float | None] | None = None,
+        slide_mpp: float | None = None,
+    ) -> dict[str, int]:
+        """Store the patches of several scales of one slide, arriving in any order.
+
+        ``coords`` maps each scale to its ``(n, 2)`` level-0 corners; ``patches`` yields
+        ``(scale, index, jpeg)`` with every index of every scale exactly once (a pass over one
+        pyramid level interleaves the scales it reads). Returns the count per scale.
+        """
         if "/" in slide_id or not slide_id:
             raise ValueError(f"slide id {slide_id!r} must be non-empty and contain no '/'")
-        if scale in self._slides.get(slide_id, {}):
-            raise ValueError(f"slide {slide_id!r} scale {scale!r} was already added")
-        coords = np.asarray(coords, dtype="<i8").reshape(-1, 2)
-        batch: list[tuple[bytes, bytes]] = [(coords_key(slide_id, scale), coords.tobytes())]
-        count = 0
-        for index, data in enumerate(jpegs):
-            if index >= len(coords):
+        seen: dict[str, np.ndarray] = {}
+        batch: list[tuple[bytes, bytes]] = []
+        for scale, corners in coords.items():
+            if scale not in self.scales:
+                raise ValueError(
+                    f"scale {scale!r} is not one of the store's scales {list(self.scales)}"
+                )
+            if scale in self._slides.get(slide_id, {}):
+                raise ValueError(f"slide {slide_id!r} scale {scale!r} was already added")
+            corners = np.asarray(corners, dtype="<i8").reshape(-1, 2)
+            seen[scale] = np.zeros(len(corners), dtype=bool)
+            batch.append((coords_key(slide_id, scale), corners.tobytes()))
+        for scale, index, data in patches:
+            flags = seen.get(scale)
+            if flags is None:
+                raise ValueError(f"slide {slide_id!r}: patch of unexpected scale {scale!r}")
+            if not 0 <= index < len(flags):
                 raise ValueError(f"slide {slide_id!r} scale {scale!r}: more patches than coords")
+            if flags[index]:
+                raise ValueError(f"slide {slide_id!r} scale {scale!r}: patch {index} given twice")
+            flags[index] = True
             batch.append((patch_key(slide_id, scale, index), data))
-            count += 1
             if len(batch) >= PUTS_PER_TRANSACTION:
                 self._put_many(batch)
                 batch = []
-        if count != len(coords):
-            raise ValueError(
-                f"slide {slide_id!r} scale {scale!r}: {count} patches for {len(coords)} coords"
-            )
+        for scale, flags in seen.items():
+            if not flags.all():
+                raise ValueError(
+                    f"slide {slide_id!r} scale {scale!r}: {int(flags.sum())} patches for "
+                    f"{len(flags)} coords"
+                )
         self._put_many(batch)
-        self._slides.setdefault(slide_id, {})[scale] = count
-        self._extents.setdefault(slide_id, {})[scale] = (
-            None if extent_level0 is None else float(extent_level0)
-        )
+        extent_level0 = extent_level0 or {}
+        for scale, flags in seen.items():
+            self._slides.setdefault(slide_id, {})[scale] = len(flags)
+            extent = extent_level0.get(scale)
+            self._extents.setdefault(slide_id, {})[scale] = (
+                None if extent is None else float(extent)
+            )
         self._slide_mpp[slide_id] = None if slide_mpp is None else float(slide_mpp)
-        return count
+        return {scale: len(flags) for scale, flags in seen.items()}
 
     def add_images(
         self,

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections import deque
+import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from abmilx.progress import Progress
 from abmilx.segmentation.geometry import read_geojson
-from abmilx.segmentation.segment import output_paths
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.grid import (
     INCLUSION_RULES,
@@ -24,10 +23,11 @@ from abmilx.tiling.grid import (
     level0_coords,
     plan_scale,
 )
-from abmilx.tiling.read import PatchReader
-from abmilx.tiling.store import PatchStoreWriter, encode_jpeg, write_empty_store
+from abmilx.tiling.read import LevelReader, ScaleJob
+from abmilx.tiling.store import PatchStoreWriter, write_empty_store
 
 DEFAULT_SCALES = {"main": 1.0, "low": 2.0}
+_LOG = logging.getLogger("abmilx.tiling")
 
 
 def select_patches(
@@ -46,44 +46,11 @@ def select_patches(
     return positions, level0_coords(slide, plan, positions)
 
 
-def _encoded_patches(
-    reader: PatchReader,
-    positions: np.ndarray,
-    jpeg_quality: int,
-    pool: ThreadPoolExecutor,
-    window: int,
-    progress: tqdm,
-) -> Iterator[bytes]:
-    """JPEG bytes of the patches at ``positions``, in order, read and encoded by ``pool``.
-
-    Work units (see :meth:`PatchReader.units`) may hold patches out of row-major order; their
-    results wait until every earlier patch is out. At most ``window`` units are in flight.
-    """
-
-    def work(unit: np.ndarray) -> list[bytes]:
-        return [encode_jpeg(p, jpeg_quality) for p in reader.read_unit(positions[unit])]
-
-    in_flight: deque = deque()
-    pending: dict[int, bytes] = {}
-    next_index = 0
-
-    def collect() -> Iterator[bytes]:
-        nonlocal next_index
-        unit, future = in_flight.popleft()
-        pending.update(zip(unit.tolist(), future.result(), strict=True))
-        progress.update(len(unit))
-        while next_index in pending:
-            yield pending.pop(next_index)
-            next_index += 1
-
-    for unit in reader.units(positions):
-        in_flight.append((unit, pool.submit(work, unit)))
-        if len(in_flight) >= window:
-            yield from collect()
-    while in_flight:
-        yield from collect()
-    if pending or next_index != len(positions):
-        raise RuntimeError(f"patch order broken: {next_index} of {len(positions)} written")
+def _counted(patches: Iterator, progress: Progress) -> Iterator[tuple[str, int, bytes]]:
+    """``(scale, index, jpeg)`` of :meth:`LevelReader.jpegs`, counted in ``progress``."""
+    for (scale, index), data in patches:
+        progress.update()
+        yield scale, index, data
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -107,6 +74,7 @@ def tile_slide(
     jpeg_quality: int = 80,
     level_tolerance: float = 0.0,
     fast_read: bool = True,
+    passthrough: bool = True,
     strict: bool = False,
     threads: int = 1,
 ) -> dict:
@@ -117,7 +85,9 @@ def tile_slide(
     that failed segmentation or reading yields an empty store and its status; ``strict`` raises
     :class:`SlideError` instead (after writing both). ``fast_read`` decodes the raw JPEG
     tiles of aperio / generic-tiff levels instead of calling OpenSlide per patch (same pixels,
-    several times faster; the QC record names the reader of each scale).
+    several times faster; the QC record names the reader of each scale). ``passthrough``
+    stores a source tile's JPEG bytes unchanged where a patch is exactly one tile at the
+    tile's own resolution (its pixels are OpenSlide's, at the scanner's JPEG quality).
     """
     scales = dict(DEFAULT_SCALES if scales is None else scales)
     if not scales or any(not float(v) > 0 for v in scales.values()):
@@ -126,7 +96,8 @@ def tile_slide(
         raise ValueError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction}")
     if inclusion not in INCLUSION_RULES:
         raise ValueError(f"inclusion must be one of {INCLUSION_RULES}, got {inclusion!r}")
-    paths = output_paths(segmentation)
+    # segmentation.segment.output_paths names these two, but importing it costs scipy's start-up
+    paths = {suffix: Path(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")}
     if not paths["json"].is_file():
         raise FileNotFoundError(f"segmentation record {paths['json']} does not exist")
     record = json.loads(paths["json"].read_text())
@@ -157,7 +128,8 @@ def tile_slide(
                 jpeg_quality=jpeg_quality,
                 level_tolerance=level_tolerance,
                 fast_read=fast_read,
-                threads=threads,
+                passthrough=passthrough,
+                threads=max(1, threads),
             )
         except SlideError as error:
             record.update(status="failed", reason=error.reason)
@@ -193,14 +165,18 @@ def _tile(
     jpeg_quality: int,
     level_tolerance: float,
     fast_read: bool,
+    passthrough: bool,
     threads: int,
 ) -> dict[str, int]:
-    """Read, encode and store the selected patches of every scale; fills ``record``."""
+    """Read, encode and store the selected patches of every scale; fills ``record``.
+
+    Scales that read the same pyramid level share one pass over it (see
+    :mod:`abmilx.tiling.read`), so each source tile is decoded at most once per slide.
+    """
     try:
         polygons = read_geojson(geojson_path)
     except ValueError as error:
         raise SlideError(geojson_path, str(error)) from None
-    counts: dict[str, int] = {}
     with Slide(slide_path, mpp_override=mpp) as slide:
         record.update(slide.info.as_record())
         plans = [plan_scale(slide, n, m, patch_size, level_tolerance) for n, m in scales.items()]
@@ -208,41 +184,44 @@ def _tile(
             plan.name: select_patches(slide, plan, polygons, min_tissue_fraction, inclusion)
             for plan in plans
         }
-        expected = sum(len(coords) for _, coords in selected.values())
+        total = sum(len(coords) for _, coords in selected.values())
+        progress = Progress(f"{slide_id} patches", total, "patches", logger=_LOG)
         with (
             PatchStoreWriter(
                 out_store,
                 patch_size=patch_size,
                 jpeg_quality=jpeg_quality,
                 scales=scales,
-                expected_patches=expected,
+                expected_patches=total,
             ) as writer,
-            ThreadPoolExecutor(max_workers=max(1, threads)) as pool,
+            ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool,
         ):
+            readers = {
+                level: LevelReader(
+                    slide,
+                    level,
+                    [plan for plan in plans if plan.level == level],
+                    fast=fast_read,
+                    passthrough=passthrough,
+                )
+                for level in sorted({plan.level for plan in plans})
+            }
             for plan in plans:
-                positions, coords = selected[plan.name]
-                reader = PatchReader(slide, plan, fast=fast_read)
+                method, reason = readers[plan.level].methods[plan.name]
                 record["tiling"]["scales"][plan.name] = {
                     **plan.as_record(),
-                    "reader": reader.method,
-                    "reader_reason": reader.reason,
+                    "reader": method,
+                    "reader_reason": reason,
                 }
-                with tqdm(
-                    total=len(positions),
-                    desc=f"{slide_id} {plan.name}",
-                    unit="patch",
-                    file=sys.stderr,
-                    leave=False,
-                ) as progress:
-                    patches = _encoded_patches(
-                        reader, positions, jpeg_quality, pool, 4 * max(1, threads), progress
-                    )
-                    counts[plan.name] = writer.add_slide(
-                        slide_id,
-                        plan.name,
-                        coords,
-                        patches,
-                        extent_level0=plan.extent_level0,
-                        slide_mpp=slide.mpp,
-                    )
-    return counts
+            for level, reader in readers.items():
+                on_level = [plan for plan in plans if plan.level == level]
+                jobs = [ScaleJob(plan, selected[plan.name][0]) for plan in on_level]
+                writer.add_scales(
+                    slide_id,
+                    {plan.name: selected[plan.name][1] for plan in on_level},
+                    _counted(reader.jpegs(jobs, jpeg_quality, pool, 4 * threads), progress),
+                    extent_level0={plan.name: plan.extent_level0 for plan in on_level},
+                    slide_mpp=slide.mpp,
+                )
+        progress.finish()
+    return {plan.name: len(selected[plan.name][1]) for plan in plans}

@@ -1,0 +1,167 @@
+"""Dry runs with profiles/slurm: the demo and every paper config resolve, jobs carry the config's
+resources, cheap rules stay local, and an experiment's `gpus` starts torchrun."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from abmilx.config import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+PAPER_CONFIGS = sorted((REPO_ROOT / "workflow" / "configs" / "paper").glob("*.yaml"))
+UUID = "0b1f2d3c-4a5b-6c7d-8e9f-000000000000"
+LOCAL_RULES = {"cohort_sheets", "adapt_sheets", "make_splits", "aggregate_folds", "qc_table",
+               "tables"}  # fmt: skip
+
+
+def touch(root: Path, *names: str) -> None:
+    """Empty placeholder slides: the adapters match file names and never open them."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def tcga(root: Path, folder: str, project: str, n: int = 6) -> list[str]:
+    """GDC-style slides `<uuid>/TCGA-XX-XXXX-01Z-00-DX1.<uuid>.svs` and a clinical.tsv."""
+    cases = [f"TCGA-{project}-{k:04d}" for k in range(n)]
+    touch(root, *(f"{folder}/slides/{k}/{c}-01Z-00-DX1.{UUID}.svs" for k, c in enumerate(cases)))
+    diagnosis = ["Infiltrating duct carcinoma, NOS", "Lobular carcinoma, NOS"]
+    write(
+        root / folder / "clinical.tsv",
+        "case_submitter_id\tproject_id\tprimary_diagnosis\tvital_status\tdays_to_death"
+        "\tdays_to_last_follow_up\n"
+        + "".join(
+            f"{c}\tTCGA-X\t{diagnosis[k % 2]}\t{'Dead' if k % 2 else 'Alive'}"
+            f"\t{300 + 50 * k if k % 2 else chr(39) + '--'}\t{200 + 40 * k}\n"
+            for k, c in enumerate(cases)
+        ),
+    )
+    return cases
+
+
+def fake_paper_data(root: Path) -> None:
+    """Each paper dataset laid out as the README's "Paper datasets" table says, 6 slides each."""
+    ids = [hashlib.md5(str(k).encode()).hexdigest() for k in range(6)]
+    touch(root, *(f"data/panda/train_images/{i}.tiff" for i in ids))
+    write(
+        root / "data/panda/train.csv",
+        "image_id,data_provider,isup_grade,gleason_score\n"
+        + "".join(f"{i},radboud,{k},3+3\n" for k, i in enumerate(ids)),
+    )
+    folds = ["train", "train", "train", "val", "test", "test"]
+    write(
+        root / "data/panda/panda.csv",
+        "case,slide,label,fold\n" + "".join(f"{i},{i},{k},{folds[k]}\n" for k, i in enumerate(ids)),
+    )
+    for folder, project in [("tcga_brca", "A1"), ("tcga_luad", "05"), ("tcga_blca", "BL")]:
+        tcga(root / "data", folder, project)
+    for k in range(3):
+        touch(root, f"data/tcga_nsclc/luad/TCGA-05-{k:04d}-01Z-00-DX1.{UUID}.svs")
+        touch(root, f"data/tcga_nsclc/lusc/TCGA-18-{k:04d}-01Z-00-DX1.{UUID}.svs")
+    c16 = root / "data/camelyon16"
+    touch(c16, "training/normal/normal_001.tif", "training/tumor/tumor_001.tif",
+          "testing/images/test_001.tif", "testing/images/test_002.tif")  # fmt: skip
+    write(c16 / "testing/reference.csv", "test_001,Tumor,Macro,Field\ntest_002,Normal,,\n")
+    c17 = root / "data/camelyon17"
+    touch(c17, *(f"centre_{k}/patient_00{k}_node_{k}.tif" for k in range(4)))
+    write(
+        c17 / "stage_labels.csv",
+        "patient,stage\n"
+        + "".join(
+            f"patient_00{k}_node_{k}.tif,{'macro' if k % 2 else 'negative'}\n" for k in range(4)
+        ),
+    )
+
+
+def dry_run(workdir: Path, config: dict, *targets: str, flag: str = "--profile") -> dict:
+    """`snakemake -n --profile profiles/slurm`; jobs by rule, each {resources, shell}."""
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", flag, "profiles/slurm", "--directory", str(workdir),
+         *targets],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    jobs: dict[str, list[dict]] = {}
+    for block in output.split("\n\n"):
+        lines = block.strip().splitlines()
+        heads = [i for i, line in enumerate(lines) if line.startswith(("rule ", "localrule "))]
+        if not heads:
+            continue
+        lines = lines[heads[0] :]
+        name = lines[0].rstrip(":").split(" ", 1)[1]
+        fields = dict(line.strip().split(": ", 1) for line in lines[1:] if ": " in line)
+        resources = dict(
+            item.split("=", 1) for item in fields.get("resources", "").split(", ") if "=" in item
+        )
+        shell = fields.get("Shell command", "")
+        jobs.setdefault(name, []).append({"resources": resources, "shell": shell})
+    return jobs
+
+
+def assert_cluster_resources(jobs: dict[str, list[dict]]) -> None:
+    """Cluster jobs carry memory and runtime; the local rules none (a dry run prints every job
+    as `rule`, so that they run locally is checked by the SLURM test)."""
+    for rule, entries in jobs.items():
+        for job in entries:
+            has = {"mem_mb", "runtime"} <= set(job["resources"])
+            assert has != (rule in LOCAL_RULES or rule == "all"), (rule, job)
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_config_resolves_with_the_slurm_profile(tmp_path, path):
+    fake_paper_data(tmp_path)
+    jobs = dry_run(tmp_path, yaml.safe_load(path.read_text()), "results/tables")
+    assert {"adapt_sheets", "segment_tissue", "tile_slide", "train_e2e", "evaluate_fold"} <= set(
+        jobs
+    ), sorted(jobs)
+    assert_cluster_resources(jobs)
+    train = jobs["train_e2e"][0]["resources"]
+    assert (train["runtime"], train["mem_mb"], train["gpu"]) == ("2880", "32000", "1")
+
+
+def test_demo_with_two_gpus_a_partition_and_an_account(tmp_path):
+    """As the README says, in place of profiles/default, whose one-GPU pool would cap `gpu`."""
+    config = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    config["experiments"]["abmilx_r18_e2e"]["gpus"] = 2
+    config["resources"] = {
+        "train_e2e": {"slurm_partition": "gpu", "slurm_account": "lab", "cpus_per_task": 16},
+        "tile_slide": {"runtime": 15},
+    }
+    jobs = dry_run(tmp_path, config, "results/tables", "results/figures", flag="--workflow-profile")
+    assert_cluster_resources(jobs)
+    train = jobs["train_e2e"][0]
+    assert train["resources"]["gpu"] == "2"
+    assert train["resources"]["slurm_partition"] == "gpu"
+    assert train["resources"]["slurm_account"] == "lab"
+    assert train["resources"]["cpus_per_task"] == "16"
+    assert train["resources"]["mem_mb"] == "32000"  # the rule's default stays
+    assert train["shell"].startswith("torchrun --standalone --nproc-per-node 2 -m abmilx.e2e")
+    assert " - 1) / 2 ))" in train["shell"]  # the job's threads shared by 2 processes
+    assert jobs["tile_slide"][0]["resources"]["runtime"] == "15"
+    assert jobs["train_two_stage"][0]["shell"].startswith("python -m abmilx.two_stage")
+    assert jobs["train_two_stage"][0]["resources"]["gpu"] == "1"
+
+
+def test_two_stage_experiment_with_two_gpus_is_refused(tmp_path):
+    config = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    config["experiments"]["abmil_r50"]["gpus"] = 2
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--directory", str(tmp_path), "results/tables"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "experiments/abmil_r50/gpus" in result.stdout + result.stderr
