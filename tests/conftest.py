@@ -19,10 +19,11 @@ def rule_sources() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def rule_commands(rule_sources) -> dict[str, str]:
-    """Rule name -> the module its shell command runs (`python -m abmilx.<stage>`)."""
+    """Rule name -> the module its shell command runs (`python -m abmilx.<stage>`, or a
+    launcher such as torchrun's `-m abmilx.<stage>`)."""
     commands = {}
     for rule, text in rule_sources.items():
-        modules = set(re.findall(r"python -m (abmilx[\w.]*)", text))
+        modules = set(re.findall(r"\s-m (abmilx[\w.]*)", text))
         assert len(modules) == 1, f"rule {rule} runs {sorted(modules) or 'no abmilx module'}"
         commands[rule] = modules.pop()
     return commands
