@@ -1,5 +1,8 @@
 """The config schema: every key described and defaulted, configs shipped with the repo valid."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,8 +71,25 @@ def test_every_optional_key_has_a_default():
 
 
 def test_models_schema_is_generated_from_the_registries():
+    """In a fresh interpreter, so that models other tests register do not count."""
+    generate = (
+        "import json; from abmilx.config import models_schema; print(json.dumps(models_schema()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", generate], capture_output=True, text=True, check=True
+    )
     written = yaml.safe_load(MODELS_SCHEMA_PATH.read_text())
-    assert written == models_schema(), "run: python -m abmilx.config models-schema"
+    assert written == json.loads(result.stdout), "run: python -m abmilx.config models-schema"
+
+
+def test_models_registered_at_run_time_are_known_names():
+    from abmilx.models import register_encoder, registry
+
+    register_encoder("runtime_only_encoder")(lambda weights="random": None)
+    try:
+        assert "runtime_only_encoder" in load_schema()["$defs"]["encoder_name"]["enum"]
+    finally:
+        del registry._ENCODERS["runtime_only_encoder"]
 
 
 def test_model_options_come_from_the_constructors():

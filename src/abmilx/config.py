@@ -60,6 +60,14 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     if Path(path) == SCHEMA_PATH:
         with open(MODELS_SCHEMA_PATH) as handle:
             schema["$defs"].update(yaml.safe_load(handle)["$defs"])
+        registry = sys.modules.get("abmilx.models.registry")
+        if registry is not None:  # a process with the models: names registered at run time too
+            for name, listed in (
+                ("mil_name", registry.list_mils),
+                ("encoder_name", registry.list_encoders),
+            ):
+                enum = schema["$defs"][name]["enum"]
+                schema["$defs"][name]["enum"] = sorted(set(enum) | set(listed()))
     return schema
 
 
