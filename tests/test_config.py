@@ -1,11 +1,24 @@
 """The config schema: every key described and defaulted, configs shipped with the repo valid."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from abmilx.config import REPO_ROOT, ConfigError, load_config, load_schema, validate_config
+from abmilx.config import (
+    MODELS_SCHEMA_PATH,
+    REPO_ROOT,
+    ConfigError,
+    check_config,
+    load_config,
+    load_schema,
+    models_schema,
+    validate_config,
+)
+from abmilx.experiments import resolve_experiments
 
 SHIPPED_CONFIGS = [
     REPO_ROOT / "config.yaml",
@@ -51,14 +64,63 @@ def test_every_optional_key_has_a_default():
         and path.rsplit("/", 1)[-1] not in parent.get("required", [])
         and not _is_alternative(path.rsplit("/", 1)[-1], parent)
     ]
-    # classes: required by classification tasks only, checked against the label sheet.
-    assert [p for p in missing if not p.endswith("/classes")] == []
+    # classes: required by classification tasks only, checked against the label sheet. Model
+    # options: the constructor's default applies (stated in the description, never filled in, as
+    # a factory such as qamil's sets its own).
+    assert [p for p in missing if not p.endswith("/classes") and "/mil_" not in p] == []
+
+
+def test_models_schema_is_generated_from_the_registries():
+    """In a fresh interpreter, so that models other tests register do not count."""
+    generate = (
+        "import json; from abmilx.config import models_schema; print(json.dumps(models_schema()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", generate], capture_output=True, text=True, check=True
+    )
+    written = yaml.safe_load(MODELS_SCHEMA_PATH.read_text())
+    assert written == json.loads(result.stdout), "run: python -m abmilx.config models-schema"
+
+
+def test_models_registered_at_run_time_are_known_names():
+    from abmilx.models import register_encoder, registry
+
+    register_encoder("runtime_only_encoder")(lambda weights="random": None)
+    try:
+        assert "runtime_only_encoder" in load_schema()["$defs"]["encoder_name"]["enum"]
+    finally:
+        del registry._ENCODERS["runtime_only_encoder"]
+
+
+def test_model_options_come_from_the_constructors():
+    defs = models_schema()["$defs"]
+    from abmilx.models import list_encoders, list_mils
+
+    assert defs["mil_name"]["enum"] == list_mils()
+    assert defs["encoder_name"]["enum"] == list_encoders()
+    abmilx = defs["mil_abmilx"]["properties"]
+    assert abmilx["n_heads"]["type"] == "integer"
+    assert abmilx["attn_dim"]["type"] == ["null", "number"]
+    assert "gated" not in defs["mil_gated_abmil"]["properties"]  # fixed by the factory
+    assert "gated" in defs["mil_abmil"]["properties"]
+    assert "'ca'" in defs["mil_qamil"]["properties"]["attn_type"]["description"]
+
+
+def test_model_option_types_are_checked():
+    config = {
+        "datasets": {"d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}},
+        "experiments": {"x": {"kind": "e2e", "settings": {"mil_kwargs": {"n_heads": "8"}}}},
+    }
+    with pytest.raises(ConfigError, match="settings/mil_kwargs/n_heads': '8' is not of type"):
+        validate_config(config)
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_shipped_configs_validate(path):
     config = load_config(path)
     assert config["datasets"]
+    config["experiments"] = resolve_experiments(config).runs
+    check_config(config)  # scales, weights, ratios, as the Snakefile checks them
 
 
 def test_defaults_are_filled_in_nested_objects():

@@ -163,13 +163,18 @@ def test_bad_split_value(tmp_path: Path) -> None:
     assert_fault(error, sheet, 3, "split")
 
 
-def test_join_reports_unmatched_rows(slide_dir: Path) -> None:
-    slides = load_slide_sheet(
+def three_slides(slide_dir: Path):
+    """Slides s1, s2 of case c1 and s3 of case c2."""
+    return load_slide_sheet(
         write(
             slide_dir / "slides.csv",
             "slide_id,case_id,path\ns1,c1,slides/a.svs\ns2,c1,slides/b.svs\ns3,c2,slides/c.tif\n",
         )
     )
+
+
+def test_join_reports_unmatched_rows(slide_dir: Path) -> None:
+    slides = three_slides(slide_dir)
     label_path = write(slide_dir / "labels.csv", "case_id,label\nc1,IDC\nc9,ILC\n")
     labels = load_label_sheet(label_path, "classification")
     joined, warnings = join_labels(slides, labels, "classification")
@@ -195,12 +200,7 @@ def test_join_rejects_conflicting_case_ids(slide_dir: Path) -> None:
 
 
 def test_join_survival_gives_every_slide_its_case_outcome(slide_dir: Path) -> None:
-    slides = load_slide_sheet(
-        write(
-            slide_dir / "slides.csv",
-            "slide_id,case_id,path\ns1,c1,slides/a.svs\ns2,c1,slides/b.svs\ns3,c2,slides/c.tif\n",
-        )
-    )
+    slides = three_slides(slide_dir)
     labels = load_label_sheet(
         write(slide_dir / "labels.csv", "case_id,time,event\nc1,10,1\nc2,20,0\n"), "survival"
     )
@@ -257,3 +257,49 @@ def test_missing_geojson_file(slide_dir: Path) -> None:
     assert_fault(error, sheet, 2, "geojson")
     assert "GeoJSON file 'nope.geojson' does not exist" in str(error.value)
     assert load_slide_sheet(sheet, check_files=False)["geojson"][0].endswith("nope.geojson")
+
+
+@pytest.mark.parametrize(
+    ("loader", "header", "what"),
+    [
+        (load_slide_sheet, "slide_id,case_id,path\n", "slides"),
+        (lambda path: load_label_sheet(path, "classification"), "slide_id,label\n", "labels"),
+        (lambda path: load_label_sheet(path, "survival"), "case_id,time,event\n\n", "labels"),
+    ],
+)
+def test_header_only_sheet_has_no_rows(tmp_path: Path, loader, header, what) -> None:
+    sheet = write(tmp_path / "sheet.csv", header)
+    with pytest.raises(SheetError, match=f"sheet.csv: no rows: the sheet lists no {what}"):
+        loader(sheet)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "found", "expected"),
+    [
+        ("s.csv", "slide_id;label\ns1;a\n", "semicolon", "comma"),
+        ("s.csv", "slide_id\tlabel\ns1\ta\n", "tab", "comma"),
+        ("s.tsv", "slide_id,label\ns1,a\n", "comma", "tab"),
+    ],
+)
+def test_other_delimiter_is_named(tmp_path: Path, name, text, found, expected) -> None:
+    sheet = write(tmp_path / name, text)
+    with pytest.raises(SheetError) as error:
+        load_label_sheet(sheet, "classification")
+    assert_fault(error, sheet, 1, None)
+    assert f"the sheet is {found}-separated" in str(error.value)
+    assert f"write it {expected}-separated" in str(error.value)
+
+
+def test_case_with_two_labels_names_both_rows(slide_dir: Path) -> None:
+    slides = three_slides(slide_dir)
+    labels_csv = write(slide_dir / "labels.csv", "slide_id,label\ns1,a\ns3,b\ns2,b\n")
+    labels = load_label_sheet(labels_csv, "classification")
+    with pytest.raises(SheetError) as error:
+        join_labels(slides, labels, "classification", one_label_per_case=True)
+    assert_fault(error, labels_csv, 4, "label")
+    assert "case 'c1' has two labels: 'b' for slide 's2' here and 'a' for slide 's1' on line 2" in (
+        str(error.value)
+    )
+    # Per-slide labels (a patient's lymph nodes) are allowed when the task says so.
+    joined, _ = join_labels(slides, labels, "classification")
+    assert joined["label"].tolist() == ["a", "b", "b"]

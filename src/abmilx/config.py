@@ -1,13 +1,24 @@
-"""Load the workflow config and validate it against the JSON schema, filling defaults.
+"""Load the workflow config, validate it against the JSON schema (filling defaults) and check
+what the schema cannot express, so that every mistake fails while Snakemake parses.
 
 The schema (``workflow/schemas/config.schema.yaml``) is the single source of defaults and of the
-description of every key; both the Snakefile and the tests go through :func:`validate_config`.
+description of every key; ``models.schema.yaml`` next to it types the registered models' options
+and is generated from their constructors (:func:`write_models_schema`). The Snakefile validates,
+resolves the experiments (abmilx.experiments) and runs :func:`check_config` while it parses.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
-from collections.abc import Mapping
+import inspect
+import math
+import sys
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +27,13 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MODELS_SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "models.schema.yaml"
+WEIGHTS_KEYWORDS = ("imagenet", "random", "hub")
+"""Weights that are not files; any other value is the path of a local checkpoint."""
 
 
 class ConfigError(ValueError):
-    """The config does not match the schema; the message names the offending key path."""
+    """The config is invalid; the message names each offending key path and what is allowed."""
 
 
 def _with_defaults(validator_class):
@@ -40,29 +54,274 @@ DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The config schema, with the generated per-model definitions (models.schema.yaml)."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    if Path(path) == SCHEMA_PATH:
+        with open(MODELS_SCHEMA_PATH) as handle:
+            schema["$defs"].update(yaml.safe_load(handle)["$defs"])
+        registry = sys.modules.get("abmilx.models.registry")
+        if registry is not None:  # a process with the models: names registered at run time too
+            for name, listed in (
+                ("mil_name", registry.list_mils),
+                ("encoder_name", registry.list_encoders),
+            ):
+                enum = schema["$defs"][name]["enum"]
+                schema["$defs"][name]["enum"] = sorted(set(enum) | set(listed()))
+    return schema
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, plus the allowed keys when a key is unknown."""
+    if error.validator != "additionalProperties" or "properties" not in error.schema:
+        return error.message
+    unknown = sorted(set(error.instance) - set(error.schema["properties"]))
+    allowed = ", ".join(sorted(error.schema["properties"])) or "none"
+    owner = f" of {error.schema['title']}" if "title" in error.schema else ""
+    names = ", ".join(repr(name) for name in unknown)
+    return f"unknown option(s){owner}: {names} (allowed: {allowed})"
 
 
 def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) -> dict[str, Any]:
     """Return a validated deep copy of ``config`` with every default filled in."""
     schema = load_schema() if schema is None else schema
     instance = copy.deepcopy(dict(config))
-    errors = sorted(DefaultFillingValidator(schema).iter_errors(instance), key=lambda e: e.path)
+    validator = DefaultFillingValidator(schema)
+    # The first pass fills defaults; the second sees them, so conditions on a defaulted key
+    # (mil_kwargs against the default mil) hold whatever the keyword order in the schema.
+    errors = list(validator.iter_errors(instance)) or list(validator.iter_errors(instance))
+    errors.sort(key=lambda e: e.path)
     if errors:
         lines = []
         for error in errors:
             where = "/".join(str(part) for part in error.absolute_path) or "<top level>"
-            lines.append(f"  config key '{where}': {error.message}")
+            lines.append(f"  config key '{where}': {_describe(error)}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     return instance
 
 
+@contextmanager
+def naming_config_files(files: Iterable[str | Path]) -> Iterator[None]:
+    """ConfigErrors raised inside name the config files, so that the message says what to edit."""
+    try:
+        yield
+    except ConfigError as error:
+        names = ", ".join(str(file) for file in files)
+        raise ConfigError(f"{names}: {error}" if names else str(error)) from None
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file and validate it."""
+    """Read a YAML config file and validate it (experiments as written, not yet resolved)."""
     with open(path) as handle:
         raw = yaml.safe_load(handle) or {}
-    try:
+    with naming_config_files([path]):
         return validate_config(raw)
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+
+
+def _one_of(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def _weights_problem(value: Any) -> str | None:
+    """Why a weights value is unusable: a path to a file that does not exist."""
+    if not isinstance(value, str) or value in WEIGHTS_KEYWORDS:
+        return None
+    if Path(value).is_file():
+        return None
+    return (
+        f"weights file '{value}' does not exist (resolved to {Path(value).resolve()}); "
+        f"give {', '.join(WEIGHTS_KEYWORDS)} or the path of a local checkpoint"
+    )
+
+
+def _experiment_problems(name: str, experiment: Mapping, config: Mapping) -> Iterator[str]:
+    key = f"experiments/{name}"
+    settings = experiment["settings"]
+    weights = {"encoder_weights": settings.get("encoder_weights")}
+    weights.update(
+        (f"mil_kwargs/{option}", value)
+        for option, value in settings.get("mil_kwargs", {}).items()
+        if option.endswith("weights")
+    )
+    for option, value in weights.items():
+        if (problem := _weights_problem(value)) is not None:
+            yield f"config key '{key}/settings/{option}': {problem}"
+    if experiment["kind"] == "e2e":
+        yield from _scale_problems(key, settings, config["tiling"]["scales"])
+
+
+def _scale_problems(key: str, settings: Mapping, tiled: Mapping) -> Iterator[str]:
+    """E2E sampling needs its main scale, and its low scale unless scale_ratio is null."""
+    scales = settings["scales"]
+    have = _one_of(tiled)
+    if scales["main"] not in tiled:
+        yield (
+            f"config key '{key}/settings/scales/main': scale '{scales['main']}' is not tiled "
+            f"(tiling/scales has: {have})"
+        )
+    if settings["scale_ratio"] is not None and scales["low"] not in tiled:
+        yield (
+            f"config key '{key}/settings/scale_ratio': scale_ratio {settings['scale_ratio']} "
+            f"samples the low scale '{scales['low']}', which is not tiled (tiling/scales has: "
+            f"{have}); tile it, name a tiled scale in settings/scales/low, or set "
+            "scale_ratio: null"
+        )
+
+
+def _problems(config: Mapping[str, Any]) -> Iterator[str]:
+    for name, dataset in config["datasets"].items():
+        split = dataset["split"]
+        total = sum(split["ratios"])
+        if split["scheme"] == "holdout" and not math.isclose(total, 1.0, abs_tol=1e-6):
+            yield (
+                f"config key 'datasets/{name}/split/ratios': train, validation and test "
+                f"fractions {split['ratios']} sum to {total:g}, not 1"
+            )
+    tiled = config["tiling"]["scales"]
+    for name, feature_set in config["feature_sets"].items():
+        if feature_set["scale"] not in tiled:
+            yield (
+                f"config key 'feature_sets/{name}/scale': scale '{feature_set['scale']}' is not "
+                f"tiled (tiling/scales has: {_one_of(tiled)})"
+            )
+        if (problem := _weights_problem(feature_set["weights"])) is not None:
+            yield f"config key 'feature_sets/{name}/weights': {problem}"
+    for name, experiment in config["experiments"].items():
+        yield from _experiment_problems(name, experiment, config)
+    chosen = config["report"]["heatmaps"]["experiment"]
+    if chosen is not None and chosen not in config["experiments"]:
+        yield (
+            f"config key 'report/heatmaps/experiment': no experiment '{chosen}' "
+            f"(experiments: {_one_of(config['experiments'])})"
+        )
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Checks the schema cannot express: scales that must be tiled, weights files that must
+    exist, split ratios that sum to 1, the heatmap experiment. (Experiments' datasets and feature
+    sets are checked by abmilx.experiments while it resolves them.)
+
+    ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
+    settings with defaults). Returns it; raises ConfigError listing every problem, each naming
+    its key and the allowed values.
+    """
+    problems = list(_problems(config))
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
+# --- per-model options, generated from the registries into workflow/schemas/models.schema.yaml
+
+
+def _json_type(annotation: Any) -> list[str] | None:
+    """JSON-schema types of a constructor annotation (None: anything)."""
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "string"}
+    simple[type(None)] = "null"
+    if annotation in simple:
+        return [simple[annotation]]
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list):
+        return ["array"]
+    if origin in (typing.Union, types.UnionType):
+        parts = [_json_type(arg) for arg in typing.get_args(annotation)]
+        if any(part is None for part in parts):
+            return None
+        return sorted({t for part in parts for t in part})
+    return None
+
+
+def _factory_keywords(factory: Callable) -> tuple[set[str], dict[str, Any]]:
+    """What a registered factory passes itself: fixed keywords (`gated=True`, callers cannot
+    set them) and overridable defaults (`**{"attn_type": "ca", **options}`)."""
+    fixed: set[str] = set()
+    defaults: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(factory)))):
+        if not isinstance(node, ast.Call):
+            continue
+        for keyword in node.keywords:
+            if keyword.arg is not None:
+                fixed.add(keyword.arg)
+            elif isinstance(keyword.value, ast.Dict):
+                for key, value in zip(keyword.value.keys, keyword.value.values, strict=True):
+                    if isinstance(key, ast.Constant) and isinstance(value, ast.Constant):
+                        defaults[key.value] = value.value
+    return fixed, defaults
+
+
+def _mil_options_schema(name: str, factory: Callable) -> dict:
+    """Object schema of the keyword options a registered MIL model accepts (its constructor's
+    keywords except the data-given in_dim and n_classes), typed and described."""
+    signature = inspect.signature(factory, eval_str=True)
+    parameters = dict(signature.parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        target = signature.return_annotation
+        parameters.update(inspect.signature(target, eval_str=True).parameters)
+        source = f"{target.__name__}.__init__"
+        fixed, defaults = _factory_keywords(factory)
+    else:
+        source, fixed, defaults = factory.__name__, set(), {}
+    properties = {}
+    for option, parameter in parameters.items():
+        if (
+            option in ("self", "in_dim", "n_classes")
+            or option in fixed
+            or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+        ):
+            continue
+        if option in defaults:
+            default = f"default {defaults[option]!r} (factory {factory.__name__})"
+        else:
+            default = f"default {parameter.default!r} ({source})"
+        described = {"description": default}
+        json_type = _json_type(parameter.annotation)
+        if json_type is not None:
+            described = {"type": json_type[0] if len(json_type) == 1 else json_type, **described}
+        properties[option] = described
+    return {
+        "title": f"MIL model '{name}'",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def models_schema() -> dict[str, Any]:
+    """Schema definitions generated from abmilx.models: the registered MIL and encoder names,
+    and per MIL model the options its constructor takes (`mil_kwargs`)."""
+    from abmilx.models import registry
+
+    mils = registry.list_mils()
+    defs: dict[str, Any] = {
+        "mil_name": {"type": "string", "enum": mils},
+        "encoder_name": {"type": "string", "enum": registry.list_encoders()},
+        "mil_options": {
+            "description": "mil_kwargs checked against the chosen MIL model's options.",
+            "allOf": [
+                {
+                    "if": {"properties": {"mil": {"const": name}}, "required": ["mil"]},
+                    "then": {"properties": {"mil_kwargs": {"$ref": f"#/$defs/mil_{name}"}}},
+                }
+                for name in mils
+            ],
+        },
+    }
+    for name in mils:
+        defs[f"mil_{name}"] = _mil_options_schema(name, registry._MILS[name])
+    return {"$defs": defs}
+
+
+def write_models_schema(path: str | Path = MODELS_SCHEMA_PATH) -> None:
+    header = (
+        "# Generated from the model registries by `python -m abmilx.config models-schema`; "
+        "do not edit.\n# Merged into config.schema.yaml's $defs by abmilx.config.load_schema.\n"
+    )
+    text = yaml.safe_dump(models_schema(), sort_keys=False, width=100, default_flow_style=None)
+    Path(path).write_text(header + text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["models-schema"]:
+        sys.exit("usage: python -m abmilx.config models-schema")
+    write_models_schema()
+    print(f"wrote {MODELS_SCHEMA_PATH}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import subprocess
@@ -10,23 +11,93 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE = PACKAGE_ROOT.name
 
 
-def code_digest(*modules: str) -> str:
-    """Digest of the named package paths (files or directories relative to ``src/abmilx``).
+def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
+    """Source file of module ``name`` (``abmilx.x.y``) of the package at ``root``, or None."""
+    parts = name.split(".")
+    if parts[0] != root.name:
+        return None
+    base = root.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_package(file: Path) -> bool:
+    return file.name == "__init__.py"
+
+
+def _imported_modules(name: str, file: Path, root: Path) -> set[str]:
+    """Package modules that ``file`` (module ``name``) imports anywhere, lazy imports included."""
+    package = name if _is_package(file) else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
+    return {module for module in found if module_file(module, root) is not None}
+
+
+def _with_parents(name: str) -> list[str]:
+    """``a.b.c`` -> a, a.b, a.b.c: importing a module runs its parent packages first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@cache
+def import_closure(command_module: str, root: Path = PACKAGE_ROOT) -> tuple[Path, ...]:
+    """Files of every module of the package at ``root`` that ``python -m command_module`` can
+    import.
+
+    Walks ``import``/``from ... import`` statements statically (relative and lazy ones too),
+    starting from the package's ``__main__``; parent packages count as imported.
+    """
+    entry = command_module
+    if module_file(f"{command_module}.__main__", root) is not None:
+        entry = f"{command_module}.__main__"
+    if module_file(entry, root) is None:
+        raise ModuleNotFoundError(f"import_closure: no module {command_module!r} under {root}")
+    seen: dict[str, Path] = {}
+    pending = _with_parents(entry)
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        file = module_file(name, root)
+        if file is None:
+            continue
+        seen[name] = file
+        for imported in _imported_modules(name, file, root):
+            pending.extend(_with_parents(imported))
+    return tuple(sorted(set(seen.values())))
+
+
+def code_digest(command_module: str) -> str:
+    """Digest of the code that ``python -m command_module`` runs (its import closure).
 
     Snakemake does not track imported code; a rule passes this digest as a param so that editing
-    the code of its stage reruns that stage and nothing else.
+    any module its command imports reruns it, and editing anything else does not.
     """
+    if command_module.split(".")[0] != PACKAGE:
+        raise ValueError(
+            f"code_digest takes the module a rule's command runs (python -m {PACKAGE}.<stage>), "
+            f"got {command_module!r}"
+        )
     digest = hashlib.sha256()
-    for module in sorted(modules):
-        path = PACKAGE_ROOT / module
-        if not path.exists():
-            raise FileNotFoundError(f"code_digest: no module {module!r} under {PACKAGE_ROOT}")
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(PACKAGE_ROOT)).encode())
-            digest.update(file.read_bytes())
+    for file in import_closure(command_module):
+        digest.update(file.relative_to(PACKAGE_ROOT).as_posix().encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 

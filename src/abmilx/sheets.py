@@ -23,6 +23,9 @@ TASKS = ("classification", "survival")
 MAX_LISTED_PROBLEMS = 20
 # Characters that would break file names or LMDB keys built from ids (`<slide_id>/<scale>/...`).
 FORBIDDEN_ID_CHARS = ("/", "\\")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+CASE_LABEL_TASKS = ("subtyping", "grading")
+"""Paper tasks whose label is a patient's property; a diagnosis (CAMELYON) is per slide."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class _Sheet:
             header = next(reader, None)
             if header is None:
                 raise SheetError([Problem(self.name, 1, None, "sheet is empty (no header line)")])
+            self.check_delimiter(header, delimiter)
             self.columns = [name.strip().lower() for name in header]
             self.rows: list[list[str]] = []
             self.lines: list[int] = []
@@ -94,6 +98,31 @@ class _Sheet:
         for column in sorted(duplicated):
             self.error(1, column, "column appears more than once in the header")
         self.raise_if_problems()
+
+    def check_delimiter(self, header: list[str], delimiter: str) -> None:
+        """A one-column header holding another delimiter: the sheet uses the wrong one."""
+        if len(header) != 1:
+            return
+        for other, name in DELIMITER_NAMES.items():
+            if other != delimiter and other in header[0]:
+                raise SheetError(
+                    [
+                        Problem(
+                            self.name,
+                            1,
+                            None,
+                            f"the sheet is {name}-separated (header {header[0]!r} is one column); "
+                            f"write it {DELIMITER_NAMES[delimiter]}-separated",
+                        )
+                    ]
+                )
+
+    def require_rows(self, what: str) -> None:
+        """A header-only sheet would silently run on nothing."""
+        if not self.rows:
+            raise SheetError(
+                [Problem(self.name, None, None, f"no rows: the sheet lists no {what}")]
+            )
 
     def error(self, row: int | None, column: str | None, message: str) -> None:
         self.problems.append(Problem(self.name, row, column, message))
@@ -230,6 +259,7 @@ def load_slide_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame
     """
     sheet = _Sheet(path)
     sheet.require(("slide_id", "case_id", "path"))
+    sheet.require_rows("slides")
     for column in ("slide_id", "case_id", "path"):
         sheet.check_present(column)
     sheet.check_unique("slide_id")
@@ -305,6 +335,7 @@ def load_label_sheet(
             sheet.error(1, "slide_id", "needs a 'slide_id' or a 'case_id' column as key")
             sheet.raise_if_problems()
         sheet.require(("label",))
+    sheet.require_rows("labels")
     sheet.check_present(key)
     sheet.check_unique(key)
 
@@ -340,14 +371,44 @@ def load_label_sheet(
     return _attach_source(frame, sheet, key)
 
 
+def _case_label_conflicts(joined: pd.DataFrame, label_file: str, lines: dict) -> list[Problem]:
+    """Cases whose slides carry different labels, each naming the two label rows."""
+    problems = []
+    for case_id, group in joined.groupby("case_id", sort=False):
+        first = group.iloc[0]
+        other = group[group["label"] != first["label"]]
+        if other.empty:
+            continue
+        second = other.iloc[0]
+        first_line = lines.get(first["slide_id"])
+        problems.append(
+            Problem(
+                label_file,
+                lines.get(second["slide_id"]),
+                "label",
+                f"case '{case_id}' has two labels: '{second['label']}' for slide "
+                f"'{second['slide_id']}' here and '{first['label']}' for slide "
+                f"'{first['slide_id']}' on line {first_line}; the slides of a case must share one "
+                "label",
+            )
+        )
+    return problems
+
+
 def join_labels(
-    slides: pd.DataFrame, labels: pd.DataFrame, task: str, strict: bool = False
+    slides: pd.DataFrame,
+    labels: pd.DataFrame,
+    task: str,
+    strict: bool = False,
+    one_label_per_case: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Attach labels to slides; returns (slides that have a label, warnings).
 
     Slides without a label and labels without a slide are warnings (logged and returned), or a
     SheetError when `strict`. A label sheet keyed by slide_id whose case_id disagrees with the
-    slide sheet is always an error: the patient-level split would be wrong.
+    slide sheet is always an error: the patient-level split would be wrong. With
+    `one_label_per_case` (subtyping, grading: a patient property, unlike a lymph node's
+    diagnosis), slides of one case with different labels are an error too.
     """
     _check_task(task)
     key = labels.attrs.get("key", "slide_id" if "slide_id" in labels.columns else "case_id")
@@ -405,7 +466,27 @@ def join_labels(
         log.warning(warning)
 
     joined = joined.loc[joined["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
+    if one_label_per_case and task == "classification" and key == "slide_id":
+        conflicts = _case_label_conflicts(joined, label_file, label_lines)
+        if conflicts:
+            raise SheetError(conflicts)
     if task == "survival":
         joined["event"] = joined["event"].astype(int)
     joined.attrs = {}
     return joined, warnings
+
+
+def load_dataset_sheets(dataset: dict, strict: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Load and cross-check the slide and label sheets of a config dataset (`task`, `classes`,
+    `slides`, `labels`), as the workflow does while parsing. Returns (slide sheet, warnings)."""
+    task = "survival" if dataset["task"] == "survival" else "classification"
+    slides = load_slide_sheet(dataset["slides"], check_files=True)
+    labels = load_label_sheet(dataset["labels"], task, classes=dataset.get("classes"))
+    _, warnings = join_labels(
+        slides,
+        labels,
+        task,
+        strict=strict,
+        one_label_per_case=dataset["task"] in CASE_LABEL_TASKS,
+    )
+    return slides, warnings

@@ -18,7 +18,7 @@ rule synthesize_slide:
     params:
         slide_id=lambda w: w.file.rsplit(".", 1)[0],
         settings=lambda w: json.dumps(synthetic_settings(w.dataset), sort_keys=True),
-        code=code_digest("cohort"),
+        code=code_digest("abmilx.cohort"),
     shell:
         "python -m abmilx.cohort slide --dataset {wildcards.dataset} --slide-id {params.slide_id}"
         " --out {output.slide:q} --truth {output.truth:q} --settings {params.settings:q}"
@@ -38,7 +38,7 @@ rule cohort_sheets:
     threads: 1
     params:
         settings=lambda w: json.dumps(synthetic_settings(w.dataset), sort_keys=True),
-        code=code_digest("cohort"),
+        code=code_digest("abmilx.cohort"),
     shell:
         "python -m abmilx.cohort sheets --dataset {wildcards.dataset}"
         " --out-dir results/cohort/{wildcards.dataset} --settings {params.settings:q}"
@@ -62,7 +62,7 @@ rule adapt_sheets:
         settings=lambda w: json.dumps(
             dataset_config(w.dataset)["adapter"]["options"], sort_keys=True
         ),
-        code=code_digest("adapters", "sheets.py"),
+        code=code_digest("abmilx.adapters"),
     shell:
         "python -m abmilx.adapters {params.name} --out-dir results/cohort/{wildcards.dataset}"
         " --settings {params.settings:q} > {log:q} 2>&1"

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from abmilx.config import validate_config
+from abmilx.config import check_config, naming_config_files, validate_config
 from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
-from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
+from abmilx.sheets import load_dataset_sheets
 
-config.update(validate_config(config))
-EXPERIMENTS = resolve_experiments(config)  # presets, bases, grids -> one entry per run
-config["experiments"] = EXPERIMENTS.runs
+# Schema and defaults, runs, cross-key checks: mistakes fail here, naming the config file.
+# Sheets are checked in slide_table.
+with naming_config_files(workflow.configfiles):
+    config.update(validate_config(config))
+    # presets, bases, grids -> one entry per run
+    EXPERIMENTS = resolve_experiments(config)
+    config["experiments"] = EXPERIMENTS.runs
+    check_config(config)
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
@@ -109,14 +114,7 @@ def slide_table(dataset):
             adapted(dataset).slides, columns=["slide_id", "case_id", "path", "mpp"]
         )
         return slides.set_index("slide_id", drop=False)
-    ds = dataset_config(dataset)
-    slides = load_slide_sheet(ds["slides"], check_files=True)
-    labels = load_label_sheet(
-        ds["labels"], model_task(dataset), classes=ds.get("classes")
-    )
-    _, warnings = join_labels(
-        slides, labels, model_task(dataset), strict=config["strict"]
-    )
+    slides, warnings = load_dataset_sheets(dataset_config(dataset), config["strict"])
     for warning in warnings:
         print(f"[{dataset}] {warning}", file=sys.stderr)
     return slides.set_index("slide_id", drop=False)
@@ -249,10 +247,6 @@ def evaluation_settings(wildcards):
 def heatmap_experiment():
     chosen = config["report"]["heatmaps"]["experiment"]
     if chosen is not None:
-        if chosen not in config["experiments"]:
-            raise ValueError(
-                f"config key 'report/heatmaps/experiment': no experiment {chosen!r}"
-            )
         return chosen
     e2e = experiment_names("e2e")
     return e2e[0] if e2e else None

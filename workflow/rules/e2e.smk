@@ -27,7 +27,7 @@ rule train_e2e:
         kind=lambda w: config["experiments"][w.experiment]["kind"],
         processes=lambda w: max(1, training_gpus(w)),
         settings=training_settings,
-        code=code_digest("e2e", "training", "models", "tiling/store.py"),
+        code=code_digest("abmilx.e2e"),
     shell:
         "{params.launch} -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
         " --kind {params.kind} --fold {wildcards.fold} --out-dir {params.out_dir:q}"

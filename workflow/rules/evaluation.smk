@@ -21,7 +21,7 @@ rule evaluate_fold:
         run_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         source=evaluation_source,
         settings=evaluation_settings,
-        code=code_digest("evaluation", "e2e", "two_stage", "models", "tiling/store.py"),
+        code=code_digest("abmilx.evaluation"),
     shell:
         "python -m abmilx.evaluation evaluate --run-dir {params.run_dir:q}"
         " --splits {input.splits:q} --fold {wildcards.fold} {params.source}"
@@ -50,7 +50,7 @@ rule aggregate_folds:
         SHELL_ENV
     threads: 1
     params:
-        code=code_digest("evaluation"),
+        code=code_digest("abmilx.evaluation"),
     shell:
         "python -m abmilx.evaluation aggregate --metrics {input.metrics:q}"
         " --predictions {input.predictions:q} --out-metrics {output.metrics:q}"

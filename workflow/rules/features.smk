@@ -27,7 +27,7 @@ rule extract_features:
             },
             sort_keys=True,
         ),
-        code=code_digest("features", "models", "tiling/store.py"),
+        code=code_digest("abmilx.features"),
     shell:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {output:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule qc_table:
         SHELL_ENV
     threads: 1
     params:
-        code=code_digest("report/qc.py", "report/__main__.py"),
+        code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
 
@@ -49,7 +49,7 @@ rule tables:
             ),
             sort_keys=True,
         ),
-        code=code_digest("report/tables.py", "report/__main__.py"),
+        code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
         " --out-dir {output:q} --tables {params.tables:q}"
@@ -77,7 +77,7 @@ rule figures:
         **job_resources("figures"),
     params:
         settings=heatmap_settings(),
-        code=code_digest("report/figures.py", "report/__main__.py", "slides.py"),
+        code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report figures --out-dir {output:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"

@@ -36,7 +36,7 @@ rule segment_tissue:
         settings=json.dumps(
             {**config["segmentation"], "strict": config["strict"]}, sort_keys=True
         ),
-        code=code_digest("segmentation", "slides.py"),
+        code=code_digest("abmilx.segmentation"),
     shell:
         "python -m abmilx.segmentation segment --slide {input.slide:q}"
         " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset} --mpp '{params.mpp}'"

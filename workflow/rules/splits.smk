@@ -17,7 +17,7 @@ rule make_splits:
     params:
         task=lambda w: model_task(w.dataset),
         settings=lambda w: json.dumps(split_settings(w.dataset), sort_keys=True),
-        code=code_digest("splits", "sheets.py"),
+        code=code_digest("abmilx.splits"),
     shell:
         "python -m abmilx.splits make --slides {input.slides:q} --labels {input.labels:q}"
         " --task {params.task} --out {output.split:q} --settings {params.settings:q}"

@@ -23,7 +23,7 @@ rule tile_slide:
         settings=json.dumps(
             {**config["tiling"], "strict": config["strict"]}, sort_keys=True
         ),
-        code=code_digest("tiling", "slides.py"),
+        code=code_digest("abmilx.tiling"),
     shell:
         "python -m abmilx.tiling tile --slide {input.slide:q} --slide-id {wildcards.slide:q}"
         " --dataset {wildcards.dataset} --mpp '{params.mpp}' --segmentation {params.prefix:q}"
@@ -50,6 +50,6 @@ rule pack_tiles:
     resources:
         **job_resources("pack_tiles"),
     params:
-        code=code_digest("tiling"),
+        code=code_digest("abmilx.tiling"),
     shell:
         "python -m abmilx.tiling pack --stores {input.stores:q} --out {output:q} > {log:q} 2>&1"

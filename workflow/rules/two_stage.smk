@@ -24,7 +24,7 @@ rule train_two_stage:
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
         settings=training_settings,
-        code=code_digest("two_stage", "training", "models"),
+        code=code_digest("abmilx.two_stage"),
     shell:
         "python -m abmilx.two_stage train --features-dir {input.features:q}"
         " --splits {input.splits:q} --fold {wildcards.fold} --out-dir {params.out_dir:q}"

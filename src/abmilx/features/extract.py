@@ -64,7 +64,7 @@ def _fingerprint(store: PatchStore, settings: dict) -> dict:
     return {
         "settings": config_hash(settings),
         "store": hashlib.sha256(meta).hexdigest()[:16],
-        "code": code_digest("features", "models", "tiling/store.py"),
+        "code": code_digest("abmilx.features"),
     }
 
 

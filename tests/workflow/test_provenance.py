@@ -1,0 +1,88 @@
+"""Rerun triggers: each rule's code digest covers exactly what its command imports."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from abmilx.provenance import PACKAGE_ROOT, code_digest, import_closure
+
+
+def test_every_rule_digests_the_module_its_command_runs(rule_sources, rule_commands):
+    for rule, text in rule_sources.items():
+        digests = re.findall(r"code=code_digest\(([^)]*)\)", text)
+        assert digests == [f'"{rule_commands[rule]}"'], f"rule {rule}: code={digests}"
+
+
+def test_reruns_follow_real_imports(rule_commands):
+    """A few facts about this code base the computed sets must respect (not circular)."""
+
+    def importers(module: str) -> set[str]:
+        path = PACKAGE_ROOT / module
+        return {rule for rule, command in rule_commands.items() if path in import_closure(command)}
+
+    assert importers("segmentation/tissue.py") == {"segment_tissue", "tile_slide", "pack_tiles"}
+    assert importers("report/tables.py") == {"qc_table", "tables", "figures"}
+    assert {"train_two_stage", "train_e2e", "evaluate_fold"} <= importers("training/losses.py")
+    assert "segment_tissue" not in importers("training/losses.py")
+    assert "extract_features" in importers("tiling/store.py")
+
+
+def test_closure_follows_relative_lazy_and_submodule_imports(tmp_path: Path):
+    package = tmp_path / "pkg"
+    files = {
+        "__init__.py": "",
+        "__main__.py": "from .a import f\n\ndef main():\n    from pkg.sub import b\n",
+        "a.py": "from . import c\nimport os\n",
+        "c.py": "from .sub.d import x\n",
+        "sub/__init__.py": "",
+        "sub/b.py": "",
+        "sub/d.py": "from ..a import f\n",
+        "unused.py": "import pkg.a\n",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    closure = import_closure("pkg", package)
+    assert sorted(p.relative_to(package).as_posix() for p in closure) == sorted(
+        set(files) - {"unused.py"}
+    )
+
+
+# Imports each command module in turn in one interpreter, forgetting the package's modules in
+# between (third-party ones such as torch stay loaded, which keeps this fast), and prints what
+# each import loaded from the package as JSON.
+PROBE = """
+import importlib, json, sys
+loaded = {}
+for command in sys.argv[1:]:
+    importlib.import_module(command + ".__main__")
+    ours = [n for n in sys.modules if n.split(".")[0] == "abmilx"]
+    loaded[command] = [sys.modules[n].__file__ for n in ours if sys.modules[n].__file__]
+    for name in ours:
+        del sys.modules[name]
+print(json.dumps(loaded))
+"""
+
+
+def test_static_closure_covers_every_module_the_command_loads():
+    """What importing a command's module really loads lies inside its static closure."""
+    commands = sorted(f"abmilx.{p.parent.name}" for p in PACKAGE_ROOT.glob("*/__main__.py"))
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT.parent), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *commands],
+        env=env, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    loaded = json.loads(result.stdout)
+    assert sorted(loaded) == commands
+    for command, files in loaded.items():
+        real = {Path(file).resolve() for file in files}
+        assert PACKAGE_ROOT / "__init__.py" in real, command
+        assert real <= set(import_closure(command)), (command, real - set(import_closure(command)))
+
+
+def test_digest_is_of_a_command_module():
+    assert len(code_digest("abmilx.report")) == 16
+    assert code_digest("abmilx.report") != code_digest("abmilx.tiling")
