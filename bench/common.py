@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from abmilx.config import REPO_ROOT, load_config
+from abmilx.experiments import resolve_experiments
 from abmilx.tiling.store import PatchStoreWriter
 from bench.tiling import texture
 
@@ -17,8 +18,11 @@ DEMO_FEATURES = "r50_layer3"
 
 
 def demo_config() -> dict:
-    """The demo config with every schema default filled in."""
-    return load_config(DEMO_CONFIG)
+    """The demo config with every schema default filled in and its experiments resolved into
+    runs (presets, bases, grids), as the workflow sees it."""
+    config = load_config(DEMO_CONFIG)
+    config["experiments"] = resolve_experiments(config).runs
+    return config
 
 
 def device() -> torch.device:

@@ -14,6 +14,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
 
 
+DATA_SUFFIXES = (".csv", ".json", ".yaml", ".yml")
+
+
 def module_file(name: str, root: Path = PACKAGE_ROOT) -> Path | None:
     """Source file of module ``name`` (``abmilx.x.y``) of the package at ``root``, or None."""
     parts = name.split(".")
@@ -95,10 +98,24 @@ def code_digest(command_module: str) -> str:
             f"got {command_module!r}"
         )
     digest = hashlib.sha256()
-    for file in import_closure(command_module):
+    for file in import_closure(command_module) + package_data(command_module):
         digest.update(file.relative_to(PACKAGE_ROOT).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def package_data(command_module: str) -> tuple[Path, ...]:
+    """Data files (e.g. report/paper_values.csv) beside the modules of the import closure: code
+    reads them at run time, so editing one must rerun the rule like editing code."""
+    folders = {file.parent for file in import_closure(command_module)}
+    return tuple(
+        sorted(
+            file
+            for folder in folders
+            for file in folder.iterdir()
+            if file.suffix in DATA_SUFFIXES and file.is_file()
+        )
+    )
 
 
 def config_hash(settings: Any) -> str:

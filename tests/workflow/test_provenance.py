@@ -7,13 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from abmilx.provenance import PACKAGE_ROOT, code_digest, import_closure
+from abmilx.provenance import PACKAGE_ROOT, code_digest, import_closure, package_data
 
 
 def test_every_rule_digests_the_module_its_command_runs(rule_sources, rule_commands):
     for rule, text in rule_sources.items():
         digests = re.findall(r"code=code_digest\(([^)]*)\)", text)
         assert digests == [f'"{rule_commands[rule]}"'], f"rule {rule}: code={digests}"
+
+
+def test_data_files_beside_the_code_are_digested_too():
+    """The tables read the paper's values from a CSV in abmilx/report: editing it reruns them."""
+    paper = PACKAGE_ROOT / "report" / "paper_values.csv"
+    assert paper in package_data("abmilx.report")
+    assert paper not in package_data("abmilx.segmentation")
 
 
 def test_reruns_follow_real_imports(rule_commands):
