@@ -33,7 +33,7 @@ def _is_package(file: Path) -> bool:
     return file.name == "__init__.py"
 
 
-def _imported_modules(name: str, file: Path, root: Path) -> set[str]:
+def imported_modules(name: str, file: Path, root: Path) -> set[str]:
     """Package modules that ``file`` (module ``name``) imports anywhere, lazy imports included."""
     package = name if _is_package(file) else name.rpartition(".")[0]
     found: set[str] = set()
@@ -81,7 +81,7 @@ def import_closure(command_module: str, root: Path = PACKAGE_ROOT) -> tuple[Path
         if file is None:
             continue
         seen[name] = file
-        for imported in _imported_modules(name, file, root):
+        for imported in imported_modules(name, file, root):
             pending.extend(_with_parents(imported))
     return tuple(sorted(set(seen.values())))
 

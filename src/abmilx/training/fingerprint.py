@@ -7,7 +7,6 @@ closure of the kind's module) and the world size. Otherwise it is discarded, nev
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from abmilx.provenance import config_hash
+from abmilx.provenance import PACKAGE, PACKAGE_ROOT, code_digest, config_hash, imported_modules
 
 
 def split_rows_digest(splits: str | Path, fold: int) -> str:
@@ -26,56 +25,19 @@ def split_rows_digest(splits: str | Path, fold: int) -> str:
     return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
 
 
-def _module_file(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    return Path(spec.origin) if spec is not None and spec.origin else None
-
-
-def _imported_names(tree: ast.AST, package: str) -> set[str]:
-    """`abmilx.*` modules an AST imports, anywhere (lazy imports in functions too)."""
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in names if name.split(".")[0] == "abmilx"}
-
-
-def code_closure(module: str) -> dict[str, Path]:
-    """Source files of `module` and of what it imports from abmilx, transitively, by name."""
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        try:
-            path = _module_file(name)
-        except (ModuleNotFoundError, ValueError):  # not importable by that name
-            path = None
-        if path is None or path.suffix != ".py":
-            continue
-        seen[name] = path
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        parents = [".".join(name.split(".")[:k]) for k in range(1, name.count(".") + 1)]
-        todo.extend(parents)
-        todo.extend(_imported_names(ast.parse(path.read_bytes()), package))
-    return seen
-
-
 def code_closure_digest(module: str) -> str:
-    """Digest of `code_closure(module)`: changes when any file the module depends on does."""
-    seen = code_closure(module)
-    digest = hashlib.sha256()
-    for name in sorted(seen):
-        digest.update(name.encode())
-        digest.update(seen[name].read_bytes())
+    """Digest of the code a kind's module runs: `provenance.code_digest` (its import closure) for
+    a module of the package; for a kind defined elsewhere (a plugin, a test), its own source plus
+    the closures of the package modules it imports."""
+    if module.split(".")[0] == PACKAGE:
+        return code_digest(module)
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError(f"no source for the kind's module {module!r}")
+    file = Path(spec.origin)
+    digest = hashlib.sha256(file.read_bytes())
+    for imported in sorted(imported_modules(module, file, PACKAGE_ROOT)):
+        digest.update(code_digest(imported).encode())
     return digest.hexdigest()[:16]
 
 
