@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from tiny_workflow import finish_tiny_run
 
 from abmilx.config import REPO_ROOT
 
@@ -27,3 +28,10 @@ def rule_commands(rule_sources) -> dict[str, str]:
         assert len(modules) == 1, f"rule {rule} runs {sorted(modules) or 'no abmilx module'}"
         commands[rule] = modules.pop()
     return commands
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory):
+    """One finished run of the whole DAG on the tiny cohort, shared by the integration and CLI
+    tests (it is the slowest fixture of the suite: build it once)."""
+    return finish_tiny_run(tmp_path_factory.mktemp("workflow"))

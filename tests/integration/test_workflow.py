@@ -1,63 +1,27 @@
-"""The whole DAG on a tiny generated cohort, run by the real Snakemake in a temporary folder.
-
-The package source is copied next to the run and put first on PYTHONPATH, so the test can edit a
-module of each stage and check that exactly the rules whose command imports it would rerun.
-"""
+"""The whole DAG on a tiny generated cohort, run by the real Snakemake in a temporary folder
+(tests/tiny_workflow.py): outputs, nothing to redo, and exactly the rules whose command imports
+an edited module rerun."""
 
 import json
 import math
-import os
 import shutil
 import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from tiny_workflow import TARGETS, snakemake, snakemake_command
 
 from abmilx.config import REPO_ROOT
 from abmilx.provenance import import_closure
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent
-TARGETS = ["results/tables", "results/figures", "results/qc/slides.tsv"]
 
 
-def snakemake_command(
-    workdir: Path, *args: str, src: Path | None = None
-) -> tuple[list[str], dict[str, str]]:
-    """Command line and environment of Snakemake on ``workdir`` with the package copy ``src``
-    (default: the one in ``workdir``) first on PYTHONPATH."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(src or workdir / "src"),
-    }
-    command = [
-        str(BIN / "snakemake"), "--snakefile", str(REPO_ROOT / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args,
-    ]  # fmt: skip
-    return command, env
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    command, env = snakemake_command(workdir, *args)
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    shutil.copytree(
-        REPO_ROOT / "src", workdir / "src", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(REPO_ROOT / "workflow" / "schemas", workdir / "workflow" / "schemas")
-    shutil.copy(Path(__file__).with_name("tiny_config.yaml"), workdir / "config.yaml")
-    result = snakemake(workdir, "--cores", "2", *TARGETS)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return workdir
+@pytest.fixture(scope="session")
+def finished_run(finished_tiny_run):
+    return finished_tiny_run
 
 
 def test_every_stage_leaves_its_outputs(finished_run):
