@@ -22,6 +22,20 @@ def test_a_good_config_is_ok_with_its_datasets_experiments_and_jobs(tmp_path, ca
     assert not (tmp_path / "results").exists()  # a dry run: nothing was made
 
 
+def test_experiments_from_presets_and_grids_are_listed_resolved(tmp_path, capsys):
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["experiments"]["heads"] = {
+        "base": "abmilx_e2e",
+        "grid": {"settings.mil_kwargs.n_heads": [2]},
+    }
+    config["experiments"]["preset_run"] = {"preset": "abmilx_e2e_r18_subtyping"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["validate", str(path), "--directory", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "heads__n_heads-2: e2e" in out and "preset_run: e2e" in out
+
+
 def test_a_bad_config_fails_with_the_key_and_exit_code_1(tmp_path, capsys):
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["experiments"]["abmilx_e2e"]["settings"]["n_patchez"] = 12

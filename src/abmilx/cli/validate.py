@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from abmilx.config import REPO_ROOT, load_config
+from abmilx.experiments import resolve_experiments
 
 # Lines of Snakemake's own chatter, never part of an error message.
 _NOISE = re.compile(
@@ -94,9 +95,9 @@ def validate(
         }
         for name, dataset in settings["datasets"].items()
     }
-    experiments = {
+    experiments = {  # presets, bases and grids resolved, as the workflow runs them
         name: {"kind": experiment["kind"], "datasets": experiment.get("datasets")}
-        for name, experiment in settings["experiments"].items()
+        for name, experiment in resolve_experiments(settings).experiments.items()
     }
     return Validation(True, jobs=job_counts(output), datasets=datasets, experiments=experiments)
 
