@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import subprocess
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,16 @@ def config_hash(settings: Any) -> str:
     """Stable hash of a JSON-serialisable settings object (key order does not matter)."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(parts: Mapping[str, Any]) -> dict[str, str]:
+    """One short hash per named part of what saved state depends on (resume, partial outputs)."""
+    return {name: config_hash(value) for name, value in parts.items()}
+
+
+def changed_parts(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """Parts whose hash differs: the reason saved state is discarded."""
+    return [name for name in current if stored.get(name) != current[name]]
 
 
 @cache

@@ -9,7 +9,6 @@ every slide is done.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import torch
 from abmilx.features.data import iter_slide_features
 from abmilx.models import create_encoder
 from abmilx.progress import Progress
-from abmilx.provenance import code_digest, config_hash
+from abmilx.provenance import changed_parts, code_digest, fingerprint
 from abmilx.tiling.store import PatchStore
 from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
 from abmilx.training.seeding import seed_everything
@@ -60,15 +59,12 @@ def partial_dir(out_dir: str | Path) -> Path:
 
 def _fingerprint(store: PatchStore, settings: dict) -> dict:
     """What the features of a slide depend on: settings, the store's content list, the code."""
-    meta = json.dumps(store.meta, sort_keys=True).encode()
-    return {
-        "settings": config_hash(settings),
-        "store": hashlib.sha256(meta).hexdigest()[:16],
-        "code": code_digest("abmilx.features"),
-    }
+    return fingerprint(
+        {"settings": settings, "store": store.meta, "code": code_digest("abmilx.features")}
+    )
 
 
-def _finished_slides(work: Path, fingerprint: dict) -> set[str]:
+def _finished_slides(work: Path, current: dict) -> set[str]:
     """Slide ids already in `work` from an interrupted run with the same fingerprint.
 
     A folder with another fingerprint is discarded, with one log line naming what changed.
@@ -77,7 +73,7 @@ def _finished_slides(work: Path, fingerprint: dict) -> set[str]:
         return set()
     path = work / FINGERPRINT
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    changed = [key for key in fingerprint if previous.get(key) != fingerprint[key]]
+    changed = changed_parts(previous, current)
     if changed:
         log.info("discarding the unfinished slides in %s: %s changed", work, ", ".join(changed))
         shutil.rmtree(work)
@@ -133,15 +129,15 @@ def extract(
     mpp = float(patch_store.meta["scales"][scale]["mpp"])
     slide_ids = list(patch_store.slide_ids)
     out_dir, work = Path(out_dir), partial_dir(out_dir)
-    fingerprint = _fingerprint(patch_store, settings)
-    finished = _finished_slides(work, fingerprint)
+    current = _fingerprint(patch_store, settings)
+    finished = _finished_slides(work, current)
     todo = [slide_id for slide_id in slide_ids if slide_id not in finished]
     if finished:
         log.info(
             "resuming: %d of %d slides already done in %s", len(finished), len(slide_ids), work
         )
     work.mkdir(parents=True, exist_ok=True)
-    (work / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1))
+    (work / FINGERPRINT).write_text(json.dumps(current, indent=1))
 
     total = sum(patch_store.count(slide_id, scale) for slide_id in todo)
     progress = Progress(f"features {encoder}", total=total, unit="patches", logger=log)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from abmilx.provenance import PACKAGE, PACKAGE_ROOT, code_digest, config_hash, imported_modules
+from abmilx.provenance import PACKAGE, PACKAGE_ROOT, code_digest, imported_modules
 
 
 def split_rows_digest(splits: str | Path, fold: int) -> str:
@@ -39,13 +37,3 @@ def code_closure_digest(module: str) -> str:
     for imported in sorted(imported_modules(module, file, PACKAGE_ROOT)):
         digest.update(code_digest(imported).encode())
     return digest.hexdigest()[:16]
-
-
-def fingerprint(parts: Mapping[str, Any]) -> dict[str, str]:
-    """One short hash per named part."""
-    return {name: config_hash(value) for name, value in parts.items()}
-
-
-def changed_parts(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """Parts whose hash differs."""
-    return [name for name in current if stored.get(name) != current[name]]

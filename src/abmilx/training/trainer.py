@@ -21,17 +21,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from abmilx.progress import Progress
+from abmilx.provenance import changed_parts, fingerprint
 from abmilx.training.bags import load_fold, selection_bags
 from abmilx.training.callbacks import SNAPSHOT_DIR, Callback, builtin_callbacks
 from abmilx.training.devices import autocast, resolve_amp, set_threads
 from abmilx.training.distributed import Distributed, global_batches
 from abmilx.training.ema import ModelEma
-from abmilx.training.fingerprint import (
-    changed_parts,
-    code_closure_digest,
-    fingerprint,
-    split_rows_digest,
-)
+from abmilx.training.fingerprint import code_closure_digest, split_rows_digest
 from abmilx.training.losses import bag_loss
 from abmilx.training.optim import WarmupCosine, build_optimizer
 from abmilx.training.runs import (
