@@ -15,6 +15,7 @@ wildcard_constraints:
     file=r"[^/]+\.(svs|tif)",
     fold=r"\d+",
     experiment=name_pattern(list(config["experiments"])),
+    table=name_pattern(list(TABLE_PLANS)),
 
 
 include: "workflow/rules/cohort.smk"

@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from abmilx.config import REPO_ROOT, load_config, validate_config
 from abmilx.experiments import resolve_experiments
 from abmilx.report.paper import load_paper_values, paper_cell
+from abmilx.report.__main__ import main
 from abmilx.report.tables import plan_tables, write_declared_tables, write_tables
 
 SHIPPED_CONFIGS = [
@@ -153,30 +155,42 @@ def test_missing_metrics_of_a_planned_run_fail(tmp_path):
         write_declared_tables([], plans, tmp_path)
 
 
-def test_demo_table1_renders_beside_main_and_cohort(tmp_path):
-    """The demo's declared table1 on fabricated metrics, through the rule's entry point."""
+def test_demo_tables_render_beside_main_and_cohort(tmp_path):
+    """The demo's declared tables on fabricated metrics and attention, through the rules' entry
+    points: each table alone (rule table), then copied beside main (rule tables)."""
     config = load_config(REPO_ROOT / "config.yaml")
     experiments = resolve_experiments(config)
     tasks = {d: spec["task"] for d, spec in config["datasets"].items()}
     plans = json.loads(json.dumps(plan_tables(config["tables"], experiments, tasks)))
-    files = []
+    files, attention = [], []
     for run in experiments.runs:
         for dataset, task in tasks.items():
             metrics = _run(run, "surv" if task == "survival" else "sub", 0.7, weights="random")
             metrics["dataset"] = dataset
-            path = tmp_path / f"{run}_{dataset}.json"
-            path.write_text(json.dumps(metrics))
-            files.append(path)
+            metrics["cost"].update(params=1e6, flops_per_slide=2e9, peak_rss_mb=900.0)
+            metrics["cost"]["inference_seconds_per_slide"] = 0.4
+            folder = tmp_path / "runs" / dataset / run
+            (folder / "fold0").mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+            files.append(folder / "metrics.json")
+            # one peaked attention (1 of 4 patches activated) per run, none for TransMIL
+            weights = {} if run == "e2e_transmil" else {"s/attention": np.array([[0, 0, 0, 1.0]])}
+            np.savez(folder / "fold0" / "attention.npz", **weights)
+            attention.append(folder / "fold0" / "attention.npz")
+    cache = tmp_path / "cache"
+    for name, plan in plans.items():
+        main(["table", "--name", name, "--plan", json.dumps(plan), "--out-dir", str(cache),
+              "--metrics", *map(str, files), "--attention", *map(str, attention)])  # fmt: skip
     settings = {
         "datasets": tasks,
         "experiments": {
             n: {"title": e["title"], "kind": e["kind"]} for n, e in experiments.runs.items()
         },
     }
-    write_tables(files, tmp_path / "tables", settings, plans=plans)
-    assert {p.name for p in (tmp_path / "tables").iterdir()} >= {
-        "main.csv", "main.md", "table1.csv", "table1.md", "table1.tex"
-    }  # fmt: skip
+    write_tables(files, tmp_path / "tables", settings, declared=sorted(cache.iterdir()))
+    assert {p.name for p in (tmp_path / "tables").iterdir()} >= {"main.csv", "main.md"} | {
+        f"{name}.{ext}" for name in plans for ext in ("csv", "md", "tex")
+    }
     markdown = (tmp_path / "tables" / "table1.md").read_text()
     assert (
         "| ABMIL (two-stage, R50 layer3 features) | 70.00 [60.00, 75.00] | 83.80 ± 6.55 |"
@@ -184,6 +198,18 @@ def test_demo_table1_renders_beside_main_and_cohort(tmp_path):
     )
     assert "| ABMILX + MRIS (E2E, R18 layer3) | 70.00 [60.00, 75.00] | 93.97 |" in markdown
     assert "initialised at random" in markdown
+    sparsity = (tmp_path / "tables" / "sparsity.md").read_text()
+    assert "| ABMIL (E2E) | 75.00 [75.00, 75.00] | 80 | 70.00 [60.00, 75.00] | 89.23 |" in sparsity
+    assert "| TransMIL (E2E) | the model gives no attention | 13 |" in sparsity
+    assert "min-max normalised" in sparsity
+    table7 = pd.read_csv(tmp_path / "tables" / "table7.csv", dtype={"paper_value": str})
+    rows = table7.set_index("row")
+    assert rows.loc["ABMILX (n_heads=1)", "paper_value"] == "90.12"  # table7_heads, w/o MH.
+    assert rows.loc["ABMILX (n_heads=8)", "run"] == "ablation_base"
+    assert rows.loc["ABMILX (ffn=false)", "run"] == "ablation_base"
+    assert "not merged yet" in rows.loc["ABMILX + regional sampling, G=2", "reason"]
+    cost = (tmp_path / "tables" / "cost.md").read_text()
+    assert "| 1e+06 | 26M+0.66M | 2e+09 | 2.12T | 12.5 | 900 | 0.4 |" in cost
 
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
@@ -198,8 +224,16 @@ def test_shipped_tables_resolve_with_the_paper_beside(path):
     for name, plan in plans.items():
         for row in plan["rows"]:
             assert row["run"] in experiments.runs or row["reason"], (name, row)
-            assert row["paper_row"], (name, row["label"])  # shipped rows all have a paper row
-            for column in plan["columns"]:
-                reference = column["paper"]
-                value = paper_cell(paper, reference["table"], row["paper_row"], reference["column"])
-                assert value is not None, (name, row["label"], reference)
+            if row["paper"] is None:  # the cost rows, the frozen encoder (not in the paper's text)
+                continue
+            values = [
+                paper_cell(
+                    paper,
+                    row["paper"]["table"] or column["paper"]["table"],
+                    row["paper"]["row"],
+                    column["paper"]["column"],
+                )
+                for column in plan["columns"]
+                if column["paper"]
+            ]
+            assert any(value is not None for value in values), (name, row["label"])

@@ -10,6 +10,7 @@ import pandas as pd
 from abmilx.config import check_config, naming_config_files, validate_config
 from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
+from abmilx.report.tables import plan_tables
 from abmilx.sheets import load_dataset_sheets
 
 # Schema and defaults, runs, cross-key checks: mistakes fail here, naming the config file.
@@ -20,6 +21,12 @@ with naming_config_files(workflow.configfiles):
     EXPERIMENTS = resolve_experiments(config)
     config["experiments"] = EXPERIMENTS.runs
     check_config(config)
+    # declared tables resolved to runs and columns (unknown names fail here)
+    TABLE_PLANS = plan_tables(
+        config["tables"],
+        EXPERIMENTS,
+        {name: dataset["task"] for name, dataset in config["datasets"].items()},
+    )
 
 DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
@@ -40,6 +47,8 @@ localrules:
     aggregate_folds,
     qc_table,
     tables,
+    table,
+    table_file,
 
 
 for _name, _experiment in config["experiments"].items():
@@ -296,6 +305,32 @@ def heatmap_settings():
             "runs": runs,
         },
         sort_keys=True,
+    )
+
+
+def table_inputs(wildcards):
+    """metrics.json of every (run, dataset) cell of a table, and the folds' attention.npz of the
+    runs in its sparsity columns."""
+    plan = TABLE_PLANS[wildcards.table]
+    metrics, attention = [], []
+    for row in plan["rows"]:
+        for column in plan["columns"]:
+            dataset = column["dataset"]
+            if row["run"] is None or dataset not in (row["datasets"] or DATASETS):
+                continue
+            run = f"results/runs/{dataset}/{row['run']}"
+            metrics.append(f"{run}/metrics.json")
+            if column["metric"] == "sparsity":
+                attention += [f"{run}/fold{k}/attention.npz" for k in folds(dataset)]
+    return {
+        "metrics": list(dict.fromkeys(metrics)),
+        "attention": list(dict.fromkeys(attention)),
+    }
+
+
+def declared_table_files():
+    return expand(
+        "results/.tables/{table}.{ext}", table=list(TABLE_PLANS), ext=["csv", "md", "tex"]
     )
 
 

@@ -1,5 +1,8 @@
-# The paper's tables and figures, and the cohort QC table.
-from abmilx.report.tables import plan_tables
+# The paper's tables and figures, and the cohort QC table. Each declared table is rendered alone
+# into results/.tables (rule table), so that a changed run reruns only the tables showing it;
+# results/tables/<name>.<ext> copies one (rule table_file: that table and only its runs), and the
+# directory target results/tables copies them all beside main and cohort (rule tables). The two
+# targets are never built in one call (Snakemake forbids a file target inside a directory output).
 
 
 rule qc_table:
@@ -22,10 +25,52 @@ rule qc_table:
         "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule table:
+    input:
+        unpack(table_inputs),
+    output:
+        csv="results/.tables/{table}.csv",
+        md="results/.tables/{table}.md",
+        tex="results/.tables/{table}.tex",
+    log:
+        "results/logs/table/{table}.log",
+    conda:
+        SHELL_ENV
+    threads: 1
+    params:
+        # the table resolved to runs and columns (unknown names fail at parse time)
+        plan=lambda w: json.dumps(TABLE_PLANS[w.table], sort_keys=True),
+        n_boot=config["evaluation"]["n_boot"],
+        seed=config["evaluation"]["seed"],
+        code=code_digest("abmilx.report"),
+    shell:
+        "python -m abmilx.report table --name {wildcards.table} --plan {params.plan:q}"
+        " --metrics {input.metrics:q} --attention {input.attention:q}"
+        " --n-boot {params.n_boot} --seed {params.seed} --out-dir results/.tables"
+        " > {log:q} 2>&1"
+
+
+rule table_file:
+    input:
+        "results/.tables/{table}.{ext}",
+    output:
+        "results/tables/{table}.{ext}",
+    wildcard_constraints:
+        ext="csv|md|tex",
+    log:
+        "results/logs/table_file/{table}.{ext}.log",
+    conda:
+        SHELL_ENV
+    threads: 1
+    shell:
+        "cp {input:q} {output:q} 2> {log:q}"
+
+
 rule tables:
     input:
         metrics=[f for d in DATASETS for f in run_outputs(d)],
         qc="results/qc/slides.tsv",
+        declared=declared_table_files(),
     output:
         report(
             directory("results/tables"),
@@ -40,19 +85,10 @@ rule tables:
     threads: 1
     params:
         settings=table_settings(),
-        # the config's tables resolved to runs and columns (unknown names fail at parse time)
-        tables=json.dumps(
-            plan_tables(
-                config["tables"],
-                EXPERIMENTS,
-                {d: dataset_config(d)["task"] for d in DATASETS},
-            ),
-            sort_keys=True,
-        ),
         code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
-        " --out-dir {output:q} --tables {params.tables:q}"
+        " --out-dir {output:q} --declared {input.declared:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 

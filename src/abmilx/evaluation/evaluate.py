@@ -216,6 +216,7 @@ def evaluate(
     EMA teacher of an E2E run, when it kept one; two-stage runs have main weights only).
     """
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from abmilx.training import load_run, predict, task_type
 
@@ -237,16 +238,20 @@ def evaluate(
         raise ValueError(f"kind {kind} needs its data: --store (e2e, c2c, ft) or --features-dir")
     # A survival case's slides form one bag.
     case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
+    # FLOPs counted on the same pass (torch's counter: 2 per multiply-add of matmuls and
+    # convolutions); for two-stage runs the aggregator's only, the features being precomputed.
+    flop_counter = FlopCounterMode(display=False)
     started = time.perf_counter()
-    logits, attention = predict(
-        run_dir,
-        source,
-        slide_ids,
-        threads,
-        case_ids=case_ids,
-        weights=model_weights,
-        device=device,
-    )
+    with flop_counter:
+        logits, attention = predict(
+            run_dir,
+            source,
+            slide_ids,
+            threads,
+            case_ids=case_ids,
+            weights=model_weights,
+            device=device,
+        )
     seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
     on_gpu = device != "cpu" and torch.cuda.is_available()
     resolved_device = f"cuda ({torch.cuda.get_device_name(0)})" if on_gpu else "cpu"
@@ -267,6 +272,7 @@ def evaluate(
         device=resolved_device,
         model_weights=model_weights,
     )
+    metrics["cost"]["flops_per_slide"] = float(flop_counter.get_total_flops()) / len(slide_ids)
     write_outputs(out_dir, predictions, attention, metrics)
     summary = ", ".join(
         f"{name} {s['point']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]"

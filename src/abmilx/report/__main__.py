@@ -7,7 +7,12 @@ import json
 
 from abmilx.report.figures import attention_heatmaps
 from abmilx.report.qc import write_qc_table
-from abmilx.report.tables import write_tables
+from abmilx.report.tables import (
+    attention_by_run,
+    load_runs,
+    write_declared_tables,
+    write_tables,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,8 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     tables.add_argument("--settings", required=True, help="JSON: datasets and experiments")
     tables.add_argument("--qc", help="results/qc/slides.tsv, summarised per dataset")
     tables.add_argument(
-        "--tables", default="{}", help="JSON: declared tables (abmilx.report.tables.plan_tables)"
+        "--declared", nargs="*", default=[], help="rendered declared tables to copy beside"
     )
+    table = commands.add_parser("table", help="one declared table from metrics.json files")
+    table.add_argument("--name", required=True)
+    table.add_argument("--plan", required=True, help="JSON: abmilx.report.tables.plan_tables")
+    table.add_argument("--metrics", nargs="*", default=[])
+    table.add_argument("--attention", nargs="*", default=[], help="attention.npz for sparsity")
+    table.add_argument("--n-boot", type=int, default=1000)
+    table.add_argument("--seed", type=int, default=0)
+    table.add_argument("--out-dir", required=True)
     figures = commands.add_parser("figures", help="attention heatmaps")
     figures.add_argument("--out-dir", required=True)
     figures.add_argument("--settings", required=True, help="JSON: runs to draw")
@@ -34,9 +47,19 @@ def main(argv: list[str] | None = None) -> None:
         print(table["status"].value_counts().to_string())
     elif args.command == "tables":
         table = write_tables(
-            args.metrics, args.out_dir, json.loads(args.settings), args.qc, json.loads(args.tables)
+            args.metrics, args.out_dir, json.loads(args.settings), args.qc, args.declared
         )
         print(f"{len(table)} rows written to {args.out_dir}")
+    elif args.command == "table":
+        cells = write_declared_tables(
+            load_runs(args.metrics),
+            {args.name: json.loads(args.plan)},
+            args.out_dir,
+            attention_by_run(args.attention),
+            args.n_boot,
+            args.seed,
+        )
+        print(f"{len(cells[args.name])} cells of {args.name} written to {args.out_dir}")
     else:
         print(f"wrote {attention_heatmaps(json.loads(args.settings), args.out_dir)}")
 

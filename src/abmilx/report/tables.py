@@ -7,12 +7,14 @@ function, :func:`render_table`, with the paper's values beside ours.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from abmilx.report.paper import load_paper_values, paper_cell
+from abmilx.report.sparsity import DEFINITION, sparsity_summary
 
 # Which metric a table shows for each task (the paper: AUC for subtyping/diagnosis, accuracy for
 # grading, C-index for survival); the other metrics stay in the CSV.
@@ -138,8 +140,10 @@ def write_tables(
     out_dir: str | Path,
     settings: Mapping,
     qc_table: str | Path | None = None,
-    plans: Mapping[str, Mapping] | None = None,
+    declared: Iterable[str | Path] = (),
 ):
+    """main and cohort tables, beside copies of the declared tables rendered one by one
+    (``declared``: their files, rendered by the per-table rule so that they rerun alone)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if qc_table is not None:
@@ -154,14 +158,25 @@ def write_tables(
     table = main_table(runs, settings)
     table.to_csv(out_dir / "main.csv", index=False, float_format="%.6g")
     (out_dir / "main.md").write_text("# Main results\n\n" + headline_markdown(table, settings))
-    write_declared_tables(runs, plans or {}, out_dir)
+    for path in map(Path, declared):
+        shutil.copyfile(path, out_dir / path.name)
     return table
 
 
 # --- Declared tables (config `tables:`): rows = experiments or a grid's points, columns = datasets,
 # each cell our bootstrap mean [95 % CI] with the paper's value beside it. ------------------------
 
-METRIC_LABEL = {"auc": "AUC", "balanced_accuracy": "Acc.", "c_index": "C-index"}
+METRIC_LABEL = {
+    "auc": "AUC",
+    "balanced_accuracy": "Acc.",
+    "c_index": "C-index",
+    "sparsity": "sparsity",
+    "cost.params": "parameters",
+    "cost.flops_per_slide": "FLOPs / slide",
+    "cost.train_seconds": "train s",
+    "cost.peak_rss_mb": "peak MB",
+    "cost.inference_seconds_per_slide": "inference s / slide",
+}
 
 
 def plan_tables(
@@ -177,13 +192,15 @@ def plan_tables(
     for name, spec in tables.items():
         where = f"config key 'tables/{name}"
         names = list(spec["rows"])
-        if spec["grid"] is not None:
-            if spec["grid"] not in experiments.grids:
+        grids = [spec["grid"]] if isinstance(spec["grid"], str) else spec["grid"] or []
+        for grid in grids:
+            if grid not in experiments.grids:
                 raise ValueError(
-                    f"{where}/grid': no grid experiment {spec['grid']!r}; "
+                    f"{where}/grid': no grid experiment {grid!r}; "
                     f"grids: {', '.join(experiments.grids) or 'none'}"
                 )
-            names += [point["name"] for point in experiments.grids[spec["grid"]]["points"]]
+            names += [point["name"] for point in experiments.grids[grid]["points"]]
+        paper_rows = {key: _paper_row(value) for key, value in spec["paper"]["rows"].items()}
         rows = []
         for experiment in names:
             if experiment not in experiments.experiments:
@@ -198,7 +215,7 @@ def plan_tables(
                     "experiment": experiment,
                     "run": experiments.run_of[experiment],
                     "datasets": resolved["datasets"],
-                    "paper_row": spec["paper"]["rows"].get(experiment),
+                    "paper": paper_rows.get(experiment),
                     "reason": None,
                 }
             )
@@ -209,7 +226,7 @@ def plan_tables(
                     "experiment": None,
                     "run": None,
                     "datasets": None,
-                    "paper_row": spec["paper"]["rows"].get(label),
+                    "paper": paper_rows.get(label),
                     "reason": reason,
                 }
             )
@@ -219,12 +236,11 @@ def plan_tables(
             raise ValueError(
                 f"{where}/rows': several rows are labelled {repeated}; give them distinct titles"
             )
-        unknown = (
-            set(spec["paper"]["rows"]) - {r["experiment"] for r in rows} - set(spec["unavailable"])
-        )
+        unknown = set(paper_rows) - {r["experiment"] for r in rows} - set(spec["unavailable"])
         if unknown:
             raise ValueError(f"{where}/paper/rows': not a row of the table: {sorted(unknown)}")
         columns = []
+        references = spec["paper"]["columns"]
         for dataset in spec["datasets"] or list(datasets):
             if dataset not in datasets:
                 raise ValueError(
@@ -232,14 +248,16 @@ def plan_tables(
                 )
             headline = HEADLINE_METRIC[datasets[dataset]]
             for metric in spec["metrics"] or [headline]:
-                paper = spec["paper"]["columns"].get(dataset) if metric == headline else None
+                paper = references.get(metric) or (
+                    references.get(dataset) if metric == headline else None
+                )
                 columns.append({"dataset": dataset, "metric": metric, "paper": paper})
-        unknown = set(spec["paper"]["columns"]) - {c["dataset"] for c in columns}
+        unknown = set(references) - {c["dataset"] for c in columns} - {c["metric"] for c in columns}
         if unknown:
             raise ValueError(
-                f"{where}/paper/columns': not a dataset of the table: {sorted(unknown)}"
+                f"{where}/paper/columns': not a dataset or metric of the table: {sorted(unknown)}"
             )
-        _check_paper_references(where, spec["paper"], paper_values)
+        _check_paper_references(where, references, paper_rows, paper_values)
         plans[name] = {
             "title": spec["title"] or name,
             "note": spec["note"],
@@ -250,22 +268,32 @@ def plan_tables(
     return plans
 
 
-def _check_paper_references(where: str, references: Mapping, paper: pd.DataFrame) -> None:
-    """Each paper column must exist in its table, each paper row in one of the tables named."""
-    for dataset, reference in references["columns"].items():
-        columns = set(paper.loc[paper.table == reference["table"], "column"])
-        if reference["column"] not in columns:
+def _paper_row(value: str | Mapping) -> dict[str, str | None]:
+    """A paper row reference: a label in the columns' table, or {table, row} of another table."""
+    if isinstance(value, str):
+        return {"table": None, "row": value}
+    return {"table": value["table"], "row": value["row"]}
+
+
+def _check_paper_references(
+    where: str, columns: Mapping, rows: Mapping[str, Mapping], paper: pd.DataFrame
+) -> None:
+    """Each paper column must exist in its table, each paper row in its own table or in one of
+    the columns' tables."""
+    for key, reference in columns.items():
+        known = set(paper.loc[paper.table == reference["table"], "column"])
+        if reference["column"] not in known:
             raise ValueError(
-                f"{where}/paper/columns/{dataset}': the paper's {reference['table']!r} has no "
-                f"column {reference['column']!r}; it has: {', '.join(sorted(columns)) or 'none'}"
+                f"{where}/paper/columns/{key}': the paper's {reference['table']!r} has no "
+                f"column {reference['column']!r}; it has: {', '.join(sorted(known)) or 'none'}"
             )
-    tables = {reference["table"] for reference in references["columns"].values()}
-    rows = set(paper.loc[paper.table.isin(tables), "row"])
-    for row, label in references["rows"].items():
-        if label not in rows:
+    tables = {reference["table"] for reference in columns.values()}
+    for key, reference in rows.items():
+        own = {reference["table"]} if reference["table"] else tables
+        if reference["row"] not in set(paper.loc[paper.table.isin(own), "row"]):
             raise ValueError(
-                f"{where}/paper/rows/{row}': no row {label!r} in the paper's "
-                f"{', '.join(sorted(tables)) or '(no paper columns given)'}"
+                f"{where}/paper/rows/{key}': no row {reference['row']!r} in the paper's "
+                f"{', '.join(sorted(own)) or '(no paper columns given)'}"
             )
 
 
@@ -295,8 +323,14 @@ def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -
                     raise ValueError(f"no metrics.json of run {row['run']!r} on {dataset!r}")
             summary = _cell_value(run, metric)
             if reason is None and summary is None:
-                reason = f"{metric} not computed for this task"
+                reason = (
+                    "the model gives no attention"
+                    if metric == "sparsity"
+                    else f"{metric} not computed for this task"
+                )
             reference = column["paper"]
+            row_paper = row["paper"] or {"table": None, "row": None}
+            paper_table = (row_paper["table"] or reference["table"]) if reference else ""
             records.append(
                 {
                     "row": row["label"],
@@ -308,12 +342,12 @@ def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -
                         key: (summary or {}).get(key)
                         for key in ("point", "mean", "ci_low", "ci_high", "std", "n")
                     },
-                    "paper_table": reference["table"] if reference else "",
-                    "paper_row": row["paper_row"] or "",
+                    "paper_table": paper_table,
+                    "paper_row": row_paper["row"] or "",
                     "paper_column": reference["column"] if reference else "",
                     "paper_value": (
-                        paper_cell(paper, reference["table"], row["paper_row"], reference["column"])
-                        if reference and row["paper_row"]
+                        paper_cell(paper, paper_table, row_paper["row"], reference["column"])
+                        if reference and row_paper["row"]
                         else None
                     ),
                     "reason": reason or "",
@@ -368,6 +402,8 @@ def _notes(cells: pd.DataFrame, plan: Mapping) -> list[str]:
     ]
     if plan["note"]:
         notes.append(plan["note"])
+    if any(column["metric"] == "sparsity" for column in plan["columns"]):
+        notes.append(DEFINITION)
     if "random" in {str(w) for w in cells["encoder_weights"].dropna()}:
         notes.append(
             "Encoders were initialised at random (no pretrained weights were available), so "
@@ -412,15 +448,36 @@ def render_table(name: str, plan: Mapping, cells: pd.DataFrame, out_dir: Path) -
 
 
 def write_declared_tables(
-    runs: list[dict], plans: Mapping[str, Mapping], out_dir: str | Path
+    runs: list[dict],
+    plans: Mapping[str, Mapping],
+    out_dir: str | Path,
+    attention: Mapping[tuple[str, str], list[str | Path]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
-    """Render every declared table from the runs' metrics.json contents."""
+    """Render every declared table from the runs' metrics.json contents; ``attention`` maps
+    (run, dataset) to its folds' attention.npz, for sparsity columns."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_key = {(run["experiment"], run["dataset"]): run for run in runs}
+    for key, files in (attention or {}).items():
+        if key not in by_key:
+            raise ValueError(f"attention of {key} given without its metrics.json")
+        summary = sparsity_summary(files, n_boot, seed)
+        if summary is not None:
+            by_key[key]["metrics"]["sparsity"] = summary
     paper = load_paper_values()
     rendered = {}
     for name, plan in plans.items():
         rendered[name] = table_cells(plan, by_key, paper)
         render_table(name, plan, rendered[name], out_dir)
     return rendered
+
+
+def attention_by_run(files: Iterable[str | Path]) -> dict[tuple[str, str], list[Path]]:
+    """Group results/runs/<dataset>/<run>/fold<k>/attention.npz paths by (run, dataset)."""
+    grouped: dict[tuple[str, str], list[Path]] = {}
+    for path in map(Path, files):
+        run_dir = path.parent.parent
+        grouped.setdefault((run_dir.name, run_dir.parent.name), []).append(path)
+    return grouped
