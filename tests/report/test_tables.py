@@ -8,8 +8,8 @@ import pytest
 
 from abmilx.config import REPO_ROOT, load_config, validate_config
 from abmilx.experiments import resolve_experiments
-from abmilx.report.paper import load_paper_values, paper_cell
 from abmilx.report.__main__ import main
+from abmilx.report.paper import load_paper_values, paper_cell
 from abmilx.report.tables import plan_tables, write_declared_tables, write_tables
 
 SHIPPED_CONFIGS = [

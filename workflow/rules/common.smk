@@ -330,7 +330,9 @@ def table_inputs(wildcards):
 
 def declared_table_files():
     return expand(
-        "results/.tables/{table}.{ext}", table=list(TABLE_PLANS), ext=["csv", "md", "tex"]
+        "results/.tables/{table}.{ext}",
+        table=list(TABLE_PLANS),
+        ext=["csv", "md", "tex"],
     )
 
 

@@ -55,10 +55,10 @@ rule table_file:
         "results/.tables/{table}.{ext}",
     output:
         "results/tables/{table}.{ext}",
-    wildcard_constraints:
-        ext="csv|md|tex",
     log:
         "results/logs/table_file/{table}.{ext}.log",
+    wildcard_constraints:
+        ext="csv|md|tex",
     conda:
         SHELL_ENV
     threads: 1
