@@ -151,8 +151,10 @@ def test_report_collects_tables_figures_and_qc(finished_run):
         assert collected in names, names
 
 
-def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
-    """A grid around the E2E experiment: the point equal to it is its run, the other one is new."""
+def test_a_new_grid_point_reruns_only_its_run_and_its_tables(finished_run):
+    """A grid around the E2E experiment, shown in a new table: the point equal to the E2E run is
+    that run, the other one is new; only its run, the new table and the aggregate rerun (table1
+    and the figures, which do not show it, stay)."""
     config_path = finished_run / "config.yaml"
     original = config_path.read_text()
     config = yaml.safe_load(original)
@@ -161,6 +163,7 @@ def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
         "datasets": ["tiny"],
         "grid": {"settings.mil_kwargs.n_heads": [4, 2]},  # abmilx_e2e has 4 heads
     }
+    config["tables"]["heads"] = {"grid": "heads", "metrics": ["auc", "sparsity"]}
     try:
         config_path.write_text(yaml.safe_dump(config))
         dry = snakemake(finished_run, "-n", *TARGETS)
@@ -174,8 +177,26 @@ def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
         "train_e2e": "1",
         "evaluate_fold": "1",
         "aggregate_folds": "1",
+        "table": "1",
         "tables": "1",
-        "total": "4",
+        "total": "5",
     }, output[-4000:]
     assert "results/runs/tiny/heads__n_heads-2/" in output
-    assert "heads__n_heads-4" not in output
+    assert "results/runs/tiny/heads__n_heads-4/" not in output
+    assert "wildcards: table=heads" in output and "table=table1" not in output
+
+
+def test_one_table_is_a_target_and_a_second_run_has_nothing_to_do(finished_run):
+    table = finished_run / "results" / "tables" / "table1.csv"
+    moved = table.with_suffix(".moved")
+    table.rename(moved)  # the directory target built it; ask for the file alone
+    try:
+        built = snakemake(finished_run, "--cores", "1", "results/tables/table1.csv")
+        assert built.returncode == 0, built.stderr[-4000:]
+        assert table.read_bytes() == moved.read_bytes()
+        assert "table_file" in built.stdout + built.stderr
+        assert "localrule table:" not in built.stdout + built.stderr  # rendered once, cached
+    finally:
+        moved.unlink()
+    dry = snakemake(finished_run, "-n", *TARGETS)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-4000:]

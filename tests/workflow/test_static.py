@@ -53,6 +53,30 @@ def test_dry_run_of_the_demo_resolves_every_stage(tmp_path):
         assert rule in output, f"{rule} missing from the dry run:\n{output}"
 
 
+def _job_counts(output: str) -> dict[str, int]:
+    lines = output.split("Job stats:", 1)[1].split("\n\n", 1)[0].splitlines()
+    return {w[0]: int(w[1]) for w in map(str.split, lines) if len(w) == 2 and w[1].isdigit()}
+
+
+def test_one_table_target_builds_that_table_and_only_its_runs(tmp_path):
+    """results/tables/table7.csv: table7's grid runs (one per distinct run, the points equal to
+    ablation_base being its run) and no other table, run or figure."""
+    (tmp_path / "config.yaml").write_text((REPO_ROOT / "config.yaml").read_text())
+    result = _run(
+        str(BIN / "snakemake"), "-n", "results/tables/table7.csv", "--directory", str(tmp_path)
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    jobs = _job_counts(output)
+    assert jobs["table"] == 1 and jobs["table_file"] == 1, jobs
+    assert jobs["train_e2e"] == jobs["evaluate_fold"] == 6, jobs  # base + 5 other points
+    for absent in ("train_two_stage", "extract_features", "tables", "figures"):
+        assert absent not in jobs, jobs
+    assert "results/runs/demo_subtyping/abl_heads__n_heads-1/" in output
+    assert "runs/demo_subtyping/abl_heads__n_heads-8/" not in output  # = ablation_base
+    assert "wildcards: table=table7" in output and "table=table5" not in output
+
+
 def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
     """A dataset declared by an adapter gets its sheets from the adapt_sheets rule."""
     import numpy as np

@@ -62,8 +62,10 @@ rule table_file:
     conda:
         SHELL_ENV
     threads: 1
+    params:
+        code=code_digest("abmilx.report"),
     shell:
-        "cp {input:q} {output:q} 2> {log:q}"
+        "python -m abmilx.report copy {input:q} {output:q} > {log:q} 2>&1"
 
 
 rule tables:
