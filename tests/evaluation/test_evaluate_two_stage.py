@@ -88,6 +88,8 @@ def test_evaluate_cli_on_a_trained_two_stage_run(tmp_path: Path, task: str) -> N
     predictions = pd.read_csv(out_dir / "predictions.csv", dtype={"slide_id": str, "case_id": str})
     assert metrics["task"] == task and metrics["fold"] == 0 and metrics["dataset"] == "demo"
     assert metrics["cost"]["params"] > 0 and metrics["cost"]["inference_seconds_per_slide"] > 0
+    # counted on the prediction pass (the aggregator only: the features are precomputed)
+    assert metrics["cost"]["flops_per_slide"] > 0
     assert metrics["provenance"]["torch_version"] == importlib.metadata.version("torch")
     if task == "classification":
         assert sorted(predictions["slide_id"]) == sorted(test["slide_id"])
