@@ -179,7 +179,7 @@ def test_demo_tables_render_beside_main_and_cohort(tmp_path):
             attention.append(folder / "fold0" / "attention.npz")
     cache = tmp_path / "cache"
     for name, plan in plans.items():
-        main(["table", "--name", name, "--plan", json.dumps(plan), "--out-dir", str(cache),
+        main(["table", "--name", name, "--plan", json.dumps(plan), "--out-dir", str(cache / name),
               "--metrics", *map(str, files), "--attention", *map(str, attention)])  # fmt: skip
     settings = {
         "datasets": tasks,

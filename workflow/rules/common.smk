@@ -328,12 +328,8 @@ def table_inputs(wildcards):
     }
 
 
-def declared_table_files():
-    return expand(
-        "results/.tables/{table}.{ext}",
-        table=list(TABLE_PLANS),
-        ext=["csv", "md", "tex"],
-    )
+def declared_table_folders():
+    return expand("results/.tables/{table}", table=list(TABLE_PLANS))
 
 
 def table_settings():

@@ -1,8 +1,9 @@
 # The paper's tables and figures, and the cohort QC table. Each declared table is rendered alone
-# into results/.tables (rule table), so that a changed run reruns only the tables showing it;
-# results/tables/<name>.<ext> copies one (rule table_file: that table and only its runs), and the
-# directory target results/tables copies them all beside main and cohort (rule tables). The two
-# targets are never built in one call (Snakemake forbids a file target inside a directory output).
+# into its cache folder results/.tables/<name>/ (rule table), so that a changed run reruns only the
+# tables showing it; results/tables/<name>.{csv,md,tex} publishes one (rule table_file: that table
+# and only its runs), the directory target results/tables all of them beside main and cohort (rule
+# tables), as results/figures does (abmilx.report.publish says why the cache entries are folders).
+# The two targets are never built in one call (Snakemake forbids a file inside a directory output).
 
 
 rule qc_table:
@@ -29,9 +30,7 @@ rule table:
     input:
         unpack(table_inputs),
     output:
-        csv="results/.tables/{table}.csv",
-        md="results/.tables/{table}.md",
-        tex="results/.tables/{table}.tex",
+        directory("results/.tables/{table}"),
     log:
         "results/logs/table/{table}.log",
     conda:
@@ -46,33 +45,33 @@ rule table:
     shell:
         "python -m abmilx.report table --name {wildcards.table} --plan {params.plan:q}"
         " --metrics {input.metrics:q} --attention {input.attention:q}"
-        " --n-boot {params.n_boot} --seed {params.seed} --out-dir results/.tables"
+        " --n-boot {params.n_boot} --seed {params.seed} --out-dir {output:q}"
         " > {log:q} 2>&1"
 
 
 rule table_file:
     input:
-        "results/.tables/{table}.{ext}",
+        "results/.tables/{table}",
     output:
-        "results/tables/{table}.{ext}",
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
+        tex="results/tables/{table}.tex",
     log:
-        "results/logs/table_file/{table}.{ext}.log",
-    wildcard_constraints:
-        ext="csv|md|tex",
+        "results/logs/table_file/{table}.log",
     conda:
         SHELL_ENV
     threads: 1
     params:
-        code=code_digest("abmilx.report"),
+        code=code_digest("abmilx.report.publish"),
     shell:
-        "python -m abmilx.report copy {input:q} {output:q} > {log:q} 2>&1"
+        "python -m abmilx.report.publish {input:q} --out-dir results/tables --part > {log:q} 2>&1"
 
 
 rule tables:
     input:
         metrics=[f for d in DATASETS for f in run_outputs(d)],
         qc="results/qc/slides.tsv",
-        declared=declared_table_files(),
+        declared=declared_table_folders(),
     output:
         report(
             directory("results/tables"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 
 from abmilx.report.figures import attention_heatmaps
 from abmilx.report.qc import write_qc_table
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     tables.add_argument("--settings", required=True, help="JSON: datasets and experiments")
     tables.add_argument("--qc", help="results/qc/slides.tsv, summarised per dataset")
     tables.add_argument(
-        "--declared", nargs="*", default=[], help="rendered declared tables to copy beside"
+        "--declared", nargs="*", default=[], help="cache folders of the declared tables to copy"
     )
     table = commands.add_parser("table", help="one declared table from metrics.json files")
     table.add_argument("--name", required=True)
@@ -38,9 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--n-boot", type=int, default=1000)
     table.add_argument("--seed", type=int, default=0)
     table.add_argument("--out-dir", required=True)
-    copy = commands.add_parser("copy", help="copy one rendered table to its target")
-    copy.add_argument("source")
-    copy.add_argument("target")
     figures = commands.add_parser("figures", help="attention heatmaps")
     figures.add_argument("--out-dir", required=True)
     figures.add_argument("--settings", required=True, help="JSON: runs to draw")
@@ -64,9 +60,6 @@ def main(argv: list[str] | None = None) -> None:
             args.seed,
         )
         print(f"{len(cells[args.name])} cells of {args.name} written to {args.out_dir}")
-    elif args.command == "copy":
-        shutil.copyfile(args.source, args.target)
-        print(f"copied {args.source} to {args.target}")
     else:
         print(f"wrote {attention_heatmaps(json.loads(args.settings), args.out_dir)}")
 

@@ -7,13 +7,13 @@ function, :func:`render_table`, with the paper's values beside ours.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from abmilx.report.paper import load_paper_values, paper_cell
+from abmilx.report.publish import publish
 from abmilx.report.sparsity import DEFINITION, sparsity_summary
 
 # Which metric a table shows for each task (the paper: AUC for subtyping/diagnosis, accuracy for
@@ -143,7 +143,7 @@ def write_tables(
     declared: Iterable[str | Path] = (),
 ):
     """main and cohort tables, beside copies of the declared tables rendered one by one
-    (``declared``: their files, rendered by the per-table rule so that they rerun alone)."""
+    (``declared``: their cache folders, rendered by the per-table rule so that they rerun alone)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if qc_table is not None:
@@ -158,8 +158,7 @@ def write_tables(
     table = main_table(runs, settings)
     table.to_csv(out_dir / "main.csv", index=False, float_format="%.6g")
     (out_dir / "main.md").write_text("# Main results\n\n" + headline_markdown(table, settings))
-    for path in map(Path, declared):
-        shutil.copyfile(path, out_dir / path.name)
+    publish(declared, out_dir, part=False)
     return table
 
 
