@@ -210,3 +210,20 @@ def test_explicit_names_win_over_grid_points():
     )
     assert resolved.run_of["g__epochs-75"] == "paper"
     assert list(resolved.runs) == ["g__epochs-3", "paper"]
+
+
+def test_the_demo_ablation_grids_share_the_ablation_run():
+    """Each Table 7 grid of the demo includes ablation_base's own value, which is that run: the
+    ablations train 13 E2E runs (base, 6 aggregators, multi-head, 5 grid points), not 18."""
+    resolved = resolve_experiments(load_config(REPO_ROOT / "config.yaml"))
+    base_points = [
+        "abl_ffn__ffn-false",
+        "abl_inner_dim__inner_dim-256",
+        "abl_heads__n_heads-8",
+        "abl_scale_ratio__scale_ratio-4",
+        "abl_n_patches__n_patches-32",
+    ]
+    assert {resolved.run_of[name] for name in base_points} == {"ablation_base"}
+    ablations = [n for n, r in resolved.runs.items() if r["datasets"] == ["demo_subtyping"]]
+    e2e = [n for n in ablations if resolved.runs[n]["kind"] == "e2e"]
+    assert len(e2e) == 13 and "ablation_base" in e2e, e2e
