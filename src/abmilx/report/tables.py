@@ -322,11 +322,10 @@ def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -
                     raise ValueError(f"no metrics.json of run {row['run']!r} on {dataset!r}")
             summary = _cell_value(run, metric)
             if reason is None and summary is None:
-                reason = (
-                    "the model gives no attention"
-                    if metric == "sparsity"
-                    else f"{metric} not computed for this task"
-                )
+                reason = {
+                    "sparsity": "the model gives no attention",
+                    "cost": f"{metric} not in the run's metrics.json",
+                }.get(metric.split(".")[0], f"{metric} not computed for this task")
             reference = column["paper"]
             row_paper = row["paper"] or {"table": None, "row": None}
             paper_table = (row_paper["table"] or reference["table"]) if reference else ""
