@@ -150,7 +150,9 @@ def test_pass_through_keeps_the_tile_bytes(slides, name, monkeypatch):
     decodes = Counter()
     original = JpegTiles.tile
     monkeypatch.setattr(
-        JpegTiles, "tile", lambda t, c, r, out=None: decodes.update([(c, r)]) or original(t, c, r, out)
+        JpegTiles,
+        "tile",
+        lambda t, c, r, out=None: decodes.update([(c, r)]) or original(t, c, r, out),
     )
     with Slide(slides[name]) as slide:
         job = grid_job(slide, 256, MPP)
@@ -222,6 +224,21 @@ def test_store_is_the_same_either_way(slides, tmp_path):
             patches.append(opened.read("s", "main", range(96)).astype(int))
     assert readers == [dict.fromkeys(("main", "low"), m) for m in ("jpeg_tiles", "openslide")]
     assert np.abs(patches[0] - patches[1]).max() <= 2
+
+
+@pytest.mark.parametrize("name", ["aperio", "aperio240"])
+def test_halved_tiles_give_the_patches_of_halved_regions(slides, name, monkeypatch):
+    """A 2x scale cut from tiles each shrunk once (beside a scale read as is, on 256- and
+    240-px tiles) stores the same bytes as shrinking each patch's region; an odd grid origin
+    is not halved."""
+    with Slide(slides[name]) as slide:
+        jobs = [grid_job(slide, 64, 1.0), grid_job(slide, 64, 0.5)]
+        odd = ScaleJob(jobs[0].plan, jobs[0].positions + 1)
+        reader = LevelReader(slide, 0, [job.plan for job in jobs], passthrough=False)
+        assert [reader._halves(job) for job in [*jobs, odd]] == [True, False, False]
+        halved = stored(reader, jobs)
+        monkeypatch.setattr(LevelReader, "_halves", lambda self, job: False)
+        assert stored(reader, jobs) == halved
 
 
 def test_non_jpeg_tiff_falls_back_to_openslide(tmp_path):
