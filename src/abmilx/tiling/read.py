@@ -6,9 +6,11 @@ the finer one instead of being read again.
 
 For aperio / generic-tiff JPEG levels (:class:`abmilx.slides.JpegTiles`, the same pixels as
 OpenSlide at a fraction of ``read_region``'s cost) the pass walks the level's tile rows top to
-bottom, decodes the tiles of a row that some kept patch touches, cuts out every patch whose last
-tile row that is, and forgets a row once no later patch needs it: a tile shared by four patches
-(256-px patches over 240-px tiles) is decoded once. Where a scale's patches are exactly the
+bottom, decodes the tiles of a row that some kept patch touches (into row buffers that are
+reused), cuts out every patch whose last tile row that is, and forgets a row once no later patch
+needs it: a tile shared by four patches (256-px patches over 240-px tiles) is decoded once. A
+scale read at twice its size (20x from 40x) on even pixels is cut from tiles each shrunk 2x once,
+not from a 2x region shrunk per patch (the same pixels, about half the work). Where a scale's patches are exactly the
 level's tiles (same size, at the level's own resolution, on the tile grid) the stored JPEG bytes
 are kept as they are (pass-through: no decode, no re-encode; a tile is checked only for its
 markers and size, so corrupt entropy data inside a well-formed tile would pass). Levels without
