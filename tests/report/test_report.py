@@ -112,4 +112,3 @@ def test_cohort_table_counts_statuses_and_patches(tmp_path):
     assert (row.slides, row.ok, row.failed, row.no_tissue) == (3, 2, 1, 0)
     assert row.tissue_mm2_per_slide == 2.0
     assert (row.patches_main_per_slide, row.patches_main_total) == (20.0, 40)
-
