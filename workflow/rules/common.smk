@@ -268,7 +268,7 @@ FIGURES = plan_figures(
     {d: dataset_config(d)["task"] for d in DATASETS},
     config["feature_sets"],
 )
-FIGURE_CACHE = "results/.cache/figures"
+FIGURE_CACHE = "results/.figures"
 
 
 def figures_of(kind):

@@ -1,16 +1,16 @@
 # The figures declared under `figures:` in the config. Each is rendered by the rule of its kind
-# into results/.cache/figures/ (so a change reruns only the figures it touches) and published from
+# into results/.figures/ (so a change reruns only the figures it touches) and published from
 # there: `results/figures` copies all (a directory output), `results/figures/<name>.png` one.
 rule figure_umap_features:
     input:
         unpack(figure_inputs),
     output:
         png=report(
-            "results/.cache/figures/{name}.png",
+            "results/.figures/{name}.png",
             caption="../report/figures/umap_features.rst",
             category="Figures",
         ),
-        pdf="results/.cache/figures/{name}.pdf",
+        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -35,11 +35,11 @@ rule figure_attention_heatmaps:
         unpack(figure_inputs),
     output:
         png=report(
-            "results/.cache/figures/{name}.png",
+            "results/.figures/{name}.png",
             caption="../report/figures/attention_heatmaps.rst",
             category="Figures",
         ),
-        pdf="results/.cache/figures/{name}.pdf",
+        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -64,11 +64,11 @@ rule figure_attention_dynamics:
         unpack(figure_inputs),
     output:
         png=report(
-            "results/.cache/figures/{name}.png",
+            "results/.figures/{name}.png",
             caption="../report/figures/attention_dynamics.rst",
             category="Figures",
         ),
-        pdf="results/.cache/figures/{name}.pdf",
+        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -93,11 +93,11 @@ rule figure_performance_vs_cost:
         unpack(figure_inputs),
     output:
         png=report(
-            "results/.cache/figures/{name}.png",
+            "results/.figures/{name}.png",
             caption="../report/figures/performance_vs_cost.rst",
             category="Figures",
         ),
-        pdf="results/.cache/figures/{name}.pdf",
+        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -122,11 +122,11 @@ rule figure_km_curves:
         unpack(figure_inputs),
     output:
         png=report(
-            "results/.cache/figures/{name}.png",
+            "results/.figures/{name}.png",
             caption="../report/figures/km_curves.rst",
             category="Figures",
         ),
-        pdf="results/.cache/figures/{name}.pdf",
+        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:

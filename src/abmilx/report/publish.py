@@ -1,6 +1,6 @@
 """Copy rendered report files from their per-item cache into the published folder.
 
-Each figure (or table) is rendered by its own job into a hidden cache (``results/.cache/...``),
+Each figure (or table) is rendered by its own job into a hidden cache (``results/.figures/``, ``results/.tables/``),
 so a change reruns only what it touches. Two rules publish from there: one copies a single
 item into ``results/<folder>/`` (target ``results/figures/<name>.png``), the other copies every
 item (target ``results/figures``, a ``directory()`` output). A folder that only single items were
