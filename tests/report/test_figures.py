@@ -270,13 +270,15 @@ def test_balanced_subsample_caps_evenly_and_is_deterministic():
 
 
 def test_publishing_one_figure_dates_the_folder_as_outdated(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
+    cache = tmp_path / ".figures" / "a"
+    cache.mkdir(parents=True)
     (cache / "a.png").write_bytes(b"png")
+    (cache / "a.pdf").write_bytes(b"pdf")
+    (cache / TIMESTAMP).touch()  # Snakemake's date of the cache folder: not published
     out = tmp_path / "figures"
-    publish([cache / "a.png"], out, part=False)
+    publish([cache], out, part=False)
+    assert sorted(p.name for p in out.iterdir()) == ["a.pdf", "a.png"]
     (out / TIMESTAMP).touch()  # what Snakemake leaves after the whole-folder rule
-    assert (out / "a.png").read_bytes() == b"png"
-    publish([cache / "a.png"], out, part=True)
-    assert not (out / TIMESTAMP).exists()
-    assert out.stat().st_mtime == 0  # older than any input: `results/figures` copies again
+    publish([cache], out, part=True)
+    assert sorted(p.name for p in out.iterdir()) == ["a.pdf", "a.png"]  # its timestamp dropped
+    assert out.stat().st_mtime == 1  # older than any cache folder: `results/figures` copies again

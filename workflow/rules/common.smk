@@ -275,8 +275,8 @@ def figures_of(kind):
     return [name for name, plan in FIGURES.items() if plan["kind"] == kind]
 
 
-def figure_files(names):
-    return [f"{FIGURE_CACHE}/{n}.{ext}" for n in names for ext in ("png", "pdf")]
+def figure_folders(names):
+    return [f"{FIGURE_CACHE}/{name}" for name in names]
 
 
 def run_dir(dataset, run):

@@ -1,16 +1,18 @@
 # The figures declared under `figures:` in the config. Each is rendered by the rule of its kind
-# into results/.figures/ (so a change reruns only the figures it touches) and published from
-# there: `results/figures` copies all (a directory output), `results/figures/<name>.png` one.
+# into its own folder results/.figures/<name>/ (so a change reruns only the figures it touches;
+# folders, because Snakemake dates folders but compares small files by checksum, which would hide
+# a partly published results/figures, see abmilx.report.publish) and published from there:
+# `results/figures` copies all (a directory output), `results/figures/<name>.png` one.
 rule figure_umap_features:
     input:
         unpack(figure_inputs),
     output:
-        png=report(
-            "results/.figures/{name}.png",
+        report(
+            directory("results/.figures/{name}"),
+            patterns=["{file}.png"],
             caption="../report/figures/umap_features.rst",
             category="Figures",
         ),
-        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -27,19 +29,19 @@ rule figure_umap_features:
         code=code_digest("abmilx.report.figures.umap_features"),
     shell:
         "python -m abmilx.report.figures.umap_features --settings {params.settings:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
 
 
 rule figure_attention_heatmaps:
     input:
         unpack(figure_inputs),
     output:
-        png=report(
-            "results/.figures/{name}.png",
+        report(
+            directory("results/.figures/{name}"),
+            patterns=["{file}.png"],
             caption="../report/figures/attention_heatmaps.rst",
             category="Figures",
         ),
-        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -56,19 +58,19 @@ rule figure_attention_heatmaps:
         code=code_digest("abmilx.report.figures.attention_heatmaps"),
     shell:
         "python -m abmilx.report.figures.attention_heatmaps --settings {params.settings:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
 
 
 rule figure_attention_dynamics:
     input:
         unpack(figure_inputs),
     output:
-        png=report(
-            "results/.figures/{name}.png",
+        report(
+            directory("results/.figures/{name}"),
+            patterns=["{file}.png"],
             caption="../report/figures/attention_dynamics.rst",
             category="Figures",
         ),
-        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -85,19 +87,19 @@ rule figure_attention_dynamics:
         code=code_digest("abmilx.report.figures.attention_dynamics"),
     shell:
         "python -m abmilx.report.figures.attention_dynamics --settings {params.settings:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
 
 
 rule figure_performance_vs_cost:
     input:
         unpack(figure_inputs),
     output:
-        png=report(
-            "results/.figures/{name}.png",
+        report(
+            directory("results/.figures/{name}"),
+            patterns=["{file}.png"],
             caption="../report/figures/performance_vs_cost.rst",
             category="Figures",
         ),
-        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -114,19 +116,19 @@ rule figure_performance_vs_cost:
         code=code_digest("abmilx.report.figures.performance_vs_cost"),
     shell:
         "python -m abmilx.report.figures.performance_vs_cost --settings {params.settings:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
 
 
 rule figure_km_curves:
     input:
         unpack(figure_inputs),
     output:
-        png=report(
-            "results/.figures/{name}.png",
+        report(
+            directory("results/.figures/{name}"),
+            patterns=["{file}.png"],
             caption="../report/figures/km_curves.rst",
             category="Figures",
         ),
-        pdf="results/.figures/{name}.pdf",
     log:
         "results/logs/figures/render/{name}.log",
     benchmark:
@@ -143,12 +145,12 @@ rule figure_km_curves:
         code=code_digest("abmilx.report.figures.km_curves"),
     shell:
         "python -m abmilx.report.figures.km_curves --settings {params.settings:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
 
 
 rule figure:
     input:
-        lambda w: figure_files([w.name]),
+        "results/.figures/{name}",
     output:
         png="results/figures/{name}.png",
         pdf="results/figures/{name}.pdf",
@@ -167,7 +169,7 @@ rule figure:
 
 rule figures:
     input:
-        figure_files(FIGURES),
+        figure_folders(FIGURES),
     output:
         directory("results/figures"),
     log:

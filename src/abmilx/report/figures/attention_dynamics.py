@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from abmilx.report.figures.draw import Slides, figure_title, lesion_fraction, main, save
 
@@ -116,6 +117,7 @@ def render(settings: Mapping, out: Path) -> Path:
     profile_axis.legend(fontsize=7)
     for axis in (mass_axis, entropy_axis):
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.suptitle(

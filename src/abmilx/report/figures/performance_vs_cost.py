@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from abmilx.report.figures.draw import figure_title, main, save
 
@@ -72,6 +73,7 @@ def render(settings: Mapping, out: Path) -> Path:
             )
         if settings["log_x"] and points and min(p["cost"] for p in points) > 0:
             axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
         axis.set_xlabel(COST_LABELS[cost])
         axis.set_ylabel(f"{panel['metric']} (×100, 95 % CI)")
         axis.set_title(panel["dataset"], fontsize=10)
