@@ -185,8 +185,10 @@ def test_km_figure_prints_the_logrank_p(tmp_path, monkeypatch):
     texts = []
     monkeypatch.setattr(
         km_curves,
-        "save",
-        lambda figure, out: texts.extend(t.get_text() for a in figure.axes for t in a.texts) or out,
+        "finish",
+        lambda figure, settings, title, out: texts.extend(
+            t.get_text() for a in figure.axes for t in a.texts
+        ),
     )
     km_curves.render({"dataset": "d", "runs": [{"title": "r", "dir": str(run)}]}, tmp_path / "k")
     assert texts == [km_curves.p_text(km_curves.km_analysis(_survival_cases())["p"])]

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from abmilx.report.figures.draw import Slides, figure_title, lesion_fraction, main, save
+from abmilx.report.figures.draw import Slides, finish, lesion_fraction, main
 
 SNAPSHOT = re.compile(r"attention_epoch(\d+)\.npz")
 
@@ -120,16 +120,13 @@ def render(settings: Mapping, out: Path) -> Path:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.suptitle(
-        figure_title(
-            settings,
-            f"Attention over training: {run['title']} on {settings['dataset']} "
-            "(snapshot slides, mean over heads)",
-        ),
-        fontsize=10,
+    return finish(
+        figure,
+        settings,
+        f"Attention over training: {run['title']} on {settings['dataset']} "
+        "(snapshot slides, mean over heads)",
+        out,
     )
-    figure.tight_layout()
-    return save(figure, out)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ from abmilx.report.figures.draw import (
     LESION_COLOUR,
     Slides,
     attention_map,
-    figure_title,
+    finish,
     lesion_outline,
     main,
     overlay,
-    save,
 )
 
 
@@ -101,13 +100,11 @@ def render(settings: Mapping, out: Path) -> Path:
     if not chosen:
         axes[0, 0].text(0.5, 0.5, "no test slide with attention in every run", ha="center")
     names = " vs ".join(run["title"] for run in runs)
-    figure.suptitle(
-        figure_title(settings, f"Attention on {settings['dataset']} test slides: {names}")
-        + "\n(mean over heads, min-max per slide; lesion outlines in cyan where known)",
-        fontsize=10,
+    title = (
+        f"Attention on {settings['dataset']} test slides: {names}\n"
+        "(mean over heads, min-max per slide; lesion outlines in cyan where known)"
     )
-    figure.tight_layout()
-    return save(figure, out, dpi=100)
+    return finish(figure, settings, title, out, dpi=100)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ def save(figure, out: str | Path, dpi: int = 110) -> Path:
     return out
 
 
-def figure_title(settings: Mapping, default: str) -> str:
-    return settings.get("title") or default
+def finish(figure, settings: Mapping, default_title: str, out: str | Path, dpi: int = 110) -> Path:
+    """Title the figure (the config's ``title``, else ``default_title``), lay it out, save it."""
+    figure.suptitle(settings.get("title") or default_title, fontsize=10)
+    figure.tight_layout()
+    return save(figure, out, dpi=dpi)
 
 
 def attention_map(

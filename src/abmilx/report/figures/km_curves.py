@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from abmilx.report.figures.draw import figure_title, main, save
+from abmilx.report.figures.draw import finish, main
 
 GROUPS = {"low": "tab:blue", "high": "tab:red"}
 
@@ -98,16 +98,13 @@ def render(settings: Mapping, out: Path) -> Path:
         axis.set_ylabel("survival probability")
         axis.set_ylim(-0.02, 1.05)
         axis.legend(loc="lower left", fontsize=8)
-    figure.suptitle(
-        figure_title(
-            settings,
-            f"Kaplan-Meier curves of {settings['dataset']} test cases, split at the median "
-            "predicted risk (| censored)",
-        ),
-        fontsize=10,
+    return finish(
+        figure,
+        settings,
+        f"Kaplan-Meier curves of {settings['dataset']} test cases, split at the median "
+        "predicted risk (| censored)",
+        out,
     )
-    figure.tight_layout()
-    return save(figure, out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from abmilx.report.figures.draw import figure_title, main, save
+from abmilx.report.figures.draw import finish, main
 
 COST_LABELS = {
     "train_seconds": "training time (s)",
@@ -82,11 +82,7 @@ def render(settings: Mapping, out: Path) -> Path:
             axis.legend(fontsize=7, loc="best")
         else:
             axis.text(0.5, 0.5, f"no run has {panel['metric']} and {cost}", ha="center")
-    figure.suptitle(
-        figure_title(settings, f"Performance vs training cost ({COST_LABELS[cost]})"), fontsize=10
-    )
-    figure.tight_layout()
-    return save(figure, out)
+    return finish(figure, settings, f"Performance vs training cost ({COST_LABELS[cost]})", out)
 
 
 if __name__ == "__main__":

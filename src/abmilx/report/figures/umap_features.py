@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from abmilx.report.figures.draw import Slides, figure_title, lesion_fraction, main, save
+from abmilx.report.figures.draw import Slides, finish, lesion_fraction, main
 
 NON_LESION = "non-lesion tissue"
 
@@ -193,16 +193,12 @@ def render(settings: Mapping, out: Path) -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
         axis.legend(fontsize=8, markerscale=2.5, loc="best")
-    figure.suptitle(
-        figure_title(
-            settings,
-            f"UMAP of {len(picked)} {settings['dataset']} test patches, coloured by true "
-            "patch class",
-        ),
-        fontsize=10,
+    return finish(
+        figure,
+        settings,
+        f"UMAP of {len(picked)} {settings['dataset']} test patches, coloured by true patch class",
+        out,
     )
-    figure.tight_layout()
-    return save(figure, out)
 
 
 if __name__ == "__main__":
