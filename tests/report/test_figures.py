@@ -11,10 +11,13 @@ from PIL import Image
 from scipy.stats import chi2
 
 from abmilx.cohort.slidefile import write_slide
-from abmilx.report.figures import attention_dynamics, attention_heatmaps, km_curves
+from abmilx.config import REPO_ROOT, ConfigError, load_config, validate_config
+from abmilx.experiments import resolve_experiments
+from abmilx.report.figures import KINDS, attention_dynamics, attention_heatmaps, km_curves
 from abmilx.report.figures.attention_heatmaps import choose_slides
 from abmilx.report.figures.draw import attention_map, lesion_fraction
 from abmilx.report.figures.performance_vs_cost import panel_points
+from abmilx.report.figures.plan import plan_figures
 from abmilx.report.figures.umap_features import NON_LESION, balanced_subsample
 from abmilx.report.publish import TIMESTAMP, publish
 
@@ -284,3 +287,69 @@ def test_publishing_one_figure_dates_the_folder_as_outdated(tmp_path):
     publish([cache], out, part=True)
     assert sorted(p.name for p in out.iterdir()) == ["a.pdf", "a.png"]  # its timestamp dropped
     assert out.stat().st_mtime == 1  # older than any cache folder: `results/figures` copies again
+
+
+# --- the shipped configs' figures ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [REPO_ROOT / "config.yaml", *sorted(REPO_ROOT.glob("workflow/configs/paper/*.yaml"))],
+    ids=lambda p: p.name,
+)
+def test_shipped_figures_resolve(path):
+    config = load_config(path)
+    tasks = {d: spec["task"] for d, spec in config["datasets"].items()}
+    plans = plan_figures(
+        config["figures"], resolve_experiments(config), tasks, config["feature_sets"]
+    )
+    assert all(plan["kind"] in KINDS for plan in plans.values())
+    if path.name == "config.yaml":
+        assert sorted(plans) == sorted(KINDS)
+
+
+def _figure_config(figures, experiments=None):
+    config = validate_config(
+        {
+            "datasets": {
+                "sub": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}},
+                "surv": {"task": "survival", "synthetic": {}},
+            },
+            "feature_sets": {"f": {}},
+            "experiments": experiments
+            or {
+                "two": {"kind": "two_stage", "features": "f"},
+                "e2e": {"kind": "e2e", "datasets": ["sub"]},
+            },
+            "figures": figures,
+        }
+    )
+    tasks = {"sub": "subtyping", "surv": "survival"}
+    return plan_figures(config["figures"], resolve_experiments(config), tasks, {"f": {}})
+
+
+@pytest.mark.parametrize(
+    ("figure", "message"),
+    [
+        ({"kind": "km_curves", "experiments": ["nope"]}, "no experiment 'nope'"),
+        ({"kind": "km_curves", "experiments": ["two"], "dataset": "sub"}, "need a survival one"),
+        ({"kind": "km_curves", "experiments": ["e2e"], "dataset": "surv"}, "not run on 'surv'"),
+        ({"kind": "attention_dynamics", "experiment": "e2e"}, "attention_every"),
+        ({"kind": "umap_features", "experiment": "two", "features": "f"}, "trained patch encoder"),
+        ({"kind": "umap_features", "experiment": "e2e", "features": "g"}, "no feature set 'g'"),
+    ],
+)
+def test_figure_references_fail_at_parse_time_naming_the_key(figure, message):
+    with pytest.raises(ValueError, match=message) as error:
+        _figure_config({"x": figure})
+    assert "figures/x" in str(error.value)
+
+
+def test_a_figure_of_unknown_options_fails_validation_naming_them():
+    with pytest.raises(ConfigError, match=r"figures/x.*'n_slide'"):
+        _figure_config({"x": {"kind": "attention_heatmaps", "experiments": ["e2e"], "n_slide": 2}})
+
+
+def test_figure_defaults_come_from_the_schema():
+    plan = _figure_config({"x": {"kind": "umap_features", "experiment": "e2e", "features": "f"}})
+    assert plan["x"]["max_patches"] == 1500 and plan["x"]["dataset"] == "sub"
