@@ -188,18 +188,13 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
             yield f"config key 'feature_sets/{name}/weights': {problem}"
     for name, experiment in config["experiments"].items():
         yield from _experiment_problems(name, experiment, config)
-    chosen = config["report"]["heatmaps"]["experiment"]
-    if chosen is not None and chosen not in config["experiments"]:
-        yield (
-            f"config key 'report/heatmaps/experiment': no experiment '{chosen}' "
-            f"(experiments: {_one_of(config['experiments'])})"
-        )
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Checks the schema cannot express: scales that must be tiled, weights files that must
-    exist, split ratios that sum to 1, the heatmap experiment. (Experiments' datasets and feature
-    sets are checked by abmilx.experiments while it resolves them.)
+    exist, split ratios that sum to 1. (Experiments' datasets and feature sets are checked by
+    abmilx.experiments while it resolves them, figures' references by
+    abmilx.report.figures.plan.)
 
     ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
     settings with defaults). Returns it; raises ConfigError listing every problem, each naming

@@ -1,11 +1,11 @@
-"""CLI of the report stage: ``python -m abmilx.report qc|tables|figures``."""
+"""CLI of the report stage: ``python -m abmilx.report qc|tables`` (figures: one module per kind,
+``python -m abmilx.report.figures.<kind>``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from abmilx.report.figures import attention_heatmaps
 from abmilx.report.qc import write_qc_table
 from abmilx.report.tables import write_tables
 
@@ -24,21 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     tables.add_argument(
         "--tables", default="{}", help="JSON: declared tables (abmilx.report.tables.plan_tables)"
     )
-    figures = commands.add_parser("figures", help="attention heatmaps")
-    figures.add_argument("--out-dir", required=True)
-    figures.add_argument("--settings", required=True, help="JSON: runs to draw")
     args = parser.parse_args(argv)
 
     if args.command == "qc":
         table = write_qc_table(args.records, args.out)
         print(table["status"].value_counts().to_string())
-    elif args.command == "tables":
+    else:
         table = write_tables(
             args.metrics, args.out_dir, json.loads(args.settings), args.qc, json.loads(args.tables)
         )
         print(f"{len(table)} rows written to {args.out_dir}")
-    else:
-        print(f"wrote {attention_heatmaps(json.loads(args.settings), args.out_dir)}")
 
 
 if __name__ == "__main__":

@@ -39,20 +39,9 @@ def predict(
     `weights` is "main" or "ema" (the EMA teacher, when the run kept one); `num_workers` are the
     loader processes of kinds that decode patches.
     """
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     set_threads(threads)
-    torch_device = resolve_device(device)
-    checkpoint = load_run(run)
-    if WEIGHTS[weights] not in checkpoint:
-        raise ValueError(f"run {run} ({checkpoint['kind']}) has no {weights} weights")
-    kind = task_type(checkpoint["kind"])
-    config = kind.settings_type.from_checkpoint(checkpoint["settings"])
-    amp_dtype = resolve_amp(config.amp, torch_device)
-    task = kind(source, config, torch_device, amp_dtype, num_workers)
+    task, model, checkpoint = load_trained(run, source, weights, device, num_workers)
     classes = checkpoint["classes"]
-    model = task.build_model(len(classes), pretrained=False)
-    model.load_state_dict(checkpoint[WEIGHTS[weights]])
     groups = group_slides(slide_ids, case_ids, available=task.available())
     results = task.infer_logged(model, [members for _, members in groups], "predict")
     rows, attention = [], {}
@@ -63,6 +52,30 @@ def predict(
         )
     frame = pd.DataFrame(rows, columns=prediction_columns(len(classes), case_ids is not None))
     return frame, attention
+
+
+def load_trained(
+    run: str | Path,
+    source: str | Path,
+    weights: str = "main",
+    device: str = "auto",
+    num_workers: int = 0,
+):
+    """(task, model, checkpoint) of a trained run: its kind's Task on ``source`` and the model
+    with the run's ``weights`` ("main" or "ema") loaded."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+    torch_device = resolve_device(device)
+    checkpoint = load_run(run)
+    if WEIGHTS[weights] not in checkpoint:
+        raise ValueError(f"run {run} ({checkpoint['kind']}) has no {weights} weights")
+    kind = task_type(checkpoint["kind"])
+    config = kind.settings_type.from_checkpoint(checkpoint["settings"])
+    amp_dtype = resolve_amp(config.amp, torch_device)
+    task = kind(source, config, torch_device, amp_dtype, num_workers)
+    model = task.build_model(len(checkpoint["classes"]), pretrained=False)
+    model.load_state_dict(checkpoint[WEIGHTS[weights]])
+    return task, model, checkpoint
 
 
 def group_slides(
