@@ -207,3 +207,21 @@ def test_every_table5_aggregator_trains_end_to_end(toy_dataset, tmp_path, mil, o
     run = load_run(tmp_path / "run")
     assert np.isfinite(run["history"][-1]["train_loss"])
     assert not torch.equal(run["state_dict"]["encoder.conv1.weight"], first_conv)  # E2E
+
+
+@pytest.mark.parametrize(("sampling", "n_low"), [("mris", 2), ("random", 0), ("regional", 2)])
+def test_e2e_task_samples_as_its_setting_says(tmp_path, sampling, n_low):
+    """mris and regional take n // scale_ratio patches from the low scale, random none."""
+    with PatchStoreWriter(
+        tmp_path / "p.lmdb", patch_size=16, jpeg_quality=95, scales={"main": 1.0, "low": 2.0}
+    ) as writer:
+        for scale, grey, count in (("main", 220, 16), ("low", 20, 4)):
+            coords = np.stack([np.arange(count) % 4 * 256, np.arange(count) // 4 * 256], axis=1)
+            writer.add_images("s", scale, coords, [np.full((16, 16, 3), grey, np.uint8)] * count)
+    config = E2ESettings.from_settings(
+        {"sampling": sampling, "n_patches": 8, "scale_ratio": 4, "train_size": 16, "seed": 0}
+    )
+    task = task_type("e2e")(tmp_path / "p.lmdb", config, torch.device("cpu"), None, 0)
+    batch = next(iter(task.batches([Bag("s", ("s",), 0)], 0, [[0]])))
+    grey = batch["inputs"][0].float().mean(dim=(1, 2, 3))
+    assert batch["inputs"].shape[:2] == (1, 8) and int((grey < 120).sum()) == n_low
