@@ -172,6 +172,18 @@ def test_bad_grid_value_names_the_point():
             {"a": {"preset": "abmilx_e2e_r18_grading", "datasets": ["d", "x"]}},
             "experiments/a/datasets': no dataset ['x']; known: d, e",
         ),
+        (
+            {"a": {"kind": "e2e", "settings": {"sampling": "attention"}}},
+            "experiments/a/settings/ema': sampling 'attention' scores the patches with the EMA",
+        ),
+        (
+            {
+                "a": {"preset": "abmilx_e2e_r18_survival"},  # keeps no EMA
+                "b": {"base": "a", "grid": {"settings.sampling": ["mris", "attention"]}},
+                "c": {"base": "a", "settings": {"sampling": "attention", "ema": 0.99}},
+            },
+            "b/grid (b__sampling-attention)/settings/ema': sampling 'attention'",
+        ),
     ],
 )
 def test_bad_references_fail_early(experiments, message):

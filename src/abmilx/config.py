@@ -51,15 +51,18 @@ def _with_defaults(validator_class):
 
 
 DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+# libyaml's safe loader when PyYAML has it: the same documents, ~10x faster than pure Python
+# (the schema is read by every training and evaluation process).
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """The config schema, with the generated per-model definitions (models.schema.yaml)."""
     with open(path) as handle:
-        schema = yaml.safe_load(handle)
+        schema = yaml.load(handle, Loader=YAML_LOADER)
     if Path(path) == SCHEMA_PATH:
         with open(MODELS_SCHEMA_PATH) as handle:
-            schema["$defs"].update(yaml.safe_load(handle)["$defs"])
+            schema["$defs"].update(yaml.load(handle, Loader=YAML_LOADER)["$defs"])
         registry = sys.modules.get("abmilx.models.registry")
         if registry is not None:  # a process with the models: names registered at run time too
             for name, listed in (
@@ -113,7 +116,7 @@ def naming_config_files(files: Iterable[str | Path]) -> Iterator[None]:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (experiments as written, not yet resolved)."""
     with open(path) as handle:
-        raw = yaml.safe_load(handle) or {}
+        raw = yaml.load(handle, Loader=YAML_LOADER) or {}
     with naming_config_files([path]):
         return validate_config(raw)
 

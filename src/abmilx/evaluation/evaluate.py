@@ -239,7 +239,7 @@ def evaluate(
     case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
     started = time.perf_counter()
     logits, attention = predict(
-        run_dir,
+        checkpoint,
         source,
         slide_ids,
         threads,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ WEIGHTS = {"main": "state_dict", "ema": "ema_state_dict"}
 
 
 def predict(
-    run: str | Path,
+    run: str | Path | Mapping[str, Any],
     source: str | Path,
     slide_ids: Sequence[str],
     threads: int = 1,
@@ -28,7 +29,8 @@ def predict(
     device: str = "auto",
     num_workers: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Logits per slide and attention with coords, from a run directory or its model.pt.
+    """Logits per slide and attention with coords, from a run directory, its model.pt, or the
+    checkpoint already loaded from it (`load_run`).
 
     The kind (and so what `source` is: a feature folder, a patch store) comes from the
     checkpoint. Returns a DataFrame with `slide_id`, `logit_0..logit_{C-1}` (and `case_id` when
@@ -55,20 +57,21 @@ def predict(
 
 
 def load_trained(
-    run: str | Path,
+    run: str | Path | Mapping[str, Any],
     source: str | Path,
     weights: str = "main",
     device: str = "auto",
     num_workers: int = 0,
 ):
-    """(task, model, checkpoint) of a trained run: its kind's Task on ``source`` and the model
-    with the run's ``weights`` ("main" or "ema") loaded."""
+    """(task, model, checkpoint) of a trained run (its directory, model.pt, or the checkpoint
+    already loaded): its kind's Task on ``source`` and the model with ``weights`` loaded."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     torch_device = resolve_device(device)
-    checkpoint = load_run(run)
+    checkpoint = run if isinstance(run, Mapping) else load_run(run)
     if WEIGHTS[weights] not in checkpoint:
-        raise ValueError(f"run {run} ({checkpoint['kind']}) has no {weights} weights")
+        where = "" if isinstance(run, Mapping) else f" {run}"
+        raise ValueError(f"the {checkpoint['kind']} run{where} has no {weights} weights")
     kind = task_type(checkpoint["kind"])
     config = kind.settings_type.from_checkpoint(checkpoint["settings"])
     amp_dtype = resolve_amp(config.amp, torch_device)
