@@ -27,6 +27,7 @@ include: "workflow/rules/two_stage.smk"
 include: "workflow/rules/e2e.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

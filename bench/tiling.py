@@ -22,8 +22,9 @@ and at the limit. Everything runs on one thread (``--threads 1``, like the rules
 
 The default slide (32,768 px square, about 9,300 patches at 40x) is small next to a real one, yet
 large enough that the per-slide fixed costs (two interpreter start-ups and the segmentation, about
-1 s of CPU) weigh little at 40x and 20x; a scale alone that reads the 10x level has a limit of a
-fraction of a second, which the fixed costs alone exceed on any slide a benchmark can write.
+0.9 s of CPU) weigh little at 40x and 20x; a scale alone that reads the 10x level has a limit of a
+fraction of a second, which the fixed costs alone exceed on any slide: the segmentation of the
+4 µm/px view grows with the slide like that limit, at about twice its cost.
 
 Run: ``python bench/tiling.py [--size 32768]`` or ``python -m bench``.
 """

@@ -172,6 +172,18 @@ def test_bad_grid_value_names_the_point():
             {"a": {"preset": "abmilx_e2e_r18_grading", "datasets": ["d", "x"]}},
             "experiments/a/datasets': no dataset ['x']; known: d, e",
         ),
+        (
+            {"a": {"kind": "e2e", "settings": {"sampling": "attention"}}},
+            "experiments/a/settings/ema': sampling 'attention' scores the patches with the EMA",
+        ),
+        (
+            {
+                "a": {"preset": "abmilx_e2e_r18_survival"},  # keeps no EMA
+                "b": {"base": "a", "grid": {"settings.sampling": ["mris", "attention"]}},
+                "c": {"base": "a", "settings": {"sampling": "attention", "ema": 0.99}},
+            },
+            "b/grid (b__sampling-attention)/settings/ema': sampling 'attention'",
+        ),
     ],
 )
 def test_bad_references_fail_early(experiments, message):
@@ -224,6 +236,10 @@ def test_the_demo_ablation_grids_share_the_ablation_run():
         "abl_n_patches__n_patches-32",
     ]
     assert {resolved.run_of[name] for name in base_points} == {"ablation_base"}
-    ablations = [n for n, r in resolved.runs.items() if r["datasets"] == ["demo_subtyping"]]
-    e2e = [n for n in ablations if resolved.runs[n]["kind"] == "e2e"]
+    budget = resolved.runs["ablation_base"]["settings"]["epochs"]
+    e2e = [
+        name
+        for name, run in resolved.runs.items()
+        if run["kind"] == "e2e" and run["settings"]["epochs"] == budget
+    ]
     assert len(e2e) == 13 and "ablation_base" in e2e, e2e

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from abmilx.cohort.slidefile import write_slide
-from abmilx.slides import Slide, SlideError, check_mpp
+from abmilx.slides import Slide, SlideError, check_mpp, resize_to
 from abmilx.tiling.grid import plan_scale, read_patch
 
 cv2.setNumThreads(1)
@@ -126,6 +126,16 @@ def test_thumbnail_size_is_physical(slides):
     with Slide(slides["aperio_025"]) as slide:
         assert slide.thumbnail(2.0).shape == (96, 128, 3)
         assert slide.thumbnail(3.0).shape == (64, 85, 3)
+
+
+@pytest.mark.parametrize("name", ["aperio_025", "generic_05"])
+def test_thumbnail_from_raw_tiles_is_openslides(slides, name):
+    """The thumbnail, put together from raw JPEG tiles, is OpenSlide's read of its level."""
+    with Slide(slides[name]) as slide:
+        level, width, height = slide.view_size(2.0)
+        assert slide.jpeg_tiles(level) is not None
+        region = slide.read_level(level, 0, 0, *slide.level_dimensions(level))
+        np.testing.assert_array_equal(slide.thumbnail(2.0), resize_to(region, width, height))
 
 
 @pytest.mark.parametrize(

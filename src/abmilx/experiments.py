@@ -235,6 +235,12 @@ def _validated(experiment: dict[str, Any], schema: Mapping[str, Any], where: str
         raise ConfigError(
             f"config key 'experiments/{where}/features': two_stage needs a feature set"
         )
+    settings = instance["settings"]
+    if settings.get("sampling") == "attention" and settings.get("ema") is None:
+        raise ConfigError(
+            f"config key 'experiments/{where}/settings/ema': sampling 'attention' scores the "
+            "patches with the EMA teacher, so ema must be a decay (e.g. 0.9997), not null"
+        )
     return {key: instance[key] for key in EXPERIMENT_KEYS}
 
 

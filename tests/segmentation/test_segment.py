@@ -200,3 +200,21 @@ def test_cli_user_geojson(drawn_slide, tmp_path):
     record = json.loads((tmp_path / "g.json").read_text())
     assert record["mask_source"] == "geojson" and record["geojson_source"] == str(annotation)
     assert record["tissue_area_mm2"] == pytest.approx(400 * 300 * MPP**2 / 1e6, rel=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_medians_are_scipys(seed):
+    """The debris guard's per-piece medians (numpy, no scipy start-up) equal scipy's, even counts
+    (mean of the two middle values) included."""
+    from scipy import ndimage
+
+    from abmilx.segmentation.tissue import label_medians
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 256, (300, 400), dtype=np.uint8)
+    mask = (rng.random((60, 80)) < 0.45).repeat(5, 0).repeat(5, 1)
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    which = np.arange(1, count)[rng.random(count - 1) < 0.6]
+    assert len(which) > 10 and len(np.unique(np.bincount(labels.ravel())[which] % 2)) == 2
+    expected = ndimage.median(values.astype(np.float32), labels, which)
+    np.testing.assert_array_equal(label_medians(values, labels, which), expected)

@@ -15,7 +15,7 @@ import tifffile
 from abmilx.cohort.slidefile import write_slide
 from abmilx.slides import JpegTiles, Slide, SlideError
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale
-from abmilx.tiling.read import LevelReader, ScaleJob, _cut
+from abmilx.tiling.read import LevelReader, ScaleJob, _region
 from abmilx.tiling.store import PatchStore, decode_jpeg, encode_jpeg
 from abmilx.tiling.tile import tile_slide
 
@@ -150,7 +150,9 @@ def test_pass_through_keeps_the_tile_bytes(slides, name, monkeypatch):
     decodes = Counter()
     original = JpegTiles.tile
     monkeypatch.setattr(
-        JpegTiles, "tile", lambda t, c, r: decodes.update([(c, r)]) or original(t, c, r)
+        JpegTiles,
+        "tile",
+        lambda t, c, r, out=None: decodes.update([(c, r)]) or original(t, c, r, out),
     )
     with Slide(slides[name]) as slide:
         job = grid_job(slide, 256, MPP)
@@ -173,9 +175,9 @@ def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
     decodes = Counter()
     original = JpegTiles.tile
 
-    def counting(tiles, column, row):
+    def counting(tiles, column, row, out=None):
         decodes.update([(tiles.page_index, column, row)])
-        return original(tiles, column, row)
+        return original(tiles, column, row, out)
 
     monkeypatch.setattr(JpegTiles, "tile", counting)
     prefix = tmp_path / "seg"
@@ -222,6 +224,21 @@ def test_store_is_the_same_either_way(slides, tmp_path):
             patches.append(opened.read("s", "main", range(96)).astype(int))
     assert readers == [dict.fromkeys(("main", "low"), m) for m in ("jpeg_tiles", "openslide")]
     assert np.abs(patches[0] - patches[1]).max() <= 2
+
+
+@pytest.mark.parametrize("name", ["aperio", "aperio240"])
+def test_halved_tiles_give_the_patches_of_halved_regions(slides, name, monkeypatch):
+    """A 2x scale cut from tiles each shrunk once (beside a scale read as is, on 256- and
+    240-px tiles) stores the same bytes as shrinking each patch's region; an odd grid origin
+    is not halved."""
+    with Slide(slides[name]) as slide:
+        jobs = [grid_job(slide, 64, 1.0), grid_job(slide, 64, 0.5)]
+        odd = ScaleJob(jobs[0].plan, jobs[0].positions + 1)
+        reader = LevelReader(slide, 0, [job.plan for job in jobs], passthrough=False)
+        assert [reader._halves(job) for job in [*jobs, odd]] == [True, False, False]
+        halved = stored(reader, jobs)
+        monkeypatch.setattr(LevelReader, "_halves", lambda self, job: False)
+        assert stored(reader, jobs) == halved
 
 
 def test_non_jpeg_tiff_falls_back_to_openslide(tmp_path):
@@ -298,7 +315,14 @@ def test_patch_cut_from_tiles_is_the_region(x, y, factor):
         for c in range(x // tile, (x + size - 1) // tile + 1)
     ]
     assert len(parts) > 1
-    expected = cv2.resize(
-        image[y : y + size, x : x + size], (128, 128), interpolation=cv2.INTER_AREA
-    )
-    np.testing.assert_array_equal(_cut(parts, x, y, size, 128, tile, tile), expected)
+    region = _region(parts, x, y, size, tile, tile)
+    np.testing.assert_array_equal(region, image[y : y + size, x : x + size])
+    assert not any(np.shares_memory(region, pixels) for _, _, pixels in parts)
+
+
+def test_patch_inside_one_tile_is_a_copy():
+    """A patch inside one tile is copied out: the tile's memory is reused for a later row."""
+    tile = np.arange(240 * 240 * 3, dtype=np.uint32).astype(np.uint8).reshape(240, 240, 3)
+    region = _region([(1, 2, tile)], 250, 500, 64, 240, 240)
+    np.testing.assert_array_equal(region, tile[20:84, 10:74])
+    assert not np.shares_memory(region, tile)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from abmilx.provenance import PACKAGE_ROOT, code_digest, import_closure, package_data
+from abmilx.report.figures import KINDS
 
 
 def test_every_rule_digests_the_module_its_command_runs(rule_sources, rule_commands):
@@ -31,7 +32,9 @@ def test_reruns_follow_real_imports(rule_commands):
         return {rule for rule, command in rule_commands.items() if path in import_closure(command)}
 
     assert importers("segmentation/tissue.py") == {"segment_tissue", "tile_slide", "pack_tiles"}
-    assert importers("report/tables.py") == {"qc_table", "tables", "figures"}
+    assert importers("report/tables.py") == {"qc_table", "tables"}
+    assert importers("report/figures/km_curves.py") == {"figure_km_curves"}
+    assert importers("report/figures/draw.py") == {f"figure_{kind}" for kind in KINDS}
     assert {"train_two_stage", "train_e2e", "evaluate_fold"} <= importers("training/losses.py")
     assert "segment_tissue" not in importers("training/losses.py")
     assert "extract_features" in importers("tiling/store.py")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from abmilx.config import REPO_ROOT
+from abmilx.report.figures import KINDS
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -48,6 +49,7 @@ def test_dry_run_of_the_demo_resolves_every_stage(tmp_path):
         "evaluate_fold",
         "aggregate_folds",
         "tables",
+        *(f"figure_{kind}" for kind in KINDS),
         "figures",
     ]:
         assert rule in output, f"{rule} missing from the dry run:\n{output}"

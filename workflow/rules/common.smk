@@ -1,4 +1,5 @@
 # Config validation and shared helpers: slide tables, paths, settings, code digests.
+import copy
 import json
 import re
 import sys
@@ -10,6 +11,7 @@ import pandas as pd
 from abmilx.config import check_config, naming_config_files, validate_config
 from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
+from abmilx.report.figures.plan import plan_figures
 from abmilx.report.tables import plan_tables
 from abmilx.sheets import load_dataset_sheets
 
@@ -49,6 +51,8 @@ localrules:
     tables,
     table,
     table_file,
+    figure,
+    figures,
 
 
 for _name, _experiment in config["experiments"].items():
@@ -253,61 +257,6 @@ def evaluation_settings(wildcards):
 
 
 # --- used by report.smk ---
-def heatmap_experiment():
-    chosen = config["report"]["heatmaps"]["experiment"]
-    if chosen is not None:
-        return chosen
-    e2e = experiment_names("e2e")
-    return e2e[0] if e2e else None
-
-
-def heatmap_datasets():
-    experiment = heatmap_experiment()
-    if experiment is None:
-        return []
-    return [d for d in DATASETS if experiment in experiments_for(d)]
-
-
-def heatmap_inputs(wildcards):
-    experiment = heatmap_experiment()
-    inputs = {}
-    for dataset in heatmap_datasets():
-        run = f"results/runs/{dataset}/{experiment}/fold0"
-        inputs[f"{dataset}_attention"] = f"{run}/attention.npz"
-        inputs[f"{dataset}_predictions"] = f"{run}/predictions.csv"
-        inputs[f"{dataset}_slides"] = slide_sheet_path(dataset)
-        inputs[f"{dataset}_qc"] = tile_qc_files(dataset)
-        if is_synthetic(dataset):
-            inputs[f"{dataset}_truth"] = [
-                f"results/cohort/{dataset}/truth/{Path(path).name}.npz"
-                for path in slide_table(dataset)["path"]
-            ]
-    return inputs
-
-
-def heatmap_settings():
-    experiment = heatmap_experiment()
-    runs = {
-        dataset: {
-            "run_dir": f"results/runs/{dataset}/{experiment}/fold0",
-            "slide_sheet": slide_sheet_path(dataset),
-            "qc_dir": f"results/tiles/{dataset}/slides",
-        }
-        for dataset in heatmap_datasets()
-    }
-    return json.dumps(
-        {
-            "experiment": experiment,
-            "title": config["experiments"][experiment]["title"] if experiment else "",
-            "n_slides": config["report"]["heatmaps"]["n_slides"],
-            "patch_size": config["tiling"]["patch_size"],
-            "main_mpp": config["tiling"]["scales"]["main"],
-            "runs": runs,
-        },
-        sort_keys=True,
-    )
-
-
 def table_inputs(wildcards):
     """metrics.json of every (run, dataset) cell of a table, and the folds' attention.npz of the
     runs in its sparsity columns."""
@@ -343,6 +292,96 @@ def table_settings():
         },
         sort_keys=True,
     )
+
+
+# --- used by figures.smk ---
+FIGURES = plan_figures(
+    config["figures"],
+    EXPERIMENTS,
+    {d: dataset_config(d)["task"] for d in DATASETS},
+    config["feature_sets"],
+)
+FIGURE_CACHE = "results/.figures"
+
+
+def figures_of(kind):
+    return [name for name, plan in FIGURES.items() if plan["kind"] == kind]
+
+
+def figure_folders(names):
+    return [f"{FIGURE_CACHE}/{name}" for name in names]
+
+
+def run_dir(dataset, run):
+    return f"results/runs/{dataset}/{run['run']}"
+
+
+def slide_inputs(dataset):
+    """Slide sheet, tiling QC records (slide mpp) and, for generated cohorts, lesion masks."""
+    inputs = {"sheet": slide_sheet_path(dataset), "qc": tile_qc_files(dataset)}
+    if is_synthetic(dataset):
+        inputs["truth"] = [
+            f"results/cohort/{dataset}/truth/{Path(path).name}.npz"
+            for path in slide_table(dataset)["path"]
+        ]
+    return inputs
+
+
+def figure_inputs(wildcards):
+    plan = FIGURES[wildcards.name]
+    kind = plan["kind"]
+    if kind == "performance_vs_cost":
+        return {
+            "metrics": [
+                f"{run_dir(panel['dataset'], run)}/metrics.json"
+                for panel in plan["panels"]
+                for run in panel["runs"]
+            ]
+        }
+    dataset = plan["dataset"]
+    runs = [run_dir(dataset, run) for run in plan["runs"]]
+    if kind == "km_curves":
+        return {"predictions": [f"{run}/predictions.csv" for run in runs]}
+    inputs = slide_inputs(dataset)
+    if kind == "attention_heatmaps":
+        inputs["attention"] = [f"{run}/fold0/attention.npz" for run in runs]
+        inputs["predictions"] = [f"{run}/fold0/predictions.csv" for run in runs]
+    elif (
+        kind == "attention_dynamics"
+    ):  # snapshots are written beside model.pt by its job
+        inputs["model"] = [f"{run}/fold0/model.pt" for run in runs]
+    else:  # umap_features
+        inputs["model"] = [f"{run}/fold0/model.pt" for run in runs]
+        inputs["store"] = f"results/tiles/{dataset}/patches.lmdb"
+        inputs["features"] = f"results/features/{dataset}/{plan['features']}"
+        inputs["splits"] = f"results/splits/{dataset}.csv"
+    return inputs
+
+
+def figure_settings(wildcards):
+    """The figure's plan with the paths its command reads (see figure_inputs)."""
+    plan = dict(copy.deepcopy(FIGURES[wildcards.name]), name=wildcards.name)
+    if plan["kind"] == "performance_vs_cost":
+        for panel in plan["panels"]:
+            for run in panel["runs"]:
+                run["dir"] = run_dir(panel["dataset"], run)
+        return json.dumps(plan, sort_keys=True)
+    dataset = plan["dataset"]
+    for run in plan["runs"]:
+        run["dir"] = run_dir(dataset, run)
+    plan.update(
+        slide_sheet=slide_sheet_path(dataset),
+        qc_dir=f"results/tiles/{dataset}/slides",
+        truth_dir=f"results/cohort/{dataset}/truth" if is_synthetic(dataset) else None,
+        patch_size=config["tiling"]["patch_size"],
+        main_mpp=config["tiling"]["scales"]["main"],
+        store=f"results/tiles/{dataset}/patches.lmdb",
+        splits=f"results/splits/{dataset}.csv",
+        features_dir=f"results/features/{dataset}/{plan.get('features')}",
+        seed=config["seed"],
+        device=config["device"],
+    )
+    return json.dumps(plan, sort_keys=True)
 
 
 # --- cluster resources (config key `resources`; profiles/slurm submits with them) ---

@@ -91,30 +91,3 @@ rule tables:
         "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
         " --out-dir {output:q} --declared {input.declared:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
-
-
-rule figures:
-    input:
-        unpack(heatmap_inputs),
-    output:
-        report(
-            directory("results/figures"),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="Figures",
-        ),
-    log:
-        "results/logs/figures.log",
-    benchmark:
-        "results/benchmarks/figures.tsv"
-    conda:
-        SHELL_ENV
-    threads: 1
-    resources:
-        **job_resources("figures"),
-    params:
-        settings=heatmap_settings(),
-        code=code_digest("abmilx.report"),
-    shell:
-        "python -m abmilx.report figures --out-dir {output:q} --settings {params.settings:q}"
-        " > {log:q} 2>&1"

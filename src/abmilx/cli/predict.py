@@ -109,7 +109,7 @@ def draw_heatmap(
     import matplotlib
     from matplotlib.figure import Figure
 
-    from abmilx.report.figures import THUMBNAIL_SIDE, attention_map
+    from abmilx.report.figures.draw import THUMBNAIL_SIDE, attention_map
     from abmilx.slides import Slide
 
     thumb_mpp = max(record["width"], record["height"]) * record["mpp"] / THUMBNAIL_SIDE

@@ -1,5 +1,6 @@
-"""E2E training data: bags of JPEG patches read from the PatchStore, sampled by MRIS or chosen
-by a kind's picker (C2C clusters, FT masks).
+"""E2E training data: bags of JPEG patches read from the PatchStore, sampled by MRIS (random or
+regional within each scale) or chosen by a kind's picker (C2C clusters, FT masks, the
+attention-sampling teacher).
 
 Every random choice of an item is drawn from a generator seeded by (seed, epoch, item index),
 and the batch augmentation from the seeds of its items, so results do not depend on the number
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from abmilx.e2e.augment import training_view
-from abmilx.e2e.sampling import mris_counts, sample_pooled
+from abmilx.e2e.sampling import mris_counts, sample_pooled, sample_regional_pooled, split_pooled
 from abmilx.features.data import to_chw_tensor
 from abmilx.tiling.store import PatchStore
 from abmilx.training.bags import Bag
@@ -78,7 +79,11 @@ def fill_pooled(
 
 
 class MrisBags(StoreBags):
-    """One item per bag: (N, 3, P, P) uint8 patches at store size, [low scale ; main scale]."""
+    """One item per bag: (N, 3, P, P) uint8 patches at store size, [low scale ; main scale].
+
+    Each scale's patches are drawn uniformly, or with `regions` = G regionally: stratified over
+    a G x G grid of each slide's patch coordinates at that scale (`sample_regional_pooled`).
+    """
 
     def __init__(
         self,
@@ -89,8 +94,10 @@ class MrisBags(StoreBags):
         scales: Mapping[str, str],
         seed: int,
         channel_order: str = "rgb",
+        regions: int | None = None,
     ) -> None:
         super().__init__(store_path, bags, seed, channel_order)
+        self.regions = regions
         self.n_low, self.n_main = mris_counts(n_patches, scale_ratio)
         self.main_scale = scales["main"]
         self.low_scale = scales.get("low")
@@ -105,8 +112,12 @@ class MrisBags(StoreBags):
         out: np.ndarray,
     ) -> None:
         """Fill `out` (n, P, P, 3) with patches sampled from the slides' pooled patches."""
-        counts = [self.store.count(slide_id, scale) for slide_id in slide_ids]
-        slide, index = sample_pooled(counts, len(out), rng)
+        if self.regions:
+            coords = [self.store.coords(slide_id, scale) for slide_id in slide_ids]
+            slide, index = sample_regional_pooled(coords, len(out), self.regions, rng)
+        else:
+            counts = [self.store.count(slide_id, scale) for slide_id in slide_ids]
+            slide, index = sample_pooled(counts, len(out), rng)
         fill_pooled(self.store, slide_ids, scale, slide, index, out)
 
     def _has_patches(self, slide_ids: Sequence[str], scale: str | None) -> bool:
@@ -158,11 +169,10 @@ class PickedBags(StoreBags):
         bag = self.bags[index]
         flat, rng = self.picks(index)
         counts = [self.store.count(slide_id, self.scale) for slide_id in bag.slide_ids]
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        slide = np.searchsorted(offsets, flat, side="right") - 1
+        slide, patch = split_pooled(counts, flat)
         size = self.store.patch_size
         patches = np.empty((len(flat), size, size, 3), dtype=np.uint8)
-        fill_pooled(self.store, bag.slide_ids, self.scale, slide, flat - offsets[slide], patches)
+        fill_pooled(self.store, bag.slide_ids, self.scale, slide, patch, patches)
         return self.item(bag, patches, rng)
 
 

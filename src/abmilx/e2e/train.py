@@ -1,4 +1,5 @@
-"""End-to-end training of encoder + MIL from LMDB patches (multi-scale random instance sampling).
+"""End-to-end training of encoder + MIL from LMDB patches, sampled by MRIS (or plain random,
+regional or attention sampling: the `sampling` setting, see abmilx.e2e.sampling).
 
 `PatchTask` is what every kind that reads the patch store shares (E2E here, C2C and FT in
 their own modules): the settings, the model, the training loader and whole-slide inference.
@@ -16,8 +17,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from abmilx.config import ConfigError
 from abmilx.e2e.data import MrisBags, PickedBags, TrainCollate
 from abmilx.e2e.model import E2EModel
+from abmilx.e2e.sampling import ATTENTION_NEEDS_EMA, vote_top_k
 from abmilx.features.data import iter_slide_features
 from abmilx.features.extract import make_encode_fn
 from abmilx.models import MILOutput, create_encoder, create_mil
@@ -60,6 +63,13 @@ class E2ESettings(PatchSettings):
 
     n_patches: int
     scale_ratio: int | None
+    sampling: str
+    regions: int
+    freeze_encoder: bool
+
+    def __post_init__(self) -> None:
+        if self.sampling == "attention" and self.ema is None:
+            raise ConfigError(ATTENTION_NEEDS_EMA)
 
 
 class PatchTask(Task):
@@ -108,24 +118,25 @@ class PatchTask(Task):
     def batch_size(self) -> int:
         return self.config.batch_size
 
+    def collate(self) -> TrainCollate:
+        config = self.config
+        return TrainCollate(config.train_size, config.crop_scale, config.flips, config.aug_chunks)
+
     def load(self, dataset: Dataset, epoch: int, steps: list[list[int]]) -> Iterator[dict]:
         """The batches of `dataset` (a `StoreBags`) for `steps`, augmented by `TrainCollate`."""
-        config = self.config
         dataset.set_epoch(epoch)
         loader = DataLoader(
             dataset,
             batch_sampler=steps,
             num_workers=self.num_workers,
-            collate_fn=TrainCollate(
-                config.train_size, config.crop_scale, config.flips, config.aug_chunks
-            ),
+            collate_fn=self.collate(),
             pin_memory=self.device.type == "cuda",
             worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch)),
+            generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch)),
             prefetch_factor=3 if self.num_workers else None,
         )
         for batch in loader:
-            yield {"inputs": batch["images"], "label": batch["label"], "event": batch["event"]}
+            yield step_batch(batch)
 
     def load_picked(
         self, bags: Sequence[Bag], picker: Callable, epoch: int, steps: list[list[int]]
@@ -181,25 +192,83 @@ class PatchTask(Task):
             yield BagResult(output, [coords for _, _, coords in parts], features)
 
 
+def step_batch(batch: dict) -> dict:
+    """A collated batch as the trainer takes it."""
+    return {"inputs": batch["images"], "label": batch["label"], "event": batch["event"]}
+
+
+class TeacherPicks:
+    """Picker of `PickedBags` that returns the teacher's choice for a bag, set just before the
+    bag is read; fewer than `n_patches` are padded with duplicates drawn uniformly."""
+
+    def __init__(self, n_patches: int) -> None:
+        self.n_patches = n_patches
+        self.picks: dict[int, np.ndarray] = {}
+
+    def __call__(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        picks = self.picks.pop(index)
+        missing = self.n_patches - len(picks)
+        return np.concatenate([picks, picks[rng.integers(0, len(picks), size=max(missing, 0))]])
+
+
 class E2ETask(PatchTask):
-    """Bags are MRIS samples of a patch store in training and all main-scale patches in
-    inference; the model is encoder + MIL (`E2EModel`)."""
+    """Bags are samples of a patch store in training (`sampling`: MRIS, random, regional or
+    attention) and all main-scale patches in inference; the model is encoder + MIL
+    (`E2EModel`)."""
 
     kind = "e2e"
     settings_type = E2ESettings
 
+    def wrap(self, encoder: nn.Module, mil: nn.Module, n_classes: int) -> E2EModel:
+        config = self.config
+        return E2EModel(
+            encoder, mil, config.patch_batch_size, config.channels_last, config.freeze_encoder
+        )
+
     def batches(self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]) -> Iterator[dict]:
         config = self.config
+        if config.sampling == "attention":
+            return self.attention_batches(bags, epoch, steps)
         dataset = MrisBags(
             self.source,
             bags,
             config.n_patches,
-            config.scale_ratio,
+            None if config.sampling == "random" else config.scale_ratio,
             config.scales,
             config.seed,
             config.channel_order,
+            regions=config.regions if config.sampling == "regional" else None,
         )
         return self.load(dataset, epoch, steps)
+
+    def attention_batches(
+        self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]
+    ) -> Iterator[dict]:
+        """Attention sampling (reference §2): before each step the EMA teacher (as updated by
+        the previous step) encodes ALL main-scale patches of the step's bags without gradient
+        and its heads vote for the `n_patches` kept (`vote_top_k`); those are read and
+        augmented as any training bag. Runs in this process: the teacher changes every step.
+        """
+        if self.ema is None:
+            raise ConfigError(ATTENTION_NEEDS_EMA)
+        config = self.config
+        picker = TeacherPicks(config.n_patches)
+        dataset = PickedBags(
+            self.source, bags, picker, config.scales["main"], config.seed, config.channel_order
+        )
+        dataset.set_epoch(epoch)
+        collate = self.collate()
+        for step in steps:
+            scored = self.infer(self.ema.module, [bags[index].slide_ids for index in step])
+            for index, result in zip(step, scored, strict=True):
+                if result.output.attention is None:
+                    raise ValueError(
+                        f"sampling 'attention' needs a MIL with attention, not {config.mil}"
+                    )
+                self.patches_scored += len(result.features)
+                attention = result.output.attention[0].float().cpu().numpy()
+                picker.picks[index] = vote_top_k(attention, config.n_patches)
+            yield step_batch(collate([dataset[index] for index in step]))
 
 
 # Kinds that train from the patch store (this CLI and the train_e2e rule serve them all).

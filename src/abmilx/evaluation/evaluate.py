@@ -244,7 +244,7 @@ def evaluate(
     started = time.perf_counter()
     with flop_counter:
         logits, attention = predict(
-            run_dir,
+            checkpoint,
             source,
             slide_ids,
             threads,

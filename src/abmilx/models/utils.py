@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -18,6 +17,8 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> int:
     halve to compare). Only matmul/conv-like ops are counted. Meta-device model and inputs
     give the count without computing anything (the paper's 512x3x224x224 input).
     """
+    from torch.utils.flop_counter import FlopCounterMode  # ~0.1 CPU-s, only when counting
+
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(*inputs)

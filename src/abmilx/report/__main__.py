@@ -1,11 +1,11 @@
-"""CLI of the report stage: ``python -m abmilx.report qc|tables|figures``."""
+"""CLI of the report stage: ``python -m abmilx.report qc|tables|table`` (figures: one module per kind,
+``python -m abmilx.report.figures.<kind>``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from abmilx.report.figures import attention_heatmaps
 from abmilx.report.qc import write_qc_table
 from abmilx.report.tables import (
     attention_by_run,
@@ -37,9 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--n-boot", type=int, default=1000)
     table.add_argument("--seed", type=int, default=0)
     table.add_argument("--out-dir", required=True)
-    figures = commands.add_parser("figures", help="attention heatmaps")
-    figures.add_argument("--out-dir", required=True)
-    figures.add_argument("--settings", required=True, help="JSON: runs to draw")
     args = parser.parse_args(argv)
 
     if args.command == "qc":
@@ -50,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             args.metrics, args.out_dir, json.loads(args.settings), args.qc, args.declared
         )
         print(f"{len(table)} rows written to {args.out_dir}")
-    elif args.command == "table":
+    else:
         cells = write_declared_tables(
             load_runs(args.metrics),
             {args.name: json.loads(args.plan)},
@@ -60,8 +57,6 @@ def main(argv: list[str] | None = None) -> None:
             args.seed,
         )
         print(f"{len(cells[args.name])} cells of {args.name} written to {args.out_dir}")
-    else:
-        print(f"wrote {attention_heatmaps(json.loads(args.settings), args.out_dir)}")
 
 
 if __name__ == "__main__":

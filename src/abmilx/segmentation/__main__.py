@@ -65,7 +65,7 @@ def parse_settings(
 
 
 def main(argv: list[str] | None = None) -> int:
-    # imported here: the tiling CLI shares this module's helpers but not scipy's start-up
+    # imported here: the tiling CLI shares this module's helpers, not the segmentation
     from abmilx.segmentation.segment import segment_slide
 
     parser = argparse.ArgumentParser(prog="python -m abmilx.segmentation")

@@ -84,10 +84,10 @@ def _overlay(
             excluded = cv2.resize(excluded.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
             excluded = excluded.astype(bool)
         downsample = (downsample[0] / shrink, downsample[1] / shrink)
-    image = thumbnail.astype(np.float32)
-    if excluded is not None and excluded.any():
-        image[excluded] = 0.6 * image[excluded] + 0.4 * _EXCLUDED_TINT
-    image = image.astype(np.uint8)
+    image = thumbnail.copy()
+    if excluded is not None and excluded.any():  # in float only where tinted
+        tinted = 0.6 * image[excluded].astype(np.float32) + 0.4 * _EXCLUDED_TINT
+        image[excluded] = tinted.astype(np.uint8)
     thickness = max(1, round(max(image.shape[:2]) / 500))
     scale = np.asarray(downsample)
     for polygon in polygons:

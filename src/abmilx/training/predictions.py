@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ WEIGHTS = {"main": "state_dict", "ema": "ema_state_dict"}
 
 
 def predict(
-    run: str | Path,
+    run: str | Path | Mapping[str, Any],
     source: str | Path,
     slide_ids: Sequence[str],
     threads: int = 1,
@@ -28,7 +29,8 @@ def predict(
     device: str = "auto",
     num_workers: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Logits per slide and attention with coords, from a run directory or its model.pt.
+    """Logits per slide and attention with coords, from a run directory, its model.pt, or the
+    checkpoint already loaded from it (`load_run`).
 
     The kind (and so what `source` is: a feature folder, a patch store) comes from the
     checkpoint. Returns a DataFrame with `slide_id`, `logit_0..logit_{C-1}` (and `case_id` when
@@ -39,20 +41,9 @@ def predict(
     `weights` is "main" or "ema" (the EMA teacher, when the run kept one); `num_workers` are the
     loader processes of kinds that decode patches.
     """
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     set_threads(threads)
-    torch_device = resolve_device(device)
-    checkpoint = load_run(run)
-    if WEIGHTS[weights] not in checkpoint:
-        raise ValueError(f"run {run} ({checkpoint['kind']}) has no {weights} weights")
-    kind = task_type(checkpoint["kind"])
-    config = kind.settings_type.from_checkpoint(checkpoint["settings"])
-    amp_dtype = resolve_amp(config.amp, torch_device)
-    task = kind(source, config, torch_device, amp_dtype, num_workers)
+    task, model, checkpoint = load_trained(run, source, weights, device, num_workers)
     classes = checkpoint["classes"]
-    model = task.build_model(len(classes), pretrained=False)
-    model.load_state_dict(checkpoint[WEIGHTS[weights]])
     groups = group_slides(slide_ids, case_ids, available=task.available())
     results = task.infer_logged(model, [members for _, members in groups], "predict")
     rows, attention = [], {}
@@ -63,6 +54,31 @@ def predict(
         )
     frame = pd.DataFrame(rows, columns=prediction_columns(len(classes), case_ids is not None))
     return frame, attention
+
+
+def load_trained(
+    run: str | Path | Mapping[str, Any],
+    source: str | Path,
+    weights: str = "main",
+    device: str = "auto",
+    num_workers: int = 0,
+):
+    """(task, model, checkpoint) of a trained run (its directory, model.pt, or the checkpoint
+    already loaded): its kind's Task on ``source`` and the model with ``weights`` loaded."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+    torch_device = resolve_device(device)
+    checkpoint = run if isinstance(run, Mapping) else load_run(run)
+    if WEIGHTS[weights] not in checkpoint:
+        where = "" if isinstance(run, Mapping) else f" {run}"
+        raise ValueError(f"the {checkpoint['kind']} run{where} has no {weights} weights")
+    kind = task_type(checkpoint["kind"])
+    config = kind.settings_type.from_checkpoint(checkpoint["settings"])
+    amp_dtype = resolve_amp(config.amp, torch_device)
+    task = kind(source, config, torch_device, amp_dtype, num_workers)
+    model = task.build_model(len(checkpoint["classes"]), pretrained=False)
+    model.load_state_dict(checkpoint[WEIGHTS[weights]])
+    return task, model, checkpoint
 
 
 def group_slides(

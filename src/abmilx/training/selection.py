@@ -6,8 +6,6 @@ import math
 
 import numpy as np
 import torch
-from lifelines.utils import concordance_index
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from abmilx.training.losses import risk_from_logits
 
@@ -27,6 +25,11 @@ def selection_metric(
     events: np.ndarray | None = None,
 ) -> float:
     """The selection metric of one validation pass; NaN when it is undefined (one class only)."""
+    # Imported here: lifelines and scikit-learn cost ~1.5 CPU-s to import, and every process
+    # that imports the engine (prediction, evaluation) would pay it without validating.
+    from lifelines.utils import concordance_index
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
     logits = np.asarray(logits, dtype=np.float64)
     if task == "survival":
         risk = risk_from_logits(torch.from_numpy(logits)).numpy()

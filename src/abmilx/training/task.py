@@ -77,6 +77,9 @@ class Task(ABC):
         """Bags per rank per step."""
         return 1
 
+    # The trainer's EMA teacher (a `ModelEma`, or None), for kinds that sample with it.
+    ema: Any = None
+
     # Instances the kind ran through its encoder for training OUTSIDE the steps (no gradient:
     # re-clustering, mask scoring); the trainer adds them to the run's `patches_seen`.
     patches_scored: int = 0

@@ -119,6 +119,7 @@ class Trainer:
         self.metric_name = selection_metric_name(config.task, len(self.classes))
         self.model = self.task.build_model(len(self.classes), pretrained=True)
         self.ema = ModelEma(self.model, config.ema) if config.ema else None
+        self.task.ema = self.ema
         self.wrapped: nn.Module = self.model
         if self.ddp.world > 1:
             if config.sync_bn and self.device.type == "cuda":
@@ -128,7 +129,10 @@ class Trainer:
                 self.wrapped, device_ids=[index] if index is not None else None
             )
         self.optimizer = build_optimizer(
-            self.model.parameters(), config.optimizer, config.lr, config.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],  # not a frozen encoder
+            config.optimizer,
+            config.lr,
+            config.weight_decay,
         )
         self.schedule = WarmupCosine(self.optimizer, config.lr, config.epochs, config.warmup_epochs)
         self.scaler = torch.amp.GradScaler(

@@ -8,14 +8,17 @@ so torchvision, timm (`features_only`) and our own E2E checkpoints load without 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
 
 from ..registry import register_encoder
 from ..weights import WeightsUnavailableError, load_matching, read_checkpoint, strip_prefixes
+
+if TYPE_CHECKING:
+    import torchvision
+    from torchvision.models import WeightsEnum
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,21 +28,25 @@ class ResNetEncoder(nn.Module):
     """ResNet trunk + global average pooling: (B,3,H,W) normalised RGB -> (B, out_dim).
 
     `weights`: "random" (torchvision's own init: Kaiming conv, BN 1/0), "imagenet" (the
-    torchvision enum given, downloaded or read from $TORCH_HOME/hub/checkpoints), or the path
-    of a local checkpoint. The input must already be normalised; use `normalize` on RGB in
+    torchvision weights named by `imagenet_weights`, e.g. "ResNet18_Weights.IMAGENET1K_V1",
+    downloaded or read from $TORCH_HOME/hub/checkpoints), or the path of a local checkpoint.
+    torchvision is imported only here (~1.5 CPU-s), not by every process that imports the
+    model registry (two-stage training and evaluation never build a ResNet). The input must already be normalised; use `normalize` on RGB in
     [0, 1]. Works for any input of at least 32 px and with channels_last tensors.
     """
 
     def __init__(
         self,
         arch: str,
-        imagenet_weights: WeightsEnum,
+        imagenet_weights: str,
         last_stage: int,
         weights: str | Path = "random",
     ):
         super().__init__()
         if last_stage not in (3, 4):
             raise ValueError(f"last_stage must be 3 or 4, got {last_stage}")
+        import torchvision
+
         trunk = getattr(torchvision.models, arch)(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = (
             trunk.conv1,
@@ -58,8 +65,9 @@ class ResNetEncoder(nn.Module):
         self.load_report: dict[str, list[str]] = {"missing": [], "unexpected": []}
         dropped = (*(f"layer{i}." for i in range(last_stage + 1, 5)), "fc.")
         if weights == "imagenet":
+            weights_enum = torchvision.models.get_weight(imagenet_weights)
             self.load_report = load_matching(
-                self, _imagenet_state_dict(imagenet_weights), str(imagenet_weights), dropped
+                self, _imagenet_state_dict(weights_enum), str(weights_enum), dropped
             )
         elif weights != "random":
             self.load_report = load_matching(
@@ -102,22 +110,22 @@ def _imagenet_state_dict(weights_enum: WeightsEnum) -> dict[str, torch.Tensor]:
 @register_encoder("resnet18_layer3")
 def resnet18_layer3(weights: str = "random") -> ResNetEncoder:
     """ResNet-18 up to layer3, 256-d; ImageNet = IMAGENET1K_V1 (timm resnet18.tv_in1k)."""
-    return ResNetEncoder("resnet18", ResNet18_Weights.IMAGENET1K_V1, 3, weights)
+    return ResNetEncoder("resnet18", "ResNet18_Weights.IMAGENET1K_V1", 3, weights)
 
 
 @register_encoder("resnet50_layer3")
 def resnet50_layer3(weights: str = "random") -> ResNetEncoder:
     """ResNet-50 up to layer3, 1024-d; ImageNet = IMAGENET1K_V2 (timm resnet50.tv2_in1k)."""
-    return ResNetEncoder("resnet50", ResNet50_Weights.IMAGENET1K_V2, 3, weights)
+    return ResNetEncoder("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 3, weights)
 
 
 @register_encoder("resnet18")
 def resnet18(weights: str = "random") -> ResNetEncoder:
     """Full ResNet-18 trunk (no fc), 512-d; ImageNet = IMAGENET1K_V1."""
-    return ResNetEncoder("resnet18", ResNet18_Weights.IMAGENET1K_V1, 4, weights)
+    return ResNetEncoder("resnet18", "ResNet18_Weights.IMAGENET1K_V1", 4, weights)
 
 
 @register_encoder("resnet50")
 def resnet50(weights: str = "random") -> ResNetEncoder:
     """Full ResNet-50 trunk (no fc), 2048-d; ImageNet = IMAGENET1K_V2."""
-    return ResNetEncoder("resnet50", ResNet50_Weights.IMAGENET1K_V2, 4, weights)
+    return ResNetEncoder("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 4, weights)

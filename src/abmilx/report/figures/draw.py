@@ -1,0 +1,139 @@
+"""What several figures share: the command line, saving PNG + PDF, thumbnails, attention painted
+at patch footprints, and the generator's lesion masks read at patch or thumbnail scale."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+THUMBNAIL_SIDE = 768
+# Fixed metadata: without it both formats stamp the time and version, and reruns differ in bytes.
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+LESION_COLOUR = "cyan"
+
+
+def main(render: Callable[[Mapping, Path], Path], description: str) -> None:
+    """``python -m abmilx.report.figures.<kind> --settings JSON --out <name>.png``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--settings", required=True, help="JSON: the figure's resolved plan")
+    parser.add_argument("--out", required=True, help="PNG path; the PDF is written beside it")
+    args = parser.parse_args()
+    path = render(json.loads(args.settings), Path(args.out))
+    print(f"wrote {path} and {path.with_suffix('.pdf')}")
+
+
+def save(figure, out: str | Path, dpi: int = 110) -> Path:
+    """``out`` (PNG) and the same figure as PDF beside it, byte-identical across reruns."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=dpi, metadata=PNG_METADATA)
+    figure.savefig(out.with_suffix(".pdf"), metadata=PDF_METADATA)
+    return out
+
+
+def finish(figure, settings: Mapping, default_title: str, out: str | Path, dpi: int = 110) -> Path:
+    """Title the figure (the config's ``title``, else ``default_title``), lay it out, save it."""
+    figure.suptitle(settings.get("title") or default_title, fontsize=10)
+    figure.tight_layout()
+    return save(figure, out, dpi=dpi)
+
+
+def attention_map(
+    coords: np.ndarray, attention: np.ndarray, footprint: float, scale: float, shape: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel attention in [0, 1] and the covered-area mask at thumbnail scale."""
+    heat = np.zeros(shape, np.float32)
+    covered = np.zeros(shape, bool)
+    values = attention.mean(axis=0) if attention.ndim == 2 else attention
+    span = values.max() - values.min()
+    values = (values - values.min()) / span if span > 0 else np.ones_like(values)
+    side = max(1, round(footprint * scale))
+    for (x, y), value in zip(coords, values, strict=True):
+        col, row = round(x * scale), round(y * scale)
+        heat[row : row + side, col : col + side] = value
+        covered[row : row + side, col : col + side] = True
+    return heat, covered
+
+
+def lesion_outline(truth_file: Path, shape: tuple) -> list[np.ndarray]:
+    """Lesion contours of a generated slide's truth mask, in thumbnail pixels (x, y)."""
+    import cv2
+
+    with np.load(truth_file) as truth:
+        lesion = truth["lesion"].astype(np.uint8)
+    lesion = cv2.resize(lesion, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(lesion, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c[:, 0, :] for c in contours]
+
+
+def lesion_fraction(truth_file: Path, coords: np.ndarray, footprint: float) -> np.ndarray:
+    """Share of each patch (level-0 top-left ``coords``, side ``footprint`` level-0 px) that the
+    generator drew as lesion, from its truth mask (``lesion`` at ``downsample`` of level 0)."""
+    with np.load(truth_file) as truth:
+        lesion = truth["lesion"].astype(np.float32)
+        downsample = int(truth["downsample"])
+    # Integral image: the mean over any block in O(1).
+    integral = np.pad(lesion.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    height, width = lesion.shape
+    x0 = np.clip(np.floor(coords[:, 0] / downsample).astype(int), 0, width)
+    y0 = np.clip(np.floor(coords[:, 1] / downsample).astype(int), 0, height)
+    x1 = np.clip(np.ceil((coords[:, 0] + footprint) / downsample).astype(int), 0, width)
+    y1 = np.clip(np.ceil((coords[:, 1] + footprint) / downsample).astype(int), 0, height)
+    area = np.maximum((x1 - x0) * (y1 - y0), 1)
+    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return inside / area
+
+
+class Slides:
+    """The slides of a figure's dataset: file, tiling QC record (mpp), patch footprint, truth."""
+
+    def __init__(self, settings: Mapping) -> None:
+        import pandas as pd
+
+        sheet = Path(settings["slide_sheet"])
+        self.folder = sheet.parent
+        self.sheet = pd.read_csv(sheet, dtype={"slide_id": str, "case_id": str}).set_index(
+            "slide_id"
+        )
+        self.qc_dir = Path(settings["qc_dir"])
+        self.truth_dir = Path(settings["truth_dir"]) if settings.get("truth_dir") else None
+        self.patch_side_um = settings["patch_size"] * settings["main_mpp"]
+
+    def file(self, slide_id: str) -> Path:
+        return self.folder / self.sheet.loc[slide_id, "path"]
+
+    def record(self, slide_id: str) -> dict:
+        return json.loads((self.qc_dir / f"{slide_id}.json").read_text())
+
+    def footprint(self, slide_id: str) -> float:
+        """Side of a main-scale patch in level-0 pixels."""
+        return self.patch_side_um / self.record(slide_id)["mpp"]
+
+    def truth(self, slide_id: str) -> Path | None:
+        """The generator's truth masks of the slide, None for a cohort without them."""
+        if self.truth_dir is None:
+            return None
+        path = self.truth_dir / f"{Path(self.sheet.loc[slide_id, 'path']).name}.npz"
+        return path if path.exists() else None
+
+    def thumbnail(self, slide_id: str) -> tuple[np.ndarray, float]:
+        """RGB thumbnail (longest side THUMBNAIL_SIDE) and its scale (thumbnail px per level-0 px)."""
+        import openslide
+
+        with openslide.OpenSlide(str(self.file(slide_id))) as slide:
+            image = np.asarray(slide.get_thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE)).convert("RGB"))
+            return image, image.shape[1] / slide.dimensions[0]
+
+
+def overlay(thumbnail: np.ndarray, heat: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Attention in the inferno map over a grey thumbnail, where patches were scored."""
+    import matplotlib
+
+    gray = thumbnail.mean(axis=2, keepdims=True).repeat(3, axis=2) / 255.0
+    colour = matplotlib.colormaps["inferno"](heat)[..., :3]
+    return np.where(covered[..., None], 0.35 * gray + 0.65 * colour, gray)
