@@ -178,8 +178,8 @@ def plan_cohort(
         # Hidden per-case lesion burden drives the hazard (log-normal around lesion_fraction).
         log_burden = rng.normal(0.0, BURDEN_SD, size=n_cases)
         burden = np.clip(lesion_fraction * np.exp(log_burden), 0.0, 0.45)
-        hazards = np.log(2.0) / median_survival_months * np.exp(
-            hazard_beta * log_burden / BURDEN_SD
+        hazards = (
+            np.log(2.0) / median_survival_months * np.exp(hazard_beta * log_burden / BURDEN_SD)
         )
         event_times = rng.exponential(1.0 / hazards)
         censor_times = rng.exponential(1.0 / _censoring_rate(hazards, censor_fraction), n_cases)
