@@ -8,6 +8,7 @@ import openslide
 import pytest
 
 from abmilx.cohort import load_truth, plan_cohort, render_slide, synthesize_slide
+from abmilx.cohort.lesions import survival_grade
 
 
 def _row(plan, slide_format, mpp=None):
@@ -163,3 +164,20 @@ def test_plan_row_without_required_column_is_named(tmp_path, small, subtyping_pl
     row = subtyping_plan.iloc[0].drop("lesion_fraction")
     with pytest.raises(KeyError, match="lesion_fraction"):
         synthesize_slide(row, tmp_path / "s.svs", tmp_path / "t.npz", **small)
+
+
+def test_survival_morphology_grows_more_aggressive_with_the_burden():
+    grades = [survival_grade(f) for f in (0.02, 0.07, 0.12, 0.2, 0.4)]
+    assert grades == [2, 3, 4, 5, 5]
+
+
+def test_every_metastasis_covers_more_than_one_patch():
+    """CAMELYON-like metastases are small, but each spans more than one 64 µm demo patch."""
+    plan = plan_cohort("demo", "diagnosis", 40, 40, seed=6)
+    tumor = plan[plan["label"] == "tumor"]
+    row = tumor.loc[tumor["lesion_fraction"].idxmin()]  # the smallest burden of the cohort
+    images = render_slide(row, width_um=1200, height_um=900, pen_probability=0.0)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(images["lesion"].astype(np.uint8))
+    areas_um2 = stats[1:, cv2.CC_STAT_AREA] * row["mpp"] ** 2
+    assert count > 1 and areas_um2.min() > 64 * 64
+    assert images["lesion"].sum() / images["tissue"].sum() < 0.1

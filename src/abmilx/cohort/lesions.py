@@ -4,13 +4,15 @@ Foci are irregular blobs whose total area is the requested share of tissue; the 
 the lesion ground truth. Inside a focus the morphology depends on the task and label, sized in
 µm so it reads the same at 1-2 µm/px (64-px patches):
 
-- ``solid_nests`` (subtyping class 0 / IDC, survival): round nests of large, crowded, dark nuclei;
+- ``solid_nests`` (subtyping class 0 / IDC): round nests of large, crowded, dark nuclei;
 - ``single_file`` (subtyping class 1 / ILC): pale lilac stroma (hue shift towards haematoxylin)
   crossed by thin chains of small cells;
 - ``graded_glands`` (grading 1-5): glands that get smaller, denser, darker and lose their lumen
   with the grade (5 = solid sheets);
 - ``metastasis`` (diagnosis tumor): clusters of large pale nuclei in pink cytoplasm, standing out
-  of dense lymphoid tissue.
+  of dense lymphoid tissue;
+- survival: the graded glands of :func:`survival_grade`, more aggressive with a larger burden, so
+  both what a patch shows and how many patches show it carry the hazard.
 """
 
 from __future__ import annotations
@@ -52,6 +54,18 @@ GRADE_STYLES = {
     4: NestStyle((18, 30), 0.15, 3, 3.6, 8.0, 1.70, (0.40, 0.33)),
     5: NestStyle((30, 50), 0.00, 2, 4.2, 8.5, 1.85, (0.45, 0.30)),
 }
+
+
+# Least area (µm²) of one metastasis: about 1.5 demo patches (64 µm at 1 µm/px), so a tumor
+# slide always holds a patch that is mostly tumor (CAMELYON micro-metastases, but visible).
+METASTASIS_MIN_UM2 = 6000.0
+# Survival lesion share at which the morphology steps up from grade 2 to 3, 4 and 5.
+SURVIVAL_GRADE_EDGES = (0.06, 0.10, 0.16)
+
+
+def survival_grade(fraction: float) -> int:
+    """Glandular grade (2-5) of a survival slide's lesions: it rises with the burden."""
+    return 2 + int(np.searchsorted(SURVIVAL_GRADE_EDGES, fraction, side="right"))
 
 
 def _focus_polygon(cx: float, cy: float, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -199,8 +213,11 @@ def draw_lesions(
         "subtyping": int(rng.integers(1, 4)),
         "grading": 1 + label_index // 2,
         "survival": int(rng.integers(1, 5)),
-        "diagnosis": int(rng.integers(1, 4)),
+        "diagnosis": int(rng.integers(1, 3)),
     }[task]
+    if task == "diagnosis":  # fewer, larger metastases when the burden is small
+        lesion_um2 = fraction * float(tissue.sum()) * mpp * mpp
+        n_foci = int(np.clip(lesion_um2 // METASTASIS_MIN_UM2, 1, n_foci))
     lesion, boxes = place_foci(tissue, mpp, fraction, n_foci, rng)
     for x0, y0, x1, y1 in boxes:
         mask = lesion[y0:y1, x0:x1]
@@ -210,6 +227,8 @@ def draw_lesions(
             single_file(h_crop, e_crop, mask, mpp, rng)
         elif task == "grading":
             solid_nests(h_crop, e_crop, mask, mpp, rng, GRADE_STYLES[label_index])
+        elif task == "survival":
+            solid_nests(h_crop, e_crop, mask, mpp, rng, GRADE_STYLES[survival_grade(fraction)])
         elif task == "diagnosis":
             e_crop[mask] = od_code(0.45)
             solid_nests(h_crop, e_crop, mask, mpp, rng, METASTASIS_NESTS)

@@ -23,8 +23,13 @@ TASKS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "survival": ("SUR", (), ()),
     "diagnosis": ("DX", ("normal", "tumor"), (0.6, 0.4)),
 }
-# Default lesion share of tissue: a few % (grading scales it with the grade); metastases < 1 %.
-DEFAULT_LESION_FRACTION = {"subtyping": 0.04, "grading": 0.04, "survival": 0.04, "diagnosis": 0.004}
+# Default lesion share of tissue. Large enough that a random 48-patch sample of a small slide
+# holds lesion patches; grading multiplies it by the grade (grade 5 = 5x); survival draws a
+# per-case burden around it; diagnosis metastases are a few % (one to a few 64-µm patches of a
+# ~0.5 mm² biopsy: small, but never below one patch).
+DEFAULT_LESION_FRACTION = {"subtyping": 0.12, "grading": 0.05, "survival": 0.1, "diagnosis": 0.04}
+MAX_LESION_FRACTION = {"subtyping": 0.5, "grading": 0.5, "survival": 0.5, "diagnosis": 0.1}
+BURDEN_SD = 0.6  # SD of the survival cases' log lesion burden
 
 PLAN_COLUMNS = [
     "slide_id",
@@ -119,15 +124,15 @@ def plan_cohort(
     nompp_mpp: float = 0.5,
     censor_fraction: float = 0.3,
     median_survival_months: float = 36.0,
-    hazard_beta: float = 1.0,
+    hazard_beta: float = 2.0,
     **render_options: Any,
 ) -> pd.DataFrame:
     """One row per slide of a synthetic cohort (see module docstring and docs/architecture.md).
 
     ``classes`` renames the task's classes (same count, in class-index order; the morphology
     follows the index). ``lesion_fraction`` is the mean lesion share of tissue (None: the
-    task's default; grading scales it with the grade, survival draws a per-case burden around
-    it, diagnosis tumor slides get it as metastases and it must stay below 1 %).
+    task's default; grading multiplies it by the grade, survival draws a per-case burden around
+    it, diagnosis tumor slides get it as metastases and it must stay below 10 %).
     ``render_options`` are the keyword arguments of ``synthesize_slide``: accepted so that one
     settings object serves both, and checked for unknown names.
     """
@@ -149,7 +154,7 @@ def plan_cohort(
     classes = tuple(str(c) for c in classes) if classes else default_classes
     if lesion_fraction is None:
         lesion_fraction = DEFAULT_LESION_FRACTION[task]
-    limit = 0.01 if task == "diagnosis" else 0.5
+    limit = MAX_LESION_FRACTION[task]
     if not 0.0 <= lesion_fraction < limit:
         raise ValueError(
             f"{dataset}: lesion_fraction of {task} must be in [0, {limit}), got {lesion_fraction}"
@@ -171,9 +176,11 @@ def plan_cohort(
 
     if task == "survival":
         # Hidden per-case lesion burden drives the hazard (log-normal around lesion_fraction).
-        log_burden = rng.normal(0.0, 0.5, size=n_cases)
-        burden = np.clip(lesion_fraction * np.exp(log_burden), 0.0, 0.3)
-        hazards = np.log(2.0) / median_survival_months * np.exp(hazard_beta * log_burden / 0.5)
+        log_burden = rng.normal(0.0, BURDEN_SD, size=n_cases)
+        burden = np.clip(lesion_fraction * np.exp(log_burden), 0.0, 0.45)
+        hazards = (
+            np.log(2.0) / median_survival_months * np.exp(hazard_beta * log_burden / BURDEN_SD)
+        )
         event_times = rng.exponential(1.0 / hazards)
         censor_times = rng.exponential(1.0 / _censoring_rate(hazards, censor_fraction), n_cases)
         times = np.maximum(np.minimum(event_times, censor_times), 0.1)
@@ -181,7 +188,7 @@ def plan_cohort(
         table["class_index"] = -1
         table["time"] = np.round(times, 2)[case_of_slide]
         table["event"] = (event_times <= censor_times).astype(int)[case_of_slide]
-        table["lesion_fraction"] = np.clip(burden[case_of_slide] * jitter, 0.0, 0.3)
+        table["lesion_fraction"] = np.clip(burden[case_of_slide] * jitter, 0.0, 0.45)
     else:
         weights = default_weights if class_weights is None else tuple(class_weights)
         if len(weights) != len(classes) or min(weights) < 0 or sum(weights) <= 0:
@@ -197,12 +204,12 @@ def plan_cohort(
         table["time"] = np.nan
         table["event"] = pd.array([pd.NA] * n_slides, dtype="Int64")
         if task == "grading":
-            base = np.where(labels == 0, 0.0, lesion_fraction * (0.5 + 0.3 * labels))
+            base = lesion_fraction * labels  # benign: none; grade g: g times the base share
         elif task == "diagnosis":
             base = np.where(labels == 1, lesion_fraction, 0.0)
         else:
             base = np.full(n_slides, lesion_fraction)
-        cap = 0.0099 if task == "diagnosis" else 0.45  # metastases stay below 1 % of tissue
+        cap = 0.0999 if task == "diagnosis" else 0.45  # metastases stay below 10 % of tissue
         table["lesion_fraction"] = np.clip(base * jitter, 0.0, cap)
 
     formats = _formats(
