@@ -69,11 +69,14 @@ def test_metrics_are_finite_and_in_range(finished_run):
             assert math.isfinite(auc[key]) and 0.0 <= auc[key] <= 1.0, (experiment, auc)
         assert auc["ci_low"] <= auc["mean"] <= auc["ci_high"]
         assert metrics["n"] == n_test
-        assert metrics["provenance"]["encoder_weights"] == "random"
+        weights = "pretrain:ssl" if experiment == "abmilx_e2e" else "random"
+        assert metrics["provenance"]["encoder_weights"] == weights
         assert metrics["cost"]["train_seconds"] > 0
     table = pd.read_csv(finished_run / "results" / "tables" / "main.csv")
     assert set(table.experiment) == {"abmil_two_stage", "abmilx_e2e"}
-    assert "initialised at random" in (finished_run / "results" / "tables" / "main.md").read_text()
+    main = (finished_run / "results" / "tables" / "main.md").read_text()
+    assert "Encoders initialised at random (no pretrained weights were available): ABMIL" in main
+    assert "stand-in for ImageNet/foundation-model weights: ABMILX E2E." in main
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -94,6 +97,7 @@ EDITED_MODULES = [
     "training/losses.py",
     "two_stage/train.py",
     "e2e/sampling.py",
+    "pretrain/simclr.py",
     "evaluation/metrics.py",
     "report/tables.py",
 ]
@@ -179,3 +183,27 @@ def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
     }, output[-4000:]
     assert "results/runs/tiny/heads__n_heads-2/" in output
     assert "heads__n_heads-4" not in output
+
+
+def test_pretrain_record_and_its_rerun_on_new_settings(finished_run):
+    """The stand-in checkpoint says what it was trained on; new pretrain settings rerun it and
+    what loads it (the E2E run), not the two-stage run on random features."""
+    record = json.loads((finished_run / "results" / "pretrain" / "ssl" / "record.json").read_text())
+    assert record["dataset"] == "tiny_pretraining" and record["method"] == "simclr"
+    assert record["slide_ids"] and all(s.startswith("PRE-") for s in record["slide_ids"])
+    assert record["n_patches"] > 0 and record["epochs"] == 2 and record["code_digest"]
+    config_path = finished_run / "config.yaml"
+    original = config_path.read_text()
+    config = yaml.safe_load(original)
+    config["pretrain"]["ssl"]["epochs"] = 3
+    try:
+        config_path.write_text(yaml.safe_dump(config))
+        dry = snakemake(finished_run, "-n", *TARGETS)
+    finally:
+        config_path.write_text(original)
+    output = dry.stdout + dry.stderr
+    assert dry.returncode == 0, output[-4000:]
+    counts = [line.split() for line in output.rsplit("Job stats:", 1)[1].splitlines()]
+    jobs = {w[0] for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier()}
+    assert {"pretrain_encoder", "train_e2e"} <= jobs, output[-4000:]
+    assert "results/runs/tiny/abmil_two_stage/fold0/model.pt" not in output
