@@ -257,7 +257,9 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Checks the schema cannot express: scales that must be tiled, weights files that must
-    exist, split ratios that sum to 1, the heatmap experiment. (Experiments' datasets and feature
+    exist, `pretrain:<name>` weights naming a run of the same encoder, pretrain runs on a
+    pretraining cohort (which no experiment or table uses), split ratios that sum to 1, the
+    heatmap experiment. (Experiments' datasets and feature
     sets are checked by abmilx.experiments while it resolves them.)
 
     ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
