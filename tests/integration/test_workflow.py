@@ -155,16 +155,13 @@ def test_report_collects_tables_figures_and_qc(finished_run):
         assert collected in names, names
 
 
-def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
-    """A grid around the E2E experiment: the point equal to it is its run, the other one is new."""
+def dry_run_after(finished_run, change) -> tuple[dict[str, str], str]:
+    """Job counts and output of a dry run of the finished run with its config changed by
+    ``change`` (restored afterwards)."""
     config_path = finished_run / "config.yaml"
     original = config_path.read_text()
     config = yaml.safe_load(original)
-    config["experiments"]["heads"] = {
-        "base": "abmilx_e2e",
-        "datasets": ["tiny"],
-        "grid": {"settings.mil_kwargs.n_heads": [4, 2]},  # abmilx_e2e has 4 heads
-    }
+    change(config)
     try:
         config_path.write_text(yaml.safe_dump(config))
         dry = snakemake(finished_run, "-n", *TARGETS)
@@ -174,6 +171,20 @@ def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
     assert dry.returncode == 0, output[-4000:]
     counts = [line.split() for line in output.rsplit("Job stats:", 1)[1].splitlines()]
     jobs = dict(w for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier())
+    return jobs, output
+
+
+def test_a_new_grid_point_reruns_only_its_run_and_the_tables(finished_run):
+    """A grid around the E2E experiment: the point equal to it is its run, the other one is new."""
+
+    def add_grid(config):
+        config["experiments"]["heads"] = {
+            "base": "abmilx_e2e",
+            "datasets": ["tiny"],
+            "grid": {"settings.mil_kwargs.n_heads": [4, 2]},  # abmilx_e2e has 4 heads
+        }
+
+    jobs, output = dry_run_after(finished_run, add_grid)
     assert jobs == {
         "train_e2e": "1",
         "evaluate_fold": "1",
@@ -192,18 +203,8 @@ def test_pretrain_record_and_its_rerun_on_new_settings(finished_run):
     assert record["dataset"] == "tiny_pretraining" and record["method"] == "simclr"
     assert record["slide_ids"] and all(s.startswith("PRE-") for s in record["slide_ids"])
     assert record["n_patches"] > 0 and record["epochs"] == 2 and record["code_digest"]
-    config_path = finished_run / "config.yaml"
-    original = config_path.read_text()
-    config = yaml.safe_load(original)
-    config["pretrain"]["ssl"]["epochs"] = 3
-    try:
-        config_path.write_text(yaml.safe_dump(config))
-        dry = snakemake(finished_run, "-n", *TARGETS)
-    finally:
-        config_path.write_text(original)
-    output = dry.stdout + dry.stderr
-    assert dry.returncode == 0, output[-4000:]
-    counts = [line.split() for line in output.rsplit("Job stats:", 1)[1].splitlines()]
-    jobs = {w[0] for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier()}
-    assert {"pretrain_encoder", "train_e2e"} <= jobs, output[-4000:]
+    jobs, output = dry_run_after(
+        finished_run, lambda config: config["pretrain"]["ssl"].update(epochs=3)
+    )
+    assert {"pretrain_encoder", "train_e2e"} <= set(jobs), output[-4000:]
     assert "results/runs/tiny/abmil_two_stage/fold0/model.pt" not in output
