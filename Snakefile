@@ -1,5 +1,5 @@
 # ABMILX reproduction workflow. `snakemake --cores all results/tables results/figures`.
-# The DAG: cohort -> segmentation -> tiling -> splits / features -> two_stage / e2e -> evaluation
+# The DAG: cohort -> segmentation -> tiling -> [pretrain ->] splits / features -> two_stage / e2e -> evaluation
 # -> report. Each stage is one rule file below and one sub-package of src/abmilx/.
 
 
@@ -10,7 +10,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS) or "no-dataset",
+    dataset="|".join(ALL_DATASETS) or "no-dataset",
     slide=r"[^/]+",
     file=r"[^/]+\.(svs|tif)",
     fold=r"\d+",
@@ -21,6 +21,7 @@ wildcard_constraints:
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/tiling.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/two_stage.smk"

@@ -30,6 +30,9 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "models.schema.yaml"
 WEIGHTS_KEYWORDS = ("imagenet", "random", "hub")
 """Weights that are not files; any other value is the path of a local checkpoint."""
+PRETRAIN_PREFIX = "pretrain:"
+"""``pretrain:<name>`` names the checkpoint of the config's pretrain run <name> (built first)."""
+PRETRAINING_TASK = "pretraining"
 
 
 class ConfigError(ValueError):
@@ -125,8 +128,31 @@ def _one_of(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
-def _weights_problem(value: Any) -> str | None:
-    """Why a weights value is unusable: a path to a file that does not exist."""
+def pretrain_name(weights: Any) -> str | None:
+    """The pretrain run a weights value names (``pretrain:<name>``), else None."""
+    if isinstance(weights, str) and weights.startswith(PRETRAIN_PREFIX):
+        return weights.removeprefix(PRETRAIN_PREFIX)
+    return None
+
+
+def evaluation_datasets(config: Mapping[str, Any]) -> list[str]:
+    """Datasets that get splits, runs and table columns (all but the pretraining cohorts)."""
+    return [n for n, d in config["datasets"].items() if d["task"] != PRETRAINING_TASK]
+
+
+def _weights_problem(value: Any, encoder: str | None, config: Mapping) -> str | None:
+    """Why a weights value is unusable: a path to a file that does not exist, or a pretrain run
+    that is not in the config or pretrains another encoder."""
+    if (name := pretrain_name(value)) is not None:
+        runs = config.get("pretrain") or {}
+        if name not in runs:
+            return f"no pretrain run {name!r} (pretrain has: {_one_of(runs)})"
+        if encoder is not None and runs[name]["encoder"] != encoder:
+            return (
+                f"pretrain run {name!r} pretrains {runs[name]['encoder']}, not the encoder "
+                f"{encoder} that would load it"
+            )
+        return None
     if not isinstance(value, str) or value in WEIGHTS_KEYWORDS:
         return None
     if Path(value).is_file():
@@ -147,10 +173,17 @@ def _experiment_problems(name: str, experiment: Mapping, config: Mapping) -> Ite
         if option.endswith("weights")
     )
     for option, value in weights.items():
-        if (problem := _weights_problem(value)) is not None:
+        encoder = settings.get("encoder") if option == "encoder_weights" else None
+        if (problem := _weights_problem(value, encoder, config)) is not None:
             yield f"config key '{key}/settings/{option}': {problem}"
     if experiment["kind"] == "e2e":
         yield from _scale_problems(key, settings, config["tiling"]["scales"])
+    for dataset in experiment["datasets"] or []:
+        if config["datasets"].get(dataset, {}).get("task") == PRETRAINING_TASK:
+            yield (
+                f"config key '{key}/datasets': {dataset} is a pretraining cohort (unlabelled); "
+                f"experiments run on: {_one_of(evaluation_datasets(config))}"
+            )
 
 
 def _scale_problems(key: str, settings: Mapping, tiled: Mapping) -> Iterator[str]:
@@ -171,9 +204,34 @@ def _scale_problems(key: str, settings: Mapping, tiled: Mapping) -> Iterator[str
         )
 
 
+def _pretrain_problems(config: Mapping[str, Any]) -> Iterator[str]:
+    """A pretrain run trains on a tiled pretraining cohort, never on an evaluation dataset."""
+    for name, run in (config.get("pretrain") or {}).items():
+        dataset = config["datasets"].get(run["dataset"])
+        if dataset is None or dataset["task"] != PRETRAINING_TASK:
+            cohorts = [n for n, d in config["datasets"].items() if d["task"] == PRETRAINING_TASK]
+            yield (
+                f"config key 'pretrain/{name}/dataset': {run['dataset']!r} is not a dataset with "
+                f"task {PRETRAINING_TASK} (pretraining cohorts: {_one_of(cohorts)})"
+            )
+        if run["scale"] not in config["tiling"]["scales"]:
+            yield (
+                f"config key 'pretrain/{name}/scale': scale '{run['scale']}' is not tiled "
+                f"(tiling/scales has: {_one_of(config['tiling']['scales'])})"
+            )
+    for name, table in (config.get("tables") or {}).items():
+        for dataset in table.get("datasets") or []:
+            if config["datasets"].get(dataset, {}).get("task") == PRETRAINING_TASK:
+                yield (
+                    f"config key 'tables/{name}/datasets': {dataset} is a pretraining cohort, "
+                    "it has no results"
+                )
+
+
 def _problems(config: Mapping[str, Any]) -> Iterator[str]:
-    for name, dataset in config["datasets"].items():
-        split = dataset["split"]
+    yield from _pretrain_problems(config)
+    for name in evaluation_datasets(config):
+        split = config["datasets"][name]["split"]
         total = sum(split["ratios"])
         if split["scheme"] == "holdout" and not math.isclose(total, 1.0, abs_tol=1e-6):
             yield (
@@ -187,7 +245,8 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
                 f"config key 'feature_sets/{name}/scale': scale '{feature_set['scale']}' is not "
                 f"tiled (tiling/scales has: {_one_of(tiled)})"
             )
-        if (problem := _weights_problem(feature_set["weights"])) is not None:
+        problem = _weights_problem(feature_set["weights"], feature_set["encoder"], config)
+        if problem is not None:
             yield f"config key 'feature_sets/{name}/weights': {problem}"
     for name, experiment in config["experiments"].items():
         yield from _experiment_problems(name, experiment, config)
@@ -195,9 +254,10 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Checks the schema cannot express: scales that must be tiled, weights files that must
-    exist, split ratios that sum to 1. (Experiments' datasets and feature sets are checked by
-    abmilx.experiments while it resolves them, figures' references by
-    abmilx.report.figures.plan.)
+    exist, `pretrain:<name>` weights naming a run of the same encoder, pretrain runs on a
+    pretraining cohort (which no experiment or table uses), split ratios that sum to 1.
+    (Experiments' datasets and feature sets are checked by abmilx.experiments while it resolves
+    them, figures' references by abmilx.report.figures.plan.)
 
     ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
     settings with defaults). Returns it; raises ConfigError listing every problem, each naming

@@ -125,6 +125,15 @@ def config_hash(settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (what a checkpoint path stands for in a record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(parts: Mapping[str, Any]) -> dict[str, str]:
     """One short hash per named part of what saved state depends on (resume, partial outputs)."""
     return {name: config_hash(value) for name, value in parts.items()}

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slurm
 BIN = Path(sys.executable).parent
 TARGETS = ["results/tables", "results/qc/slides.tsv"]
 CLUSTER_RULES = {"synthesize_slide", "segment_tissue", "tile_slide", "pack_tiles",
-                 "extract_features", "train_two_stage", "train_e2e", "evaluate_fold"}  # fmt: skip
+                 "pretrain_encoder", "extract_features", "train_two_stage", "train_e2e",
+                 "evaluate_fold"}  # fmt: skip
 LOCAL_RULES = {"cohort_sheets", "make_splits", "aggregate_folds", "qc_table", "tables"}
 
 
@@ -34,7 +35,7 @@ def cluster_config() -> dict:
     config["resources"] = {
         rule: {"mem_mb": 1000, "runtime": 20, "cpus_per_task": 1} for rule in CLUSTER_RULES
     }
-    for rule in ("extract_features", "evaluate_fold"):
+    for rule in ("pretrain_encoder", "extract_features", "evaluate_fold"):
         config["resources"][rule]["gpus"] = 0
     return config
 

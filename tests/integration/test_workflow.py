@@ -77,11 +77,14 @@ def test_metrics_are_finite_and_in_range(finished_run):
             assert math.isfinite(auc[key]) and 0.0 <= auc[key] <= 1.0, (experiment, auc)
         assert auc["ci_low"] <= auc["mean"] <= auc["ci_high"]
         assert metrics["n"] == n_test
-        assert metrics["provenance"]["encoder_weights"] == "random"
+        weights = "pretrain:ssl" if experiment == "abmilx_e2e" else "random"
+        assert metrics["provenance"]["encoder_weights"] == weights
         assert metrics["cost"]["train_seconds"] > 0
     table = pd.read_csv(finished_run / "results" / "tables" / "main.csv")
     assert set(table.experiment) == {"abmil_two_stage", "abmilx_e2e"}
-    assert "initialised at random" in (finished_run / "results" / "tables" / "main.md").read_text()
+    main = (finished_run / "results" / "tables" / "main.md").read_text()
+    assert "Encoders initialised at random (no pretrained weights were available): ABMIL" in main
+    assert "stand-in for ImageNet/foundation-model weights: ABMILX E2E." in main
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -102,6 +105,7 @@ EDITED_MODULES = [
     "training/losses.py",
     "two_stage/train.py",
     "e2e/sampling.py",
+    "pretrain/simclr.py",
     "evaluation/metrics.py",
     "report/tables.py",
     "report/figures/attention_heatmaps.py",
@@ -160,19 +164,13 @@ def test_report_collects_tables_figures_and_qc(finished_run):
         assert collected in names, names
 
 
-def test_a_new_grid_point_reruns_only_its_run_and_its_tables(finished_run):
-    """A grid around the E2E experiment, shown in a new table: the point equal to the E2E run is
-    that run, the other one is new; only its run, the new table and the aggregate rerun (table1
-    and the figures, which do not show it, stay)."""
+def dry_run_after(finished_run, change) -> tuple[dict[str, str], str]:
+    """Job counts and output of a dry run of the finished run with its config changed by
+    ``change`` (restored afterwards)."""
     config_path = finished_run / "config.yaml"
     original = config_path.read_text()
     config = yaml.safe_load(original)
-    config["experiments"]["heads"] = {
-        "base": "abmilx_e2e",
-        "datasets": ["tiny"],
-        "grid": {"settings.mil_kwargs.n_heads": [4, 2]},  # abmilx_e2e has 4 heads
-    }
-    config["tables"]["heads"] = {"grid": "heads", "metrics": ["auc", "sparsity"]}
+    change(config)
     try:
         config_path.write_text(yaml.safe_dump(config))
         dry = snakemake(finished_run, "-n", *TARGETS)
@@ -180,8 +178,23 @@ def test_a_new_grid_point_reruns_only_its_run_and_its_tables(finished_run):
         config_path.write_text(original)
     output = dry.stdout + dry.stderr
     assert dry.returncode == 0, output[-4000:]
-    counts = [line.split() for line in output.rsplit("Job stats:", 1)[1].splitlines()]
-    jobs = dict(w for w in counts if len(w) == 2 and w[1].isdigit() and w[0].isidentifier())
+    return _job_counts(output), output
+
+
+def test_a_new_grid_point_reruns_only_its_run_and_its_tables(finished_run):
+    """A grid around the E2E experiment, shown in a new table: the point equal to the E2E run is
+    that run, the other one is new; only its run, the new table and the aggregate rerun (table1
+    and the figures, which do not show it, stay)."""
+
+    def add_grid(config):
+        config["experiments"]["heads"] = {
+            "base": "abmilx_e2e",
+            "datasets": ["tiny"],
+            "grid": {"settings.mil_kwargs.n_heads": [4, 2]},  # abmilx_e2e has 4 heads
+        }
+        config["tables"]["heads"] = {"grid": "heads", "metrics": ["auc", "sparsity"]}
+
+    jobs, output = dry_run_after(finished_run, add_grid)
     assert jobs == {
         "train_e2e": "1",
         "evaluate_fold": "1",
@@ -240,3 +253,17 @@ def test_one_figure_target_and_the_figures_folder_stay_consistent(finished_run):
     dry = snakemake(finished_run, "-n", *TARGETS)
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-4000:]
     assert len(list(figures.glob("*.png"))) == 4
+
+
+def test_pretrain_record_and_its_rerun_on_new_settings(finished_run):
+    """The stand-in checkpoint says what it was trained on; new pretrain settings rerun it and
+    what loads it (the E2E run), not the two-stage run on random features."""
+    record = json.loads((finished_run / "results" / "pretrain" / "ssl" / "record.json").read_text())
+    assert record["dataset"] == "tiny_pretraining" and record["method"] == "simclr"
+    assert record["slide_ids"] and all(s.startswith("PRE-") for s in record["slide_ids"])
+    assert record["n_patches"] > 0 and record["epochs"] == 2 and record["code_digest"]
+    jobs, output = dry_run_after(
+        finished_run, lambda config: config["pretrain"]["ssl"].update(epochs=3)
+    )
+    assert {"pretrain_encoder", "train_e2e"} <= set(jobs), output[-4000:]
+    assert "results/runs/tiny/abmil_two_stage/fold0/model.pt" not in output

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from abmilx.config import REPO_ROOT, load_config, validate_config
+from abmilx.config import REPO_ROOT, evaluation_datasets, load_config, validate_config
 from abmilx.experiments import resolve_experiments
 from abmilx.report.__main__ import main
 from abmilx.report.paper import load_paper_values, paper_cell
@@ -160,7 +160,7 @@ def test_demo_tables_render_beside_main_and_cohort(tmp_path):
     points: each table alone (rule table), then copied beside main (rule tables)."""
     config = load_config(REPO_ROOT / "config.yaml")
     experiments = resolve_experiments(config)
-    tasks = {d: spec["task"] for d, spec in config["datasets"].items()}
+    tasks = {d: config["datasets"][d]["task"] for d in evaluation_datasets(config)}
     plans = json.loads(json.dumps(plan_tables(config["tables"], experiments, tasks)))
     files, attention = [], []
     for run in experiments.runs:
@@ -217,7 +217,7 @@ def test_shipped_tables_resolve_with_the_paper_beside(path):
     """Every row of every shipped table is a run, and every paper reference is a printed cell."""
     config = load_config(path)
     experiments = resolve_experiments(config)
-    tasks = {d: spec["task"] for d, spec in config["datasets"].items()}
+    tasks = {d: config["datasets"][d]["task"] for d in evaluation_datasets(config)}
     plans = plan_tables(config["tables"], experiments, tasks)
     assert plans
     paper = load_paper_values()

@@ -42,6 +42,7 @@ def test_dry_run_of_the_demo_resolves_every_stage(tmp_path):
         "segment_tissue",
         "tile_slide",
         "pack_tiles",
+        "pretrain_encoder",
         "make_splits",
         "extract_features",
         "train_two_stage",

@@ -32,7 +32,7 @@ rule cohort_sheets:
     log:
         "results/logs/cohort_sheets/{dataset}.log",
     wildcard_constraints:
-        dataset=name_pattern([d for d in DATASETS if is_synthetic(d)]),
+        dataset=name_pattern([d for d in ALL_DATASETS if is_synthetic(d)]),
     conda:
         SHELL_ENV
     threads: 1

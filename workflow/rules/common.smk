@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from abmilx.config import check_config, naming_config_files, validate_config
+from abmilx.config import (
+    check_config,
+    evaluation_datasets,
+    naming_config_files,
+    pretrain_name,
+    validate_config,
+)
 from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
 from abmilx.report.figures.plan import plan_figures
@@ -30,7 +36,10 @@ with naming_config_files(workflow.configfiles):
         {name: dataset["task"] for name, dataset in config["datasets"].items()},
     )
 
-DATASETS = list(config["datasets"])
+# Evaluation datasets get splits, runs and table columns; pretraining cohorts (task
+# pretraining) only go through cohort, segmentation and tiling, for the pretrain stage.
+DATASETS = evaluation_datasets(config)
+ALL_DATASETS = list(config["datasets"])
 CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
 SHELL_ENV = "../../envs/abmilx.yaml"
 # Run kinds trained from the patch store by train_e2e (abmilx.e2e.train.PATCH_KINDS, not
@@ -111,9 +120,9 @@ def label_sheet_path(dataset):
 def slide_table(dataset):
     """slide_id, case_id, path, mpp of every slide; validated before any job runs."""
     if is_synthetic(dataset):
-        from abmilx.cohort import plan_cohort
+        from abmilx.cohort import plan_from_settings
 
-        plan = plan_cohort(dataset, **synthetic_settings(dataset))
+        plan = plan_from_settings(dataset, synthetic_settings(dataset))
         return pd.DataFrame(
             {
                 "slide_id": plan["slide_id"],
@@ -184,6 +193,8 @@ def training_settings(wildcards):
     experiment = config["experiments"][wildcards.experiment]
     ds = dataset_config(wildcards.dataset)
     settings = dict(experiment["settings"])
+    if "encoder_weights" in settings:
+        settings["encoder_weights"] = weights_path(settings["encoder_weights"])
     settings.update(
         task=model_task(wildcards.dataset),
         classes=ds.get("classes"),
@@ -199,6 +210,40 @@ def run_outputs(dataset):
         dataset=dataset,
         experiment=experiments_for(dataset),
     )
+
+
+# --- pretrained stand-in weights (pretrain.smk): `pretrain:<name>` -> its checkpoint ---
+def pretrain_checkpoint(name):
+    return f"results/pretrain/{name}/encoder.pt"
+
+
+def weights_path(weights):
+    """What the encoder loads: the checkpoint file of `pretrain:<name>`, else the value."""
+    name = pretrain_name(weights)
+    return weights if name is None else pretrain_checkpoint(name)
+
+
+def weights_inputs(weights):
+    """The checkpoint a job waits for (the DAG edge to pretrain_encoder), or none."""
+    name = pretrain_name(weights)
+    return [] if name is None else [pretrain_checkpoint(name)]
+
+
+def pretrain_settings(name):
+    """pretrain() keywords of a run: its config entry (less the dataset), seed and device."""
+    run = {k: v for k, v in config["pretrain"][name].items() if k != "dataset"}
+    if run["seed"] is None:
+        run["seed"] = config["seed"]
+    return {**run, "device": config["device"]}
+
+
+def e2e_weights_inputs(wildcards):
+    settings = config["experiments"][wildcards.experiment]["settings"]
+    return weights_inputs(settings.get("encoder_weights"))
+
+
+def feature_set_weights_inputs(wildcards):
+    return weights_inputs(config["feature_sets"][wildcards.feature_set]["weights"])
 
 
 # --- used by splits.smk ---

@@ -6,6 +6,7 @@ rule train_e2e:
     input:
         store="results/tiles/{dataset}/patches.lmdb",
         splits="results/splits/{dataset}.csv",
+        weights=e2e_weights_inputs,
     output:
         model="results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
         history="results/runs/{dataset}/{experiment}/fold{fold}/train_log.csv",

@@ -5,6 +5,7 @@
 rule extract_features:
     input:
         store="results/tiles/{dataset}/patches.lmdb",
+        weights=feature_set_weights_inputs,
     output:
         directory("results/features/{dataset}/{feature_set}"),
     log:
@@ -22,6 +23,9 @@ rule extract_features:
         settings=lambda w: json.dumps(
             {
                 **config["feature_sets"][w.feature_set],
+                "weights": weights_path(
+                    config["feature_sets"][w.feature_set]["weights"]
+                ),
                 "seed": config["seed"],
                 "device": config["device"],
             },

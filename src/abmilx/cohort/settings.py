@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from abmilx.cohort.plan import plan_cohort
+from abmilx.cohort.pretraining import PRETRAINING_TASK, plan_pretraining
 from abmilx.cohort.synthesize import RENDER_KEYS
 
 PLAN_KEYS = {
@@ -40,4 +41,6 @@ def split_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
 def plan_from_settings(dataset: str, settings: Mapping[str, Any]) -> pd.DataFrame:
     """The cohort plan that a settings object describes (what Snakemake calls at parse time)."""
     plan_kw, _ = split_settings(settings)
+    if plan_kw["task"] == PRETRAINING_TASK:
+        return plan_pretraining(dataset, **{k: v for k, v in plan_kw.items() if k != "task"})
     return plan_cohort(dataset, **plan_kw)

@@ -22,7 +22,10 @@ def slide_sheet(plan: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_sheet(plan: pd.DataFrame) -> pd.DataFrame:
-    """Classification: ``slide_id, case_id, label``; survival: one ``case_id, time, event`` per case."""
+    """Classification: ``slide_id, case_id, label``; survival: one ``case_id, time, event`` per
+    case; an unlabelled (pretraining) cohort: ``slide_id, case_id``."""
+    if plan["label"].isna().all() and plan["time"].isna().all():
+        return plan[["slide_id", "case_id"]].reset_index(drop=True)
     tasks = set(plan["task"])
     if len(tasks) != 1:
         raise ValueError(f"a cohort plan holds one task, found {sorted(tasks)}")

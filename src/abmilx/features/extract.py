@@ -21,7 +21,7 @@ import torch
 from abmilx.features.data import iter_slide_features
 from abmilx.models import create_encoder
 from abmilx.progress import Progress
-from abmilx.provenance import changed_parts, code_digest, fingerprint
+from abmilx.provenance import changed_parts, code_digest, file_sha256, fingerprint
 from abmilx.tiling.store import PatchStore
 from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
 from abmilx.training.seeding import seed_everything
@@ -58,9 +58,16 @@ def partial_dir(out_dir: str | Path) -> Path:
 
 
 def _fingerprint(store: PatchStore, settings: dict) -> dict:
-    """What the features of a slide depend on: settings, the store's content list, the code."""
+    """What the features of a slide depend on: settings, the store's content list, the code,
+    and the bytes of a weights file (a retrained checkpoint at the same path)."""
+    weights = Path(settings["weights"])
     return fingerprint(
-        {"settings": settings, "store": store.meta, "code": code_digest("abmilx.features")}
+        {
+            "settings": settings,
+            "store": store.meta,
+            "code": code_digest("abmilx.features"),
+            "weights_file": file_sha256(weights) if weights.is_file() else "",
+        }
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -90,7 +91,6 @@ def headline_markdown(table: pd.DataFrame, settings: Mapping) -> str:
             ]
             cells.append(_interval(match.iloc[0]) if len(match) else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
-    weights = sorted({str(w) for w in table["encoder_weights"].dropna()})
     notes = [
         "",
         "Values: bootstrap mean over test-set resamples ×100, with the 2.5 and 97.5 percentiles "
@@ -102,12 +102,39 @@ def headline_markdown(table: pd.DataFrame, settings: Mapping) -> str:
             "† Model selected on the test set (the official BRCA-subtyping and survival "
             "protocol): optimistic, shown for comparison with the paper only."
         )
-    if "random" in weights:
-        notes.append(
-            "Encoders were initialised at random (no pretrained weights were available), "
-            "so these numbers are not comparable with the paper's."
-        )
+    notes += encoder_provenance(zip(table["title"], table["encoder_weights"], strict=True))
     return "\n".join(lines + notes) + "\n"
+
+
+def _describe_weights(weights: str) -> str:
+    if weights == "random":
+        return "Encoders initialised at random (no pretrained weights were available)"
+    if weights.startswith("pretrain:"):
+        return (
+            f"Encoders pretrained by the demo's pretrain stage ({weights}: self-supervised on a "
+            "separate generated cohort, never on evaluation slides), its stand-in for "
+            "ImageNet/foundation-model weights"
+        )
+    if weights == "imagenet":
+        return "Encoders with ImageNet weights"
+    return f"Encoders loaded from {weights}"
+
+
+def encoder_provenance(rows: Iterable[tuple[str, Any]]) -> list[str]:
+    """One line per kind of encoder weights, naming the rows that used it: which numbers come
+    from random, stand-in or real pretrained encoders (weights as the run's provenance says)."""
+    by_weights: dict[str, list[str]] = {}
+    for label, weights in rows:
+        if isinstance(weights, str) and weights:
+            labels = by_weights.setdefault(weights, [])
+            if label not in labels:
+                labels.append(label)
+    lines = [f"{_describe_weights(w)}: {'; '.join(by_weights[w])}." for w in sorted(by_weights)]
+    if any(w == "random" or w.startswith("pretrain:") for w in by_weights):
+        lines.append(
+            "Random or stand-in encoders: these numbers are not comparable with the paper's."
+        )
+    return lines
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -402,11 +429,7 @@ def _notes(cells: pd.DataFrame, plan: Mapping) -> list[str]:
         notes.append(plan["note"])
     if any(column["metric"] == "sparsity" for column in plan["columns"]):
         notes.append(DEFINITION)
-    if "random" in {str(w) for w in cells["encoder_weights"].dropna()}:
-        notes.append(
-            "Encoders were initialised at random (no pretrained weights were available), so "
-            "these numbers are not comparable with the paper's."
-        )
+    notes += encoder_provenance(zip(cells["row"], cells["encoder_weights"], strict=True))
     return notes
 
 
