@@ -226,7 +226,8 @@ def test_explicit_names_win_over_grid_points():
 
 def test_the_demo_ablation_grids_share_the_ablation_run():
     """Each Table 7 grid of the demo includes ablation_base's own value, which is that run: the
-    ablations train 13 E2E runs (base, 6 aggregators, multi-head, 5 grid points), not 18."""
+    ablations train 18 E2E runs (base, 6 aggregators, multi-head, frozen encoder, random and
+    attention sampling, 5 grid points, 2 regional points), not 23."""
     resolved = resolve_experiments(load_config(REPO_ROOT / "config.yaml"))
     base_points = [
         "abl_ffn__ffn-false",
@@ -242,4 +243,4 @@ def test_the_demo_ablation_grids_share_the_ablation_run():
         for name, run in resolved.runs.items()
         if run["kind"] == "e2e" and run["settings"]["epochs"] == budget
     ]
-    assert len(e2e) == 13 and "ablation_base" in e2e, e2e
+    assert len(e2e) == 18 and "ablation_base" in e2e, e2e
