@@ -33,7 +33,10 @@ with naming_config_files(workflow.configfiles):
     TABLE_PLANS = plan_tables(
         config["tables"],
         EXPERIMENTS,
-        {name: dataset["task"] for name, dataset in config["datasets"].items()},
+        {
+            name: config["datasets"][name]["task"]
+            for name in evaluation_datasets(config)
+        },
     )
 
 # Evaluation datasets get splits, runs and table columns; pretraining cohorts (task
