@@ -38,7 +38,7 @@ def test_run_info_says_kind_task_settings_history_and_provenance(tiny_run, capsy
     )
     assert found["settings"]["mil_kwargs"]["n_heads"] == 4
     assert found["epochs_trained"] == 2 and found["selection"]["protocol"] == "last"
-    assert found["provenance"]["encoder_weights"] == "random"
+    assert found["provenance"]["encoder_weights"] == "pretrain:ssl"
     assert found["training_store"].endswith("tiles/tiny/patches.lmdb")
     assert main(["info", str(experiment)]) == 0
     text = capsys.readouterr().out

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 PAPER_CONFIGS = sorted((REPO_ROOT / "workflow" / "configs" / "paper").glob("*.yaml"))
 UUID = "0b1f2d3c-4a5b-6c7d-8e9f-000000000000"
 LOCAL_RULES = {"cohort_sheets", "adapt_sheets", "make_splits", "aggregate_folds", "qc_table",
-               "tables", "figure", "figures"}  # fmt: skip
+               "tables", "table", "table_file", "figure", "figures"}  # fmt: skip
 
 
 def touch(root: Path, *names: str) -> None:
@@ -142,7 +142,8 @@ def test_demo_with_two_gpus_a_partition_and_an_account(tmp_path):
     }
     jobs = dry_run(tmp_path, config, "results/tables", "results/figures", flag="--workflow-profile")
     assert_cluster_resources(jobs)
-    train = jobs["train_e2e"][0]
+    # the demo's main E2E run (C2C and FT keep one GPU)
+    train = next(job for job in jobs["train_e2e"] if "/abmilx_r18_e2e/" in job["shell"])
     assert train["resources"]["gpu"] == "2"
     assert train["resources"]["slurm_partition"] == "gpu"
     assert train["resources"]["slurm_account"] == "lab"
