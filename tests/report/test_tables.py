@@ -207,7 +207,8 @@ def test_demo_tables_render_beside_main_and_cohort(tmp_path):
     assert rows.loc["ABMILX (n_heads=1)", "paper_value"] == "90.12"  # table7_heads, w/o MH.
     assert rows.loc["ABMILX (n_heads=8)", "run"] == "ablation_base"
     assert rows.loc["ABMILX (ffn=false)", "run"] == "ablation_base"
-    assert "time budget" in rows.loc["ABMILX + regional sampling, G=2", "reason"]
+    regional = rows.loc["ABMILX + regional sampling (regions=2)"]
+    assert regional["run"] == "abl_regions__regions-2" and regional["paper_value"] == "93.26"
     cost = (tmp_path / "tables" / "cost.md").read_text()
     assert "| 1e+06 | 26M+0.66M | 2e+09 | 2.12T | 12.5 | 900 | 0.4 |" in cost
 

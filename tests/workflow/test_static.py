@@ -72,7 +72,7 @@ def test_one_table_target_builds_that_table_and_only_its_runs(tmp_path):
     assert result.returncode == 0, output
     jobs = _job_counts(output)
     assert jobs["table"] == 1 and jobs["table_file"] == 1, jobs
-    assert jobs["train_e2e"] == jobs["evaluate_fold"] == 6, jobs  # base + 5 other points
+    assert jobs["train_e2e"] == jobs["evaluate_fold"] == 8, jobs  # base + 7 other points
     for absent in ("train_two_stage", "extract_features", "tables", "figures"):
         assert absent not in jobs, jobs
     assert "results/runs/demo_subtyping/abl_heads__n_heads-1/" in output
