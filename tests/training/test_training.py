@@ -1,6 +1,9 @@
 """Shared training machinery: schedule, losses, EMA, selection metric, run files."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,3 +170,16 @@ def test_selection_on_the_test_set_is_explicit_and_uses_test_bags():
     assert selection_bags(bags, "test_official") == (bags["test"], "val")
     with pytest.raises(ValueError, match="selection"):
         selection_bags(bags, "test")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_the_package_keeps_idle_openmp_threads_asleep(given, expected):
+    """Before torch loads libgomp, unless the user chose a policy."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    probe = "import os, sys, abmilx; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == [expected, "False"]
