@@ -3,6 +3,7 @@ and every aggregator of Table 5 (with ABMILX's component ablations), on hand-mad
 tiny patch stores."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from abmilx.e2e.sampling import (
     vote_top_k,
 )
 from abmilx.e2e.train import E2ESettings
+from abmilx.evaluation.evaluate import evaluate
 from abmilx.tiling.store import PatchStoreWriter
 from abmilx.training import load_run, task_type
 from abmilx.training.bags import Bag
@@ -155,6 +157,22 @@ def test_attention_sampling_trains_deterministically_and_scores_every_patch(toy_
     assert first["cost"]["patches_scored"] == 2 * 4 * 20  # 2 epochs x 4 training slides
 
 
+def test_attention_sampling_scores_an_oversampled_bag_once_per_step(toy_dataset, tmp_path):
+    """s1 repeated 3 times beside s0 in steps of 2: one step holds s1 twice (pigeonhole)."""
+    store, splits = toy_dataset
+    table = pd.read_csv(splits)
+    table = table[table.slide_id.isin(["s0", "s1", "s4", "s5"])]
+    table["repeat"] = [1, 3, 1, 1]
+    table.to_csv(tmp_path / "oversampled.csv", index=False)
+    settings = {**SETTINGS, "sampling": "attention", "ema": 0.9}
+    run = Trainer(
+        task_type("e2e"), store, tmp_path / "oversampled.csv", 0, tmp_path / "r", **settings
+    )
+    run.run()
+    # per epoch: the step {s1, s1} scores s1's 20 patches once, the step {s0, s1} both slides
+    assert load_run(tmp_path / "r")["cost"]["patches_scored"] == 2 * (20 + 40)
+
+
 def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(toy_dataset, tmp_path):
     store, splits = toy_dataset
     settings = {**SETTINGS, "freeze_encoder": True, "ema": 0.9}
@@ -207,6 +225,8 @@ def test_every_table5_aggregator_trains_end_to_end(toy_dataset, tmp_path, mil, o
     run = load_run(tmp_path / "run")
     assert np.isfinite(run["history"][-1]["train_loss"])
     assert not torch.equal(run["state_dict"]["encoder.conv1.weight"], first_conv)  # E2E
+    metrics = evaluate(tmp_path / "run", splits, 0, "e2e", tmp_path / "eval", store, split="val")
+    assert metrics["n"] == 2 and metrics["cost"]["flops_per_slide"] > 0  # FLOPs of every MIL
 
 
 @pytest.mark.parametrize(("sampling", "n_low"), [("mris", 2), ("random", 0), ("regional", 2)])

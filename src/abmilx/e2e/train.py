@@ -259,15 +259,21 @@ class E2ETask(PatchTask):
         dataset.set_epoch(epoch)
         collate = self.collate()
         for step in steps:
-            scored = self.infer(self.ema.module, [bags[index].slide_ids for index in step])
-            for index, result in zip(step, scored, strict=True):
+            # An oversampled bag may appear twice in a step: the teacher scores it once.
+            distinct = list(dict.fromkeys(bags[index].slide_ids for index in step))
+            picks = {}
+            for slide_ids, result in zip(
+                distinct, self.infer(self.ema.module, distinct), strict=True
+            ):
                 if result.output.attention is None:
                     raise ValueError(
                         f"sampling 'attention' needs a MIL with attention, not {config.mil}"
                     )
                 self.patches_scored += len(result.features)
                 attention = result.output.attention[0].float().cpu().numpy()
-                picker.picks[index] = vote_top_k(attention, config.n_patches)
+                picks[slide_ids] = vote_top_k(attention, config.n_patches)
+            for index in step:
+                picker.picks[index] = picks[bags[index].slide_ids]
             yield step_batch(collate([dataset[index] for index in step]))
 
 

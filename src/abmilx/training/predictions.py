@@ -78,6 +78,9 @@ def load_trained(
     task = kind(source, config, torch_device, amp_dtype, num_workers)
     model = task.build_model(len(checkpoint["classes"]), pretrained=False)
     model.load_state_dict(checkpoint[WEIGHTS[weights]])
+    # Inference needs no gradients; parameters that do not ask for one also keep torch's FLOP
+    # counter from hooking a parameter a MIL passes to a submodule (QAMIL's queries).
+    model.requires_grad_(False)
     return task, model, checkpoint
 
 
