@@ -56,6 +56,13 @@ def test_every_key_has_a_description():
     assert undocumented == []
 
 
+def _branch_default(name, parent):
+    """A default given in the parent's if/then branch, where it applies (an experiment's gpus:
+    1 without a preset or base, the parent's otherwise)."""
+    branches = [b.get("then", {}).get("properties", {}) for b in parent.get("allOf", [])]
+    return any("default" in branch.get(name, {}) for branch in branches)
+
+
 def test_every_optional_key_has_a_default():
     missing = [
         path
@@ -63,6 +70,7 @@ def test_every_optional_key_has_a_default():
         if not {"default", "$ref", "const"} & set(sub)
         and path.rsplit("/", 1)[-1] not in parent.get("required", [])
         and not _is_alternative(path.rsplit("/", 1)[-1], parent)
+        and not _branch_default(path.rsplit("/", 1)[-1], parent)
     ]
     # classes: required by classification tasks only, checked against the label sheet. Model
     # options: the constructor's default applies (stated in the description, never filled in, as

@@ -244,3 +244,16 @@ def test_the_demo_ablation_grids_share_the_ablation_run():
         if run["kind"] == "e2e" and run["settings"]["epochs"] == budget
     ]
     assert len(e2e) == 18 and "ablation_base" in e2e, e2e
+
+
+def test_gpus_come_from_the_base_or_preset_unless_given():
+    resolved = _resolve(
+        {
+            "root": {"preset": "abmilx_e2e_r18_subtyping", "gpus": 0},
+            "child": {"base": "root", "settings": {"epochs": 3}},
+            "two": {"base": "root", "gpus": 2},
+            "from_preset": {"preset": "abmilx_e2e_r18_subtyping"},
+        }
+    ).experiments
+    gpus = {name: experiment["gpus"] for name, experiment in resolved.items()}
+    assert gpus == {"root": 0, "child": 0, "two": 2, "from_preset": 1}

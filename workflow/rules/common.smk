@@ -439,8 +439,13 @@ def job_resources(rule):
     return {
         names.get(key, key): value
         for key, value in config["resources"][rule].items()
-        if value is not None
+        if value is not None and key != "threads"
     }
+
+
+def job_threads(rule):
+    """The rule's `resources/<rule>/threads` (Snakemake scales it down to --cores)."""
+    return config["resources"][rule]["threads"]
 
 
 def training_gpus(wildcards):

@@ -18,7 +18,7 @@ rule train_e2e:
         experiment=name_pattern(experiment_names(*PATCH_KINDS)),
     conda:
         SHELL_ENV
-    threads: 8
+    threads: job_threads("train_e2e")
     resources:
         **job_resources("train_e2e"),
         gpu=training_gpus,

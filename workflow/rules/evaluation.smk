@@ -14,7 +14,7 @@ rule evaluate_fold:
         "results/benchmarks/evaluate_fold/{dataset}/{experiment}/fold{fold}.tsv"
     conda:
         SHELL_ENV
-    threads: 8
+    threads: job_threads("evaluate_fold")
     resources:
         **job_resources("evaluate_fold"),
     params:

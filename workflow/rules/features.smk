@@ -16,7 +16,7 @@ rule extract_features:
         feature_set=name_pattern(feature_set_names()),
     conda:
         SHELL_ENV
-    threads: 8
+    threads: job_threads("extract_features")
     resources:
         **job_resources("extract_features"),
     params:

@@ -18,7 +18,7 @@ rule pretrain_encoder:
         name=name_pattern(list(config["pretrain"])),
     conda:
         SHELL_ENV
-    threads: 8
+    threads: job_threads("pretrain_encoder")
     resources:
         **job_resources("pretrain_encoder"),
     params:

@@ -17,7 +17,7 @@ rule train_two_stage:
         experiment=name_pattern(experiment_names("two_stage")),
     conda:
         SHELL_ENV
-    threads: 8
+    threads: job_threads("train_two_stage")
     resources:
         **job_resources("train_two_stage"),
         gpu=training_gpus,
