@@ -17,6 +17,7 @@ from abmilx.e2e.sampling import (
 )
 from abmilx.e2e.train import E2ESettings
 from abmilx.evaluation.evaluate import evaluate
+from abmilx.features.data import iter_slide_features
 from abmilx.tiling.store import PatchStoreWriter
 from abmilx.training import load_run, task_type
 from abmilx.training.bags import Bag
@@ -171,6 +172,13 @@ def test_attention_sampling_scores_an_oversampled_bag_once_per_step(toy_dataset,
     run.run()
     # per epoch: the step {s1, s1} scores s1's 20 patches once, the step {s0, s1} both slides
     assert load_run(tmp_path / "r")["cost"]["patches_scored"] == 2 * (20 + 40)
+
+
+def test_streamed_features_refuse_a_slide_asked_for_twice(toy_dataset):
+    """One yield per requested slide is what callers zip against."""
+    store, _ = toy_dataset
+    with pytest.raises(ValueError, match=r"more than once: \['s1'\]"):
+        next(iter_slide_features(store, ["s1", "s0", "s1"], lambda x: x, image_size=24))
 
 
 def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(toy_dataset, tmp_path):

@@ -205,9 +205,13 @@ def count_flops(checkpoint, source, slide_ids, case_ids, threads, device) -> dic
     counted = slide_ids[:FLOP_SLIDES]
     with FlopCounterMode(display=False) as counter:
         predict(
-            checkpoint, source, counted, threads,
-            case_ids=None if case_ids is None else case_ids[:FLOP_SLIDES], device=device,
-        )  # fmt: skip
+            checkpoint,
+            source,
+            counted,
+            threads,
+            case_ids=None if case_ids is None else case_ids[:FLOP_SLIDES],
+            device=device,
+        )
     return {
         "flops_per_slide": counter.get_total_flops() / len(counted),
         "flops_slides": len(counted),
@@ -263,9 +267,14 @@ def evaluate(
     case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
     started = time.perf_counter()
     logits, attention = predict(
-        checkpoint, source, slide_ids, threads, case_ids=case_ids, weights=model_weights,
+        checkpoint,
+        source,
+        slide_ids,
+        threads,
+        case_ids=case_ids,
+        weights=model_weights,
         device=device,
-    )  # fmt: skip
+    )
     seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
     on_gpu = device != "cpu" and torch.cuda.is_available()
     resolved_device = f"cuda ({torch.cuda.get_device_name(0)})" if on_gpu else "cpu"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -67,6 +68,9 @@ class SlideChunks(Dataset):
         self.scale = scale
         self.image_size = image_size
         self.channel_order = channel_order
+        repeated = sorted(s for s, n in Counter(slide_ids).items() if n > 1)
+        if repeated:  # callers pair each requested slide with one yield
+            raise ValueError(f"slides requested more than once: {repeated[:10]}")
         store = PatchStore(self.store_path)
         self.counts = {slide_id: store.count(slide_id, scale) for slide_id in slide_ids}
         self.items = [
