@@ -12,7 +12,14 @@ import openslide
 import pandas as pd
 import pytest
 
-from abmilx.cohort import plan_cohort, plan_from_settings, split_settings, write_sheets
+from abmilx.cohort import (
+    PLAN_COLUMNS,
+    plan_cohort,
+    plan_from_settings,
+    slide_plan,
+    split_settings,
+    write_sheets,
+)
 from abmilx.cohort.__main__ import main
 
 SETTINGS = {
@@ -92,6 +99,32 @@ def test_slide_command_in_a_fresh_interpreter(tmp_path):
     args[args.index("--truth") + 1] = str(tmp_path / "again.npz")
     assert main(args) == 0
     assert out.read_bytes() == again.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [SETTINGS, {"task": "pretraining", "n_slides": 9, "n_cases": 9, "seed": 5}],
+    ids=["subtyping", "pretraining"],
+)
+def test_a_slide_job_plans_without_pandas_and_gets_the_plan_row(settings):
+    """The per-slide plan is the DataFrame's row, and ``python -m abmilx.cohort slide`` loads no
+    pandas (its import was over half of a synthesis job)."""
+    plan = plan_from_settings("demo", settings)
+    for row in plan.itertuples(index=False):
+        record = slide_plan("demo", settings, row.slide_id)
+        expected = row._asdict()
+        assert all(
+            record[key] == expected[key] or (pd.isna(record[key]) and pd.isna(expected[key]))
+            for key in PLAN_COLUMNS
+        )
+    probe = (
+        "import sys, runpy; sys.argv = ['abmilx.cohort', '--help']\n"
+        "try: runpy.run_module('abmilx.cohort', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "from abmilx.cohort import slide_plan, synthesize_slide\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=120, capture_output=True)
 
 
 def test_plan_and_sheets_commands(tmp_path, capsys):

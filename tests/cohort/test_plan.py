@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from lifelines.utils import concordance_index
 
-from abmilx.cohort import PLAN_COLUMNS, class_names, plan_cohort, plan_row
+from abmilx.cohort import PLAN_COLUMNS, class_names, plan_cohort, plan_record
+from abmilx.cohort.plan import plan_columns
 
 
 def test_columns_ids_and_files(subtyping_plan):
@@ -115,10 +116,19 @@ def test_bad_settings_are_named(kwargs, message):
         plan_cohort("demo", **settings)
 
 
-def test_plan_row_names_the_missing_slide(subtyping_plan):
-    assert plan_row(subtyping_plan, "SUB-0003")["slide_id"] == "SUB-0003"
+def test_plan_record_is_the_frame_row_and_names_a_missing_slide(subtyping_plan):
+    columns = plan_columns("demo", "subtyping", 40, 30, seed=7)
+    for slide_id in ("SUB-0001", "SUB-0003", "SUB-0040"):
+        record = plan_record(columns, slide_id)
+        row = subtyping_plan.set_index("slide_id", drop=False).loc[slide_id]
+        assert list(record) == PLAN_COLUMNS
+        expected = row
+        assert all(
+            record[key] == expected[key] or (pd.isna(record[key]) and pd.isna(expected[key]))
+            for key in PLAN_COLUMNS
+        )
     with pytest.raises(KeyError, match="SUB-9999"):
-        plan_row(subtyping_plan, "SUB-9999")
+        plan_record(columns, "SUB-9999")
 
 
 def test_config_block_with_renamed_classes_and_render_options():

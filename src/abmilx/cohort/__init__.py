@@ -2,30 +2,40 @@
 
 ``plan_cohort`` decides the slides (cheap, used at DAG-parse time); ``synthesize_slide`` renders
 one slide file plus its ground-truth masks; ``write_sheets`` writes the slide and label sheets.
+Names load on first use (PEP 562), so that ``python -m abmilx.cohort slide``, run once per
+slide, imports neither pandas nor the sheet writers.
 """
 
-from abmilx.cohort.plan import PLAN_COLUMNS, TASKS, class_names, plan_cohort, plan_row
-from abmilx.cohort.settings import PLAN_KEYS, RENDER_KEYS, plan_from_settings, split_settings
-from abmilx.cohort.sheets import label_sheet, slide_sheet, write_sheets
-from abmilx.cohort.slidefile import SLIDE_FORMATS, write_slide
-from abmilx.cohort.synthesize import load_truth, render_slide, synthesize_slide
+from importlib import import_module
 
-__all__ = [
-    "PLAN_COLUMNS",
-    "PLAN_KEYS",
-    "RENDER_KEYS",
-    "SLIDE_FORMATS",
-    "TASKS",
-    "class_names",
-    "label_sheet",
-    "load_truth",
-    "plan_cohort",
-    "plan_from_settings",
-    "plan_row",
-    "render_slide",
-    "slide_sheet",
-    "split_settings",
-    "synthesize_slide",
-    "write_sheets",
-    "write_slide",
-]
+_HOMES = {
+    "PLAN_COLUMNS": "plan",
+    "TASKS": "plan",
+    "class_names": "plan",
+    "plan_cohort": "plan",
+    "plan_record": "plan",
+    "PLAN_KEYS": "settings",
+    "RENDER_KEYS": "settings",
+    "plan_from_settings": "settings",
+    "slide_plan": "settings",
+    "split_settings": "settings",
+    "label_sheet": "sheets",
+    "slide_sheet": "sheets",
+    "write_sheets": "sheets",
+    "SLIDE_FORMATS": "slidefile",
+    "write_slide": "slidefile",
+    "load_truth": "synthesize",
+    "render_slide": "synthesize",
+    "synthesize_slide": "synthesize",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,8 @@
 """Command line: ``python -m abmilx.cohort plan|slide|sheets``.
 
 Every command recomputes the plan from ``--settings`` (the config's cohort block as JSON), so
-one Snakemake job per slide can run in parallel without sharing state.
+one Snakemake job per slide can run in parallel without sharing state. ``slide`` runs once per
+slide and never imports pandas (the other commands do, in their branch).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from abmilx.cohort.plan import plan_row
-from abmilx.cohort.settings import plan_from_settings, split_settings
-from abmilx.cohort.sheets import write_sheets
+from abmilx.cohort.settings import plan_from_settings, slide_plan, split_settings
 from abmilx.cohort.synthesize import synthesize_slide
 
 
@@ -54,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cv2.setNumThreads(args.threads)
     try:
-        plan = plan_from_settings(args.dataset, args.settings)
         if args.command == "plan":
+            plan = plan_from_settings(args.dataset, args.settings)
             plan.to_csv(args.out if args.out else sys.stdout, index=False)
         elif args.command == "sheets":
-            write_sheets(plan, args.out_dir)
+            from abmilx.cohort.sheets import write_sheets
+
+            write_sheets(plan_from_settings(args.dataset, args.settings), args.out_dir)
         else:
-            row = plan_row(plan, args.slide_id)
+            row = slide_plan(args.dataset, args.settings, args.slide_id)
             if args.out.suffix != Path(row["file"]).suffix:
                 raise ValueError(
                     f"slide {args.slide_id} is {row['slide_format']}: its file must end in "

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from abmilx.cohort.plan import TASKS, plan_cohort
+from abmilx.cohort.plan import PLAN_COLUMNS, TASKS, plan_columns
 
 PRETRAINING_TASK = "pretraining"
 PREFIX = "PRE"
 SEED_SALT = 0x5EED
 
 
-def plan_pretraining(
+def pretraining_columns(
     dataset: str,
     n_slides: int,
     seed: int,
@@ -32,8 +31,8 @@ def plan_pretraining(
     class_weights: Any = None,
     n_cases: int | None = None,
     **options: Any,
-) -> pd.DataFrame:
-    """One row per slide with the columns of :func:`plan_cohort`; no labels, times or events.
+) -> dict[str, list]:
+    """The columns of :func:`abmilx.cohort.plan.plan_columns`; no labels, times or events.
 
     ``options`` (formats, lesion_fraction, rendering keys) pass to every source task's plan.
     """
@@ -48,7 +47,7 @@ def plan_pretraining(
     counts[: n_slides % len(TASKS)] += 1
     salted = int(np.random.SeedSequence([seed, SEED_SALT]).generate_state(1)[0])
     parts = [
-        plan_cohort(
+        plan_columns(
             f"{dataset}/{task}",
             task,
             int(count),
@@ -59,13 +58,13 @@ def plan_pretraining(
         )
         for (task, (_, names, _)), count in zip(TASKS.items(), counts, strict=True)
     ]
-    plan = pd.concat(parts, ignore_index=True)
-    ids = [f"{PREFIX}-{i + 1:04d}" for i in range(len(plan))]
+    plan = {name: [value for part in parts for value in part[name]] for name in PLAN_COLUMNS}
+    ids = [f"{PREFIX}-{i + 1:04d}" for i in range(len(plan["slide_id"]))]
     plan["file"] = [i + Path(f).suffix for i, f in zip(ids, plan["file"], strict=True)]
     plan["slide_id"] = ids
     plan["case_id"] = ids
-    plan["label"] = np.nan
-    plan["class_index"] = plan["class_index"].astype(int)
-    plan["time"] = np.nan
-    plan["event"] = pd.array([pd.NA] * len(plan), dtype="Int64")
+    plan["label"] = [np.nan] * len(ids)
+    plan["class_index"] = [int(index) for index in plan["class_index"]]
+    plan["time"] = [np.nan] * len(ids)
+    plan["event"] = [None] * len(ids)
     return plan

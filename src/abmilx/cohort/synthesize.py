@@ -12,15 +12,18 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from abmilx.cohort import artefacts, lesions, texture
 from abmilx.cohort.slidefile import write_slide
 from abmilx.cohort.stain import compose, od_code, sample_stain
 from abmilx.cohort.tissue import tissue_mask
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
