@@ -10,8 +10,11 @@ import pytest
 import tifffile
 
 from abmilx.cohort.slidefile import write_slide
+from abmilx.config import schema_defaults
 from abmilx.slides import Slide, SlideError, check_mpp, resize_to
 from abmilx.tiling.grid import plan_scale, read_patch
+
+PLAUSIBLE_MPP = tuple(schema_defaults("segmentation")["plausible_mpp"])
 
 cv2.setNumThreads(1)
 
@@ -196,12 +199,12 @@ def test_a_72_dpi_drawing_is_refused_until_the_sheet_gives_its_mpp(slides, tmp_p
     with Slide(path) as slide:
         assert slide.info.mpp_source == "tiff-resolution-inch"
         with pytest.raises(SlideError, match="72 dpi") as caught:
-            check_mpp(slide)
+            check_mpp(slide, PLAUSIBLE_MPP, False)
         assert "'mpp'" in caught.value.reason and "trust_file_mpp" in caught.value.reason
         assert caught.value.facts["vendor"] == "generic-tiff"
-        check_mpp(slide, trust_file_mpp=True)
+        check_mpp(slide, PLAUSIBLE_MPP, True)
     with Slide(path, mpp_override=0.5) as slide:
-        check_mpp(slide)
+        check_mpp(slide, PLAUSIBLE_MPP, False)
 
 
 def test_mpp_outside_the_microscope_range_is_refused(slides, tmp_path):
@@ -209,14 +212,15 @@ def test_mpp_outside_the_microscope_range_is_refused(slides, tmp_path):
         tmp_path / "c.tif", slides["image"], resolution=(200, 200), resolutionunit="CENTIMETER"
     )
     with Slide(coarse) as slide, pytest.raises(SlideError, match=r"outside the 0\.1-20 µm/px"):
-        check_mpp(slide)
+        check_mpp(slide, PLAUSIBLE_MPP, False)
     with Slide(slides["generic_05"]) as slide:
         assert slide.info.mpp_source == "tiff-resolution-centimeter"
-        check_mpp(slide)  # the synthetic cohort's generic slides stay accepted
+        # the synthetic cohort's generic slides stay accepted
+        check_mpp(slide, PLAUSIBLE_MPP, False)
     with Slide(slides["aperio_025"]) as slide:
         check_mpp(slide, plausible_mpp=(0.1, 0.2), trust_file_mpp=True)
         with pytest.raises(SlideError, match="from metadata"):
-            check_mpp(slide, plausible_mpp=(0.1, 0.2))
+            check_mpp(slide, plausible_mpp=(0.1, 0.2), trust_file_mpp=False)
 
 
 def test_a_scale_finer_than_level0_is_refused_not_upsampled(slides):

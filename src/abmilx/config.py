@@ -19,6 +19,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,32 @@ def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) ->
             lines.append(f"  config key '{where}': {_describe(error)}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     return instance
+
+
+@cache
+def cached_schema() -> dict[str, Any]:
+    """:func:`load_schema`, read once per process (stage functions take their defaults from it)."""
+    return load_schema()
+
+
+def validate_settings(definition: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``settings`` checked against ``$defs/<definition>``, every default filled."""
+    schema = cached_schema()
+    wrapper = {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    instance = copy.deepcopy(dict(settings))
+    errors = sorted(DefaultFillingValidator(wrapper).iter_errors(instance), key=lambda e: e.path)
+    if errors:
+        lines = [
+            f"  settings key '{'/'.join(map(str, e.absolute_path)) or '<top level>'}': {e.message}"
+            for e in errors
+        ]
+        raise ConfigError(f"invalid {definition}:\n" + "\n".join(lines))
+    return instance
+
+
+def schema_defaults(definition: str) -> dict[str, Any]:
+    """Every default of ``$defs/<definition>``, nested defaults filled (e.g. callbacks)."""
+    return validate_settings(definition, {})
 
 
 @contextmanager

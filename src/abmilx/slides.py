@@ -43,8 +43,6 @@ UPSAMPLE_TOLERANCE = 0.1
 # Pixel densities of screens and printers: a drawing or photo saved at one of these has a TIFF
 # resolution tag, which OpenSlide turns into a (meaningless) mpp.
 SCREEN_DPI = (72, 96, 300)
-# Level-0 µm/px a microscope scan plausibly has (100x oil is ~0.1; macro photos are coarser than 20).
-PLAUSIBLE_MPP = (0.1, 20.0)
 _PHOTOMETRIC_COLORSPACE = {2: "RGB", 6: "YCBCR"}  # how OpenSlide sets jpeg_color_space
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
@@ -575,8 +573,8 @@ class Slide:
 
 def check_mpp(
     slide: Slide,
-    plausible_mpp: tuple[float, float] = PLAUSIBLE_MPP,
-    trust_file_mpp: bool = False,
+    plausible_mpp: tuple[float, float],
+    trust_file_mpp: bool,
 ) -> None:
     """Raise :class:`SlideError` when the file's level-0 mpp is not believable.
 

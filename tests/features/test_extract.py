@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from abmilx.config import schema_defaults
 from abmilx.features import extract, load_features
 from abmilx.features.__main__ import main
 from abmilx.features.extract import partial_dir
@@ -26,7 +27,13 @@ def store(tmp_path):
     return path
 
 
-SETTINGS = {"encoder": "resnet18_layer3", "weights": "random", "image_size": 40, "batch_size": 4}
+SETTINGS = schema_defaults("feature_set") | {
+    "encoder": "resnet18_layer3",
+    "weights": "random",
+    "image_size": 40,
+    "batch_size": 4,
+    "num_workers": 0,
+}
 
 
 def test_extract_writes_one_file_per_slide(store, tmp_path):

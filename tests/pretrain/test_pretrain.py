@@ -9,7 +9,14 @@ import torch
 
 from abmilx.cohort import plan_from_settings
 from abmilx.cohort.sheets import label_sheet
-from abmilx.config import REPO_ROOT, ConfigError, check_config, load_config
+from abmilx.config import (
+    REPO_ROOT,
+    ConfigError,
+    check_config,
+    load_config,
+    schema_defaults,
+    validate_settings,
+)
 from abmilx.experiments import resolve_experiments
 from abmilx.features.extract import extract, load_features
 from abmilx.models import create_encoder
@@ -17,6 +24,11 @@ from abmilx.pretrain import nt_xent, pretrain, ssl_view
 from abmilx.tiling.store import PatchStoreWriter
 
 PATCH = 32
+# A small SimCLR run: the config's defaults (the schema's), a few quick epochs.
+TINY_RUN = validate_settings("pretrain_run", {"dataset": "tiny_pretraining"}) | dict(
+    epochs=6, batch_size=32, image_size=24, lr=0.003, seed=3
+)
+del TINY_RUN["dataset"]
 
 
 def _synthetic_settings(spec):
@@ -79,8 +91,7 @@ def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     store = _tiny_store(root / "patches.lmdb")
     record = pretrain(
-        store, root / "run", "tiny_pretraining", epochs=6, batch_size=32, image_size=24,
-        lr=0.003, seed=3, threads=1, device="cpu",
+        store, root / "run", "tiny_pretraining", **TINY_RUN, threads=1, device="cpu",
     )  # fmt: skip
     return root, store, record
 
@@ -109,11 +120,12 @@ def test_checkpoint_loads_into_an_encoder_and_a_feature_set(pretrained, tmp_path
     assert encoder.load_report == {"missing": [], "unexpected": []}
     saved = torch.load(checkpoint, weights_only=True)
     assert all(torch.equal(v, saved[k]) for k, v in encoder.state_dict().items())
-    settings = dict(
-        encoder="resnet18_layer3", image_size=PATCH, batch_size=64, seed=0, device="cpu"
+    settings = schema_defaults("feature_set") | dict(
+        encoder="resnet18_layer3", image_size=PATCH, batch_size=64, num_workers=0
     )
-    extract(store, tmp_path / "standin", weights=str(checkpoint), **settings)
-    extract(store, tmp_path / "random", weights="random", **settings)
+    settings |= {"seed": 0, "device": "cpu"}
+    extract(store, tmp_path / "standin", **settings | {"weights": str(checkpoint)})
+    extract(store, tmp_path / "random", **settings | {"weights": "random"})
     standin = load_features(tmp_path / "standin" / "PRE-0000.pt")
     random = load_features(tmp_path / "random" / "PRE-0000.pt")
     assert standin["weights"] == str(checkpoint)
@@ -124,8 +136,7 @@ def test_checkpoint_loads_into_an_encoder_and_a_feature_set(pretrained, tmp_path
 def test_same_seed_same_checkpoint(pretrained, tmp_path):
     _, store, record = pretrained
     again = pretrain(
-        store, tmp_path, "tiny_pretraining", epochs=6, batch_size=32, image_size=24,
-        lr=0.003, seed=3, threads=1, device="cpu",
+        store, tmp_path, "tiny_pretraining", **TINY_RUN, threads=1, device="cpu",
     )  # fmt: skip
     assert again["checkpoint_sha256"] == record["checkpoint_sha256"]
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from abmilx.cohort.slidefile import write_slide
+from abmilx.config import schema_defaults
 
 MPP = 0.5
 HEIGHT, WIDTH = 900, 1200
@@ -64,7 +65,9 @@ def draw_slide_image(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return image, masks
 
 
-SEGMENT_SETTINGS = {
+# The config's segmentation block: the schema's defaults (SEGMENTATION), tuned for small drawings.
+SEGMENTATION = schema_defaults("segmentation")
+SEGMENT_SETTINGS = SEGMENTATION | {
     "working_mpp": 4.0,
     "saturation_threshold": 20,
     "median_kernel": 3,

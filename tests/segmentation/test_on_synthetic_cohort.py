@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 
 from abmilx.cohort import load_truth, plan_cohort, synthesize_slide
+from abmilx.config import schema_defaults
 from abmilx.segmentation.geometry import rasterize_polygons, read_geojson
 from abmilx.segmentation.segment import segment_slide
 from abmilx.tiling.store import PatchStore
 from abmilx.tiling.tile import tile_slide
 
-DEMO_SEGMENTATION = {"min_tissue_area_um2": 20000, "min_hole_area_um2": 4000}
+DEMO_SEGMENTATION = schema_defaults("segmentation") | {
+    "min_tissue_area_um2": 20000,
+    "min_hole_area_um2": 4000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +77,7 @@ def test_forty_x_slide_tiles_the_expected_count_at_four_scales(tmp_path):
     scales = {"40x": 0.25, "20x": 0.5, "10x": 1.0, "5x": 2.0}
     record = tile_slide(
         slide, prefix, tmp_path / "s.lmdb", tmp_path / "s.json", slide_id="s", dataset="t40",
-        scales=scales, patch_size=64, min_tissue_fraction=0.5,
+        **schema_defaults("tiling") | {"scales": scales, "patch_size": 64},
     )  # fmt: skip
     truth = load_truth(truth_file)
     tissue, cell = truth["tissue"], truth["downsample"]

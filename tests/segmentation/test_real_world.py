@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from inspect import signature
 
 import cv2
 import numpy as np
 import pytest
 import skimage.data
 import tifffile
-from conftest import MPP, SEGMENT_SETTINGS, draw_slide_image
+from conftest import MPP, SEGMENT_SETTINGS, SEGMENTATION, draw_slide_image
 
 from abmilx.cohort import plan_cohort, render_slide, write_slide
 from abmilx.cohort.stain import HAEMATOXYLIN
@@ -56,7 +57,11 @@ def test_drawing_at_72_dpi_fails_with_the_mpp_source_and_the_fields_it_has(tmp_p
     )
     assert (sheet["status"], sheet["mpp_source"]) == ("ok", "override")
     trusted = segment_slide(
-        path, tmp_path / "t", slide_id="t", dataset="x", trust_file_mpp=True, **SEGMENT_SETTINGS
+        path,
+        tmp_path / "t",
+        slide_id="t",
+        dataset="x",
+        **SEGMENT_SETTINGS | {"trust_file_mpp": True},
     )
     # trusted, the drawing is 300 mm wide: the view is its level 0, never upsampled to 4 µm/px
     assert trusted["mask"]["mpp"] == pytest.approx(25400 / 72)
@@ -67,8 +72,10 @@ def test_drawing_at_72_dpi_fails_with_the_mpp_source_and_the_fields_it_has(tmp_p
 # would also count the parent's RSS at fork, which exec carries over (the pytest process is big).
 HUGE_CLAIM = """
 import json, sys
+from abmilx.config import schema_defaults
 from abmilx.segmentation.segment import segment_slide
-record = segment_slide(sys.argv[1], sys.argv[2], slide_id="huge", dataset="x")
+record = segment_slide(sys.argv[1], sys.argv[2], slide_id="huge", dataset="x",
+                       **schema_defaults("segmentation"))
 status = open("/proc/self/status").read().split("VmHWM:")[1]
 peak_mb = int(status.split()[0]) / 1024
 print(json.dumps({"status": record["status"], "reason": record["reason"], "peak_mb": peak_mb}))
@@ -113,7 +120,7 @@ def test_overlay_is_capped_in_size(drawn_slide, tmp_path, monkeypatch):
 def test_unsupported_compression_record_keeps_what_the_file_tells(tmp_path):
     path, _ = drawn_tiff(tmp_path / "lzma.tif", compression="lzma", resolution=(20000, 20000),
                          resolutionunit="CENTIMETER")  # fmt: skip
-    record = segment_slide(path, tmp_path / "z", slide_id="z", dataset="x")
+    record = segment_slide(path, tmp_path / "z", slide_id="z", dataset="x", **SEGMENTATION)
     assert record["status"] == "failed"
     assert record["reason"].startswith("unsupported TIFF compression 34925 (LZMA)")
     assert (record["vendor"], record["mpp"], record["width"]) == ("generic-tiff", 0.5, 1200)
@@ -157,14 +164,15 @@ def test_real_stained_image_at_double_density_stays_tissue():
     a package ships offline (its H&E 'skin' image is a download); twice its optical density
     makes a third of it darker than black_value_max."""
     image = skimage.data.immunohistochemistry()
-    reference = tissue_mask(image, mpp=4.0, pen_hue_ranges_deg=()).mask
+    tissue = {k: v for k, v in SEGMENTATION.items() if k in signature(tissue_mask).parameters}
+    reference = tissue_mask(image, mpp=4.0, **tissue | {"pen_hue_ranges_deg": ()}).mask
     density = -np.log((image.astype(np.float64) + 1) / 256)
     dense = np.clip(256 * np.exp(-2 * density) - 1, 0, 255).astype(np.uint8)
     value = cv2.cvtColor(cv2.medianBlur(dense, 7), cv2.COLOR_RGB2HSV)[..., 2]
     assert (value[reference] < 90).mean() > 0.25
 
     def recall(**settings):
-        mask = tissue_mask(dense, mpp=4.0, **settings).mask
+        mask = tissue_mask(dense, mpp=4.0, **tissue | settings).mask
         return (mask & reference).sum() / reference.sum()
 
     assert recall() > 0.75
@@ -202,7 +210,7 @@ def tissue_iou(prefix, truth: np.ndarray) -> float:
 
 
 def test_generated_cohort_with_dense_foci_keeps_them(tmp_path):
-    settings = {"min_tissue_area_um2": 20000, "min_hole_area_um2": 4000}
+    settings = SEGMENTATION | {"min_tissue_area_um2": 20000, "min_hole_area_um2": 4000}
     for path, truth, foci in dense_cohort(tmp_path):
         iou = {}
         for name, extra in (("new", {}), ("old", OLD_BLACK_RULE)):

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import MPP, SEGMENT_SETTINGS, draw_slide_image
+from conftest import MPP, SEGMENT_SETTINGS, SEGMENTATION, draw_slide_image
 
 from abmilx.cohort.slidefile import write_slide
 from abmilx.segmentation.__main__ import main
@@ -80,11 +80,15 @@ def test_user_geojson_replaces_mask(drawn_slide, tmp_path):
     square = [[[100, 100], [500, 100], [500, 400], [100, 400], [100, 100]]]
     user = tmp_path / "user.geojson"
     user.write_text(json.dumps({"type": "Polygon", "coordinates": square}))
-    record = segment_slide(path, tmp_path / "u", slide_id="u", dataset="d", geojson=user)
+    record = segment_slide(
+        path, tmp_path / "u", slide_id="u", dataset="d", geojson=user, **SEGMENTATION
+    )
     assert (record["status"], record["mask_source"]) == ("ok", "geojson")
     assert record["tissue_area_mm2"] == pytest.approx(400 * 300 * MPP * MPP / 1e6, rel=0.05)
     user.write_text("{not json")
-    record = segment_slide(path, tmp_path / "u", slide_id="u", dataset="d", geojson=user)
+    record = segment_slide(
+        path, tmp_path / "u", slide_id="u", dataset="d", geojson=user, **SEGMENTATION
+    )
     assert record["status"] == "failed" and "user.geojson" in record["reason"]
 
 
@@ -158,6 +162,10 @@ def test_cli(drawn_slide, tmp_path, capsys):
         main([*args[:-1], json.dumps({"working_mmp": 4.0})])
     assert caught.value.code == 2
     assert "unknown settings ['working_mmp']" in capsys.readouterr().err
+    partial = {k: v for k, v in SEGMENT_SETTINGS.items() if k != "median_kernel"}
+    with pytest.raises(SystemExit):
+        main([*args[:-1], json.dumps(partial)])
+    assert "--settings: missing settings ['median_kernel']" in capsys.readouterr().err
 
 
 def test_cli_per_slide_overrides(drawn_slide, tmp_path, capsys):

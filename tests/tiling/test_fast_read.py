@@ -13,6 +13,7 @@ import pytest
 import tifffile
 
 from abmilx.cohort.slidefile import write_slide
+from abmilx.config import schema_defaults
 from abmilx.slides import JpegTiles, Slide, SlideError
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale
 from abmilx.tiling.read import LevelReader, ScaleJob, _region
@@ -26,6 +27,8 @@ QUALITY = 90
 CASES = [(64, 0.5), (64, 1.0), (256, 1.0), (64, 0.75), (64, 2.0), (64, 4.0), (64, 0.9)]
 # slide name -> how it is written: write_slide's tile size, or a TIFF with shared JPEGTables
 SLIDES = ["aperio", "generic", "aperio240", "tables240"]
+
+TILING = schema_defaults("tiling")
 
 
 def textured(height: int = 1024, width: int = 1536, seed: int = 5) -> np.ndarray:
@@ -188,7 +191,8 @@ def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
     prefix.with_suffix(".json").write_text('{"status": "ok", "reason": ""}')
     scales = {"fine": 0.5, "half": 1.0, "low": 2.0}
     record = tile_slide(slides["aperio240"], prefix, tmp_path / "s.lmdb", tmp_path / "s.json",
-                        slide_id="s", dataset="d", scales=scales, patch_size=64, threads=2)  # fmt: skip
+                        slide_id="s", dataset="d", threads=2,
+                        **TILING | {"scales": scales, "patch_size": 64})  # fmt: skip
     assert record["patches"]["fine"] > 100 and record["patches"]["low"] > 4
     assert set(decodes.values()) == {1}
     touched = set()
@@ -216,8 +220,10 @@ def test_store_is_the_same_either_way(slides, tmp_path):
     for fast in (True, False):
         store = tmp_path / f"{fast}.lmdb"
         record = tile_slide(slides["aperio"], prefix, store, tmp_path / f"{fast}.json",
-                            slide_id="s", dataset="d", scales={"main": 1.0, "low": 2.0},
-                            patch_size=64, jpeg_quality=90, fast_read=fast, threads=2)  # fmt: skip
+                            slide_id="s", dataset="d", threads=2, **TILING | {
+                                "scales": {"main": 1.0, "low": 2.0}, "patch_size": 64,
+                                "jpeg_quality": 90, "fast_read": fast}
+                            )  # fmt: skip
         readers.append({k: v["reader"] for k, v in record["tiling"]["scales"].items()})
         with PatchStore(store) as opened:
             assert opened.count("s", "main") == 96 and opened.count("s", "low") == 24

@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 
 from abmilx.cohort.slidefile import write_slide
+from abmilx.config import schema_defaults
 from abmilx.segmentation.segment import segment_slide
 from abmilx.tiling.grid import ScalePlan, include_patches
 from abmilx.tiling.tile import tile_slide
 
 # 3 x 3 patches of 100 level-0 px: patch (column, row) covers [100 c, 100 c + 100) x [100 r, ...)
 PLAN = ScalePlan("main", 1.0, 100, 0, 1.0, 100.0, 100, 100.0)
+
+TILING = schema_defaults("tiling")
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -55,7 +58,9 @@ def segmented(tmp_path_factory):
     image = np.full((600, 800, 3), 236, np.uint8)
     image[inside] = (200, 130, 185)
     slide = write_slide(root / "e.svs", image, mpp=0.5, slide_format="aperio")
-    settings = {"working_mpp": 2.0, "min_tissue_area_um2": 1000.0, "min_hole_area_um2": 500.0}
+    settings = schema_defaults("segmentation") | {
+        "working_mpp": 2.0, "min_tissue_area_um2": 1000.0, "min_hole_area_um2": 500.0
+    }  # fmt: skip
     prefix = root / "seg"
     assert segment_slide(slide, prefix, slide_id="e", dataset="d", **settings)["status"] == "ok"
     return slide, prefix, root
@@ -66,8 +71,8 @@ def test_four_point_keeps_more_border_patches_on_a_slide(segmented):
     counts = {}
     for rule in ("tissue_fraction", "four_point"):
         record = tile_slide(slide, prefix, root / f"{rule}.lmdb", root / f"{rule}.json",
-                            slide_id="e", dataset="d", scales={"main": 1.0}, patch_size=32,
-                            inclusion=rule)  # fmt: skip
+                            slide_id="e", dataset="d", **TILING | {"scales": {"main": 1.0},
+                            "patch_size": 32, "inclusion": rule})  # fmt: skip
         assert record["tiling"]["inclusion"] == rule
         counts[rule] = record["patches"]["main"]
     assert counts["tissue_fraction"] < counts["four_point"] < 1.5 * counts["tissue_fraction"]
@@ -76,6 +81,7 @@ def test_four_point_keeps_more_border_patches_on_a_slide(segmented):
 def test_scale_finer_than_level0_fails_the_slide(segmented):
     slide, prefix, root = segmented
     record = tile_slide(slide, prefix, root / "fine.lmdb", root / "fine.json", slide_id="e",
-                        dataset="d", scales={"main": 1.0, "fine": 0.25}, patch_size=32)  # fmt: skip
+                        dataset="d", **TILING | {"scales": {"main": 1.0, "fine": 0.25},
+                        "patch_size": 32})  # fmt: skip
     assert record["status"] == "failed" and record["patches"] == {"main": 0, "fine": 0}
     assert "'fine' at 0.25 µm/px is finer than the slide's level 0 (0.5 µm/px" in record["reason"]

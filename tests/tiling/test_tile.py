@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from abmilx.cohort.slidefile import write_slide
+from abmilx.config import schema_defaults
 from abmilx.segmentation.segment import segment_slide
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.__main__ import main
@@ -20,9 +21,11 @@ cv2.setNumThreads(1)
 MPP = 0.5
 PATCH = 64
 SCALES = {"main": 1.0, "low": 2.0}  # footprints 128 and 256 level-0 px
-SEGMENT = {"working_mpp": 2.0, "saturation_threshold": 20, "median_kernel": 3, "closing_um": 4.0,
-           "min_tissue_area_um2": 1000.0, "min_hole_area_um2": 500.0}  # fmt: skip
-TILE = {"scales": SCALES, "patch_size": PATCH, "jpeg_quality": 95, "min_tissue_fraction": 0.5}
+SEGMENT = schema_defaults("segmentation") | {
+    "working_mpp": 2.0, "saturation_threshold": 20, "median_kernel": 3, "closing_um": 4.0,
+    "min_tissue_area_um2": 1000.0, "min_hole_area_um2": 500.0,
+}  # fmt: skip
+TILE = schema_defaults("tiling") | {"scales": SCALES, "patch_size": PATCH, "jpeg_quality": 95}
 
 
 def drawn_tissue() -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +140,7 @@ def test_cli_tile_and_pack(segmented, tmp_path, capsys):
     for slide_id, path in (("s1", slide), ("broken", tmp_path / "broken.svs")):
         if slide_id == "broken":
             path.write_bytes(b"")
-            segment_slide(path, tmp_path / "broken", slide_id=slide_id, dataset="d")
+            segment_slide(path, tmp_path / "broken", slide_id=slide_id, dataset="d", **SEGMENT)
         seg = prefix if slide_id == "s1" else tmp_path / "broken"
         store = tmp_path / "slides" / f"{slide_id}.lmdb"
         args = ["tile", "--slide", str(path), "--slide-id", slide_id, "--dataset", "d",

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from abmilx.cli.trained import keyword_subset, store_recipe, trained_run
+from abmilx.config import schema_defaults
 from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_risk
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,11 @@ def prepare_slides(
     from abmilx.segmentation.segment import segment_slide
     from abmilx.tiling.tile import tile_slide
 
-    segmentation = keyword_subset(recipe["segmentation"], segment_slide)
-    tiling = keyword_subset(recipe["tiling"], tile_slide)
+    # Settings a store's records lack (written by an older version): the schema's defaults.
+    segmentation = schema_defaults("segmentation") | keyword_subset(
+        recipe["segmentation"], segment_slide
+    )
+    tiling = schema_defaults("tiling") | keyword_subset(recipe["tiling"], tile_slide)
     records = []
     for row in sheet.itertuples(index=False):
         mpp = None if pd.isna(row.mpp) else float(row.mpp)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from abmilx.config import schema_defaults
 from abmilx.training import load_run
 
 FOLD_DIR = re.compile(r"fold(\d+)$")
@@ -134,7 +135,8 @@ class TrainedRun:
         from abmilx.features.extract import extract, load_features
 
         record = load_features(first)
-        recipe = keyword_subset(record, extract)
+        # What the files do not record (batch size, loader workers, AMP): the schema's defaults.
+        recipe = schema_defaults("feature_set") | keyword_subset(record, extract)
         # Random encoder weights are drawn after seeding with the workflow's seed, which is
         # also the training seed recorded in the run's settings.
         recipe["seed"] = int(self.checkpoint["settings"]["seed"])

@@ -97,19 +97,23 @@ def _save_atomic(record: dict, path: Path) -> None:
 def extract(
     store: str | Path,
     out_dir: str | Path,
-    encoder: str = "resnet50_layer3",
-    weights: str = "imagenet",
-    scale: str = "main",
-    image_size: int = 224,
-    batch_size: int = 256,
-    seed: int = 0,
+    *,
+    encoder: str,
+    weights: str,
+    scale: str,
+    image_size: int,
+    batch_size: int,
+    num_workers: int,
+    channel_order: str,
+    amp: str,
+    seed: int,
+    device: str,
     threads: int = 1,
-    num_workers: int = 0,
-    channel_order: str = "rgb",
-    device: str = "auto",
-    amp: str = "auto",
 ) -> dict[str, float]:
     """Encode every patch at `scale` of every slide in `store`; write `<out_dir>/<slide_id>.pt`.
+
+    The keywords from `encoder` to `amp` are a `feature_sets` entry of the config, whose schema
+    (`$defs/feature_set`) holds their defaults (`abmilx.config.schema_defaults`).
 
     Each file holds {"features": float32 (n, d), "coords": int64 (n, 2), "encoder", "weights",
     "scale", "mpp", "image_size", "channel_order"}. Random weights are drawn after seeding with

@@ -109,28 +109,33 @@ def pretrain(
     store: str | Path,
     out_dir: str | Path,
     dataset: str,
-    encoder: str = "resnet18_layer3",
-    method: str = "simclr",
-    scale: str = "main",
-    epochs: int = 10,
-    batch_size: int = 256,
-    image_size: int = 48,
-    crop_scale: float = 0.3,
-    colour_jitter: float = 0.15,
-    lr: float = 0.002,
-    weight_decay: float = 1e-4,
-    warmup_epochs: int = 1,
-    temperature: float = 0.2,
-    projection_dim: int = 128,
-    max_patches: int | None = None,
-    amp: str = "auto",
-    seed: int = 0,
+    *,
+    encoder: str,
+    method: str,
+    scale: str,
+    epochs: int,
+    batch_size: int,
+    image_size: int,
+    crop_scale: float,
+    colour_jitter: float,
+    lr: float,
+    weight_decay: float,
+    warmup_epochs: int,
+    temperature: float,
+    projection_dim: int,
+    max_patches: int | None,
+    amp: str,
+    seed: int,
+    device: str,
     threads: int = 1,
-    device: str = "auto",
 ) -> dict:
     """Train ``encoder`` by SimCLR on ``store``; write ``encoder.pt`` (the encoder's state dict,
     loadable by abmilx.models.weights), ``record.json`` (what it was trained on, how, and the
-    loss) and ``train_log.csv`` (loss per epoch) into ``out_dir``. Returns the record."""
+    loss) and ``train_log.csv`` (loss per epoch) into ``out_dir``. Returns the record.
+
+    The keywords are a ``pretrain`` entry of the config (less ``dataset``), whose schema
+    (``$defs/pretrain_run``) holds their defaults (:func:`abmilx.config.schema_defaults`).
+    """
     if method not in METHODS:
         raise ValueError(f"pretraining method {method!r} is unknown; known: {', '.join(METHODS)}")
     started = time.perf_counter()

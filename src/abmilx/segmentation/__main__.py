@@ -49,18 +49,26 @@ def parse_settings(
     function,
     reserved: set[str],
     option: str = "--settings",
+    complete: bool = True,
 ) -> dict:
-    """The ``option`` JSON object, checked against ``function``'s keyword arguments."""
+    """The ``option`` JSON object, checked against ``function``'s keyword arguments; with
+    ``complete``, every argument without a default must be there (the rules pass the whole
+    config block, defaults filled from the schema)."""
     try:
         settings = json.loads(text)
     except json.JSONDecodeError as error:
         parser.error(f"{option} is not valid JSON: {error}")
     if not isinstance(settings, dict):
         parser.error(f"{option} must be a JSON object")
-    allowed = set(inspect.signature(function).parameters) - reserved
+    parameters = inspect.signature(function).parameters
+    allowed = set(parameters) - reserved
     unknown = sorted(set(settings) - allowed)
     if unknown:
         parser.error(f"{option}: unknown settings {unknown}; allowed: {sorted(allowed)}")
+    required = {name for name in allowed if parameters[name].default is inspect.Parameter.empty}
+    missing = sorted(required - set(settings))
+    if complete and missing:
+        parser.error(f"{option}: missing settings {missing} (the config schema has their defaults)")
     return settings
 
 
@@ -77,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     segment.add_argument("--mpp", type=optional_mpp, default=None, help="level-0 µm/px override")
     segment.add_argument("--geojson", default=None, help="user tissue polygons (level-0 px)")
     segment.add_argument("--out-prefix", required=True, help="writes PREFIX.{json,geojson,...}")
-    segment.add_argument("--settings", default="{}", help="JSON object of segment_slide() kwargs")
+    segment.add_argument(
+        "--settings", required=True, help="JSON object of segment_slide() kwargs (all of them)"
+    )
     segment.add_argument(
         "--overrides", default="", help="JSON object of this slide's settings (sheet column)"
     )
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             segment_slide,
             _COMMAND_LINE_ONLY | _NOT_OVERRIDABLE,
             option="--overrides",
+            complete=False,
         )
     settings.update(overrides)
     cv2.setNumThreads(args.threads)

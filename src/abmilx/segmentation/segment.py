@@ -18,7 +18,7 @@ from abmilx.segmentation.geometry import (
     read_geojson,
 )
 from abmilx.segmentation.tissue import tissue_mask
-from abmilx.slides import PLAUSIBLE_MPP, Slide, SlideError, check_mpp
+from abmilx.slides import Slide, SlideError, check_mpp
 
 OUTPUT_SUFFIXES = (".json", ".geojson", ".mask.png", ".overlay.png")
 # Memory of segmenting a working view, per view pixel: the view (3 B), its blur and HSV planes,
@@ -147,30 +147,33 @@ def segment_slide(
     *,
     slide_id: str,
     dataset: str,
+    working_mpp: float,
+    saturation_threshold: int | str,
+    median_kernel: int,
+    closing_um: float,
+    min_tissue_area_um2: float,
+    min_hole_area_um2: float,
+    black_value_max: int,
+    black_ink_chroma_max: int,
+    gray_ink_saturation_max: int,
+    gray_ink_value_max: int,
+    pen_hue_ranges_deg: Sequence[Sequence[float]],
+    pen_min_saturation: int,
+    pen_margin_um: float,
+    debris_value_max: int,
+    debris_max_area_um2: float,
+    trust_file_mpp: bool,
+    plausible_mpp: Sequence[float],
+    memory_budget_mb: float,
     mpp: float | None = None,
     geojson: str | Path | None = None,
-    working_mpp: float = 4.0,
-    saturation_threshold: int | str = 8,
-    median_kernel: int = 7,
-    closing_um: float = 32.0,
-    min_tissue_area_um2: float = 262144.0,
-    min_hole_area_um2: float = 65536.0,
-    black_value_max: int = 90,
-    black_ink_chroma_max: int = 32,
-    gray_ink_saturation_max: int = 30,
-    gray_ink_value_max: int = 160,
-    pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
-    pen_min_saturation: int = 30,
-    pen_margin_um: float = 8.0,
-    debris_value_max: int = 110,
-    debris_max_area_um2: float = 40000.0,
-    trust_file_mpp: bool = False,
-    plausible_mpp: Sequence[float] = PLAUSIBLE_MPP,
-    memory_budget_mb: float = 4000.0,
     strict: bool = False,
     overridden: Sequence[str] = (),
 ) -> dict:
     """Segment tissue, write ``<out_prefix>.{json,geojson,mask.png,overlay.png}``, return the record.
+
+    The keywords from ``working_mpp`` to ``memory_budget_mb`` are the config's ``segmentation``
+    block; its schema holds their defaults (``abmilx.config.schema_defaults("segmentation")``).
 
     ``mpp`` overrides the file's level-0 µm/px; ``geojson`` (level-0 polygons) replaces the
     computed mask. The file's own mpp must pass :func:`abmilx.slides.check_mpp` (unless

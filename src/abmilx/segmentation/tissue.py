@@ -117,22 +117,23 @@ def tissue_mask(
     rgb: np.ndarray,
     *,
     mpp: float,
-    saturation_threshold: int | str = 8,
-    median_kernel: int = 7,
-    closing_um: float = 32.0,
-    min_tissue_area_um2: float = 262144.0,
-    min_hole_area_um2: float = 65536.0,
-    black_value_max: int = 90,
-    black_ink_chroma_max: int = 32,
-    gray_ink_saturation_max: int = 30,
-    gray_ink_value_max: int = 160,
-    pen_hue_ranges_deg: Sequence[Sequence[float]] = ((70.0, 170.0), (180.0, 235.0)),
-    pen_min_saturation: int = 30,
-    pen_margin_um: float = 8.0,
-    debris_value_max: int = 110,
-    debris_max_area_um2: float = 40000.0,
+    saturation_threshold: int | str,
+    median_kernel: int,
+    closing_um: float,
+    min_tissue_area_um2: float,
+    min_hole_area_um2: float,
+    black_value_max: int,
+    black_ink_chroma_max: int,
+    gray_ink_saturation_max: int,
+    gray_ink_value_max: int,
+    pen_hue_ranges_deg: Sequence[Sequence[float]],
+    pen_min_saturation: int,
+    pen_margin_um: float,
+    debris_value_max: int,
+    debris_max_area_um2: float,
 ) -> TissueMask:
-    """Tissue mask of ``rgb`` (``(H, W, 3)`` uint8 thumbnail at ``mpp`` µm/px)."""
+    """Tissue mask of ``rgb`` (``(H, W, 3)`` uint8 thumbnail at ``mpp`` µm/px); the settings are
+    those of the config's ``segmentation`` block of the same names."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"thumbnail must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
     pixel_area_um2 = mpp * mpp

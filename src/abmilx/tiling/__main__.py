@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     tile.add_argument("--segmentation", required=True, help="segmentation output prefix")
     tile.add_argument("--out-store", required=True, help="per-slide patch store (.lmdb)")
     tile.add_argument("--out-qc", required=True, help="per-slide QC record (.json)")
-    tile.add_argument("--settings", default="{}", help="JSON object of tile_slide() kwargs")
+    tile.add_argument(
+        "--settings", required=True, help="JSON object of tile_slide() kwargs (all of them)"
+    )
     tile.add_argument("--threads", type=int, default=1)
     pack = commands.add_parser("pack", help="merge per-slide stores into one")
     pack.add_argument("--stores", nargs="+", required=True)

@@ -26,7 +26,6 @@ from abmilx.tiling.grid import (
 from abmilx.tiling.read import LevelReader, ScaleJob
 from abmilx.tiling.store import PatchStoreWriter, write_empty_store
 
-DEFAULT_SCALES = {"main": 1.0, "low": 2.0}
 _LOG = logging.getLogger("abmilx.tiling")
 
 
@@ -66,19 +65,22 @@ def tile_slide(
     *,
     slide_id: str,
     dataset: str,
+    scales: Mapping[str, float],
+    patch_size: int,
+    min_tissue_fraction: float,
+    inclusion: str,
+    jpeg_quality: int,
+    level_tolerance: float,
+    fast_read: bool,
+    passthrough: bool,
     mpp: float | None = None,
-    scales: Mapping[str, float] | None = None,
-    patch_size: int = 256,
-    min_tissue_fraction: float = 0.5,
-    inclusion: str = "tissue_fraction",
-    jpeg_quality: int = 80,
-    level_tolerance: float = 0.0,
-    fast_read: bool = True,
-    passthrough: bool = True,
     strict: bool = False,
     threads: int = 1,
 ) -> dict:
     """Write the slide's patch store and its QC record (segmentation record + ``patches``).
+
+    The keywords from ``scales`` to ``passthrough`` are the config's ``tiling`` block; its schema
+    holds their defaults (``abmilx.config.schema_defaults("tiling")``).
 
     ``segmentation`` is the prefix written by :func:`abmilx.segmentation.segment_slide`; its
     GeoJSON decides which grid patches are kept. ``scales`` maps a scale name to µm/px. A slide
@@ -89,7 +91,7 @@ def tile_slide(
     stores a source tile's JPEG bytes unchanged where a patch is exactly one tile at the
     tile's own resolution (its pixels are OpenSlide's, at the scanner's JPEG quality).
     """
-    scales = dict(DEFAULT_SCALES if scales is None else scales)
+    scales = dict(scales)
     if not scales or any(not float(v) > 0 for v in scales.values()):
         raise ValueError(f"scales must map names to positive µm/px, got {scales}")
     if not 0.0 <= min_tissue_fraction <= 1.0:

@@ -7,47 +7,20 @@ defaults and descriptions) and fills the rest from there, so code and schema can
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from functools import cache
 from typing import Any, ClassVar, Self
 
-from abmilx.config import ConfigError, DefaultFillingValidator, load_schema
+from abmilx.config import cached_schema, validate_settings
 from abmilx.training.bags import TASKS
 
 # Keys that the dataset and the top-level config decide (workflow/rules/common.smk adds them).
 RUN_KEYS = ("seed", "task", "classes", "device")
 
 
-@cache
-def _schema() -> dict:
-    return load_schema()
-
-
-def schema_defaults(definition: str) -> dict[str, Any]:
-    """Every default of `$defs/<definition>`, nested defaults filled (e.g. callbacks)."""
-    return validate_settings(definition, {})
-
-
-def validate_settings(definition: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `settings` checked against `$defs/<definition>`, with every default filled."""
-    schema = _schema()
-    wrapper = {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
-    instance = copy.deepcopy(dict(settings))
-    errors = sorted(DefaultFillingValidator(wrapper).iter_errors(instance), key=lambda e: e.path)
-    if errors:
-        lines = [
-            f"  settings key '{'/'.join(map(str, e.absolute_path)) or '<top level>'}': {e.message}"
-            for e in errors
-        ]
-        raise ConfigError(f"invalid {definition}:\n" + "\n".join(lines))
-    return instance
-
-
 def run_defaults() -> dict[str, Any]:
     """Defaults of the run-level keys: seed and device from the schema's top level."""
-    top = _schema()["properties"]
+    top = cached_schema()["properties"]
     return {
         "seed": top["seed"]["default"],
         "task": TASKS[0],
