@@ -27,7 +27,9 @@ def test_same_rows_as_evaluation_from_the_same_logits(task, classes):
         )  # a case's slides share the case's logits, as predict gives them
         truth = truth.assign(label=[i // 2 % 4 for i in range(8)], time=np.arange(8.0) + 1, event=1)
     checkpoint = {"task": task, "classes": classes}
-    expected, _ = evaluate_predictions(logits, truth, checkpoint, fold=0, n_boot=5)
+    expected, _ = evaluate_predictions(
+        logits, truth, checkpoint, fold=0, n_boot=5, seed=0, model_weights="main"
+    )
     got = prediction_table(logits, checkpoint, sheet, truth)
     pd.testing.assert_frame_equal(
         got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False

@@ -83,7 +83,10 @@ def run(folder: Path, name: str, processes: int, batch_size: int) -> Path:
     ]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    evaluate(out, splits, 0, "e2e", out, store=store, n_boot=20, seed=1, device="cpu")
+    evaluate(
+        out, splits, 0, "e2e", out, store=store, n_boot=20, seed=1, model_weights="main",
+        device="cpu",
+    )  # fmt: skip
     return out
 
 

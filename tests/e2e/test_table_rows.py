@@ -233,7 +233,10 @@ def test_every_table5_aggregator_trains_end_to_end(toy_dataset, tmp_path, mil, o
     run = load_run(tmp_path / "run")
     assert np.isfinite(run["history"][-1]["train_loss"])
     assert not torch.equal(run["state_dict"]["encoder.conv1.weight"], first_conv)  # E2E
-    metrics = evaluate(tmp_path / "run", splits, 0, "e2e", tmp_path / "eval", store, split="val")
+    metrics = evaluate(
+        tmp_path / "run", splits, 0, "e2e", tmp_path / "eval", store, split="val",
+        n_boot=100, seed=0, model_weights="main", device="cpu",
+    )  # fmt: skip
     assert metrics["n"] == 2 and metrics["cost"]["flops_per_slide"] > 0  # FLOPs of every MIL
 
 

@@ -38,7 +38,15 @@ def write_fold(root: Path, fold: int, dataset: str = "demo") -> Path:
         "cost": {"train_seconds": 10.0 * (fold + 1), "params": 99},
     }
     predictions, metrics = evaluate_predictions(
-        logits, truth, checkpoint, fold=fold, n_boot=30, seed=1, dataset=dataset, experiment="x"
+        logits,
+        truth,
+        checkpoint,
+        fold=fold,
+        n_boot=30,
+        seed=1,
+        model_weights="main",
+        dataset=dataset,
+        experiment="x",
     )
     out = root / f"fold{fold}"
     write_outputs(out, predictions, {}, metrics)

@@ -12,6 +12,9 @@ from abmilx.evaluation import c_index, evaluate_predictions, survival_risk, writ
 
 CHECKPOINT_COST = {"train_seconds": 12.5, "peak_rss_mb": 512.0, "params": np.int64(1234)}
 
+# Bootstrap settings of the tests (the config's evaluation block, smaller where it can be).
+EVAL = {"n_boot": 1000, "seed": 0, "model_weights": "main"}
+
 
 def classification_case(n_cases: int = 30, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -42,7 +45,7 @@ def classification_case(n_cases: int = 30, seed: int = 0):
 def test_classification_outputs(tmp_path: Path) -> None:
     logits, truth, checkpoint = classification_case()
     predictions, metrics = evaluate_predictions(
-        logits, truth, checkpoint, fold=1, n_boot=100, seed=5, dataset="demo",
+        logits, truth, checkpoint, fold=1, n_boot=100, seed=5, model_weights="main", dataset="demo",
         experiment="abmilx", config_hash="abc", encoder_weights="random",
         inference_seconds_per_slide=0.25,
     )  # fmt: skip
@@ -93,9 +96,13 @@ def test_classification_outputs(tmp_path: Path) -> None:
         assert npz[f"{first}/coords"].dtype == np.int64
         assert npz[f"{first}/attention"].dtype == np.float32
 
-    _, repeat_metrics = evaluate_predictions(logits, truth, checkpoint, fold=1, n_boot=100, seed=5)
+    _, repeat_metrics = evaluate_predictions(
+        logits, truth, checkpoint, fold=1, **EVAL | {"n_boot": 100, "seed": 5}
+    )
     assert repeat_metrics["metrics"] == metrics["metrics"]
-    other_fold = evaluate_predictions(logits, truth, checkpoint, fold=2, n_boot=100, seed=5)[1]
+    other_fold = evaluate_predictions(
+        logits, truth, checkpoint, fold=2, **EVAL | {"n_boot": 100, "seed": 5}
+    )[1]
     assert other_fold["metrics"]["auc"]["mean"] != auc["mean"]
 
 
@@ -114,7 +121,9 @@ def test_survival_aggregates_slides_to_cases() -> None:
     logits = pd.DataFrame(values, columns=[f"logit_{k}" for k in range(4)])
     logits.insert(0, "slide_id", truth["slide_id"])
     checkpoint = {"kind": "e2e", "task": "survival", "classes": None, "settings": {}, "cost": {}}
-    predictions, metrics = evaluate_predictions(logits, truth, checkpoint, fold=0, n_boot=50)
+    predictions, metrics = evaluate_predictions(
+        logits, truth, checkpoint, fold=0, **EVAL | {"n_boot": 50}
+    )
     assert list(predictions.columns) == ["case_id", "label", "time", "event", "risk", "pred"]
     assert len(predictions) == 6 and metrics["n"] == 6 and metrics["n_slides"] == 12
     expected_risk = survival_risk(values.reshape(6, 2, 4).mean(axis=1))
@@ -127,10 +136,16 @@ def test_survival_aggregates_slides_to_cases() -> None:
 def test_missing_predictions_are_reported_not_fatal() -> None:
     logits, truth, checkpoint = classification_case()
     dropped = logits["slide_id"].iloc[0]
-    _, metrics = evaluate_predictions(logits.iloc[1:], truth, checkpoint, fold=0, n_boot=20)
+    _, metrics = evaluate_predictions(
+        logits.iloc[1:], truth, checkpoint, fold=0, **EVAL | {"n_boot": 20}
+    )
     assert metrics["missing_predictions"] == [dropped]
     assert metrics["n"] == len(truth) - 1
     with pytest.raises(ValueError, match="logit_"):
         evaluate_predictions(
-            logits.rename(columns={"logit_1": "score"}), truth, checkpoint, fold=0, n_boot=5
+            logits.rename(columns={"logit_1": "score"}),
+            truth,
+            checkpoint,
+            fold=0,
+            **EVAL | {"n_boot": 5},
         )

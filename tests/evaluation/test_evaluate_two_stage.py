@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from abmilx.config import schema_defaults
 from abmilx.evaluation import c_index
 from abmilx.splits import make_splits
 from abmilx.two_stage import train
@@ -40,7 +41,8 @@ def write_cohort(tmp_path: Path, task: str) -> tuple[Path, Path]:
         table = table.drop(columns="label")
     else:
         table = table.drop(columns=["time", "event"])
-    splits, _ = make_splits(table, task, ratios=[0.6, 0.0, 0.4], seed=3, bins_from="all")
+    settings = schema_defaults("split") | {"ratios": [0.6, 0.0, 0.4], "seed": 3, "bins_from": "all"}
+    splits, _ = make_splits(table, task, **settings)
     splits_path = tmp_path / "splits.csv"
     splits.to_csv(splits_path, index=False)
 
@@ -67,6 +69,8 @@ def test_evaluate_cli_on_a_trained_two_stage_run(tmp_path: Path, task: str) -> N
     settings = {
         "n_boot": 40,
         "seed": 1,
+        "model_weights": "main",
+        "device": "cpu",
         "dataset": "demo",
         "experiment": "abmil",
         "config_hash": "h",

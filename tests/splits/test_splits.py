@@ -4,13 +4,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from abmilx.config import schema_defaults
 from abmilx.splits import (
     LeakageError,
     check_no_leakage,
-    make_splits,
     survival_bin_edges,
     survival_labels,
 )
+from abmilx.splits import make_splits as split_slides
+
+# The tests' baseline: the config's split settings, with a validation share and a fixed seed.
+BASE = schema_defaults("split") | {"seed": 2021, "ratios": [0.7, 0.1, 0.2]}
+
+
+def make_splits(table: pd.DataFrame, task: str, **changes):
+    return split_slides(table, task, **BASE | changes)
 
 
 def classification_table(n_cases: int = 50, seed: int = 0) -> pd.DataFrame:

@@ -89,8 +89,9 @@ def evaluate_predictions(
     checkpoint: Mapping[str, Any],
     *,
     fold: int,
-    n_boot: int = 1000,
-    seed: int = 0,
+    n_boot: int,
+    seed: int,
+    model_weights: str,
     dataset: str = "",
     experiment: str = "",
     config_hash: str = "",
@@ -98,9 +99,11 @@ def evaluate_predictions(
     split: str = "test",
     inference_seconds_per_slide: float | None = None,
     device: str = "cpu",
-    model_weights: str = "main",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Bootstrap metrics of one fold from slide-level logits; returns (predictions, metrics).
+
+    `n_boot`, `seed` and `model_weights` are the config's `evaluation` block (defaults in its
+    schema); `device` is only recorded.
 
     logits: slide_id + logit_0..logit_{C-1}. truth: split-file rows of the evaluated slides.
     Classification is scored per slide (bootstrap units = cases, a case's slides drawn
@@ -228,15 +231,15 @@ def evaluate(
     features_dir: str | Path | None = None,
     threads: int = 1,
     *,
-    n_boot: int = 1000,
-    seed: int = 0,
+    n_boot: int,
+    seed: int,
+    model_weights: str,
+    device: str,
     dataset: str = "",
     experiment: str = "",
     config_hash: str = "",
     encoder_weights: str = "",
     split: str = "test",
-    device: str = "auto",
-    model_weights: str = "main",
 ) -> dict[str, Any]:
     """Predict the fold's `split` slides with the run's model.pt and write the three outputs.
 
@@ -341,6 +344,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted(set(settings) - known)
     if unknown:
         parser.error(f"unknown settings key(s) {unknown}; known: {sorted(known)}")
+    parameters = inspect.signature(evaluate).parameters
+    missing = sorted(
+        name
+        for name in known - set(settings)
+        if parameters[name].default is inspect.Parameter.empty
+    )
+    if missing:
+        parser.error(f"missing settings {missing} (the config's evaluation block has them)")
     evaluate(
         args.run_dir,
         args.splits,

@@ -188,18 +188,22 @@ def _validate_arguments(
 def make_splits(
     table: pd.DataFrame,
     task: str,
-    scheme: str = "holdout",
-    seed: int = 2021,
-    ratios: Sequence[float] = (0.7, 0.1, 0.2),
-    k: int = 5,
-    val_fraction: float = 0.0,
-    repeats: Sequence[int] | None = None,
-    n_bins: int = 4,
-    bins_from: str = "train",
-    oversample: Mapping[str, float] | None = None,
+    *,
+    scheme: str,
+    seed: int,
+    ratios: Sequence[float],
+    k: int,
+    val_fraction: float,
+    repeats: Sequence[int] | None,
+    n_bins: int,
+    bins_from: str,
+    oversample: Mapping[str, float] | None,
     classes: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Split slides into train/val/test at patient level, stratified and seeded.
+
+    The keywords but `classes` are a dataset's `split` block of the config, whose schema holds
+    their defaults (`abmilx.config.schema_defaults("split")`; a null seed is the config's seed).
 
     table: one row per slide with slide_id, case_id and label (classification) or time, event
     (survival); `split` too for scheme "given".

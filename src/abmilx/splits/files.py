@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from abmilx.config import ConfigError, cached_schema, validate_settings
 from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 from abmilx.splits.core import make_splits
 
@@ -49,17 +50,17 @@ def make_split_file(
     out: str | Path,
     qc_dir: str | Path | None = None,
     *,
+    scheme: str,
+    seed: int,
+    ratios: Sequence[float],
+    k: int,
+    val_fraction: float,
+    repeats: Sequence[int] | None,
+    n_bins: int,
+    bins_from: str,
+    oversample: Mapping[str, float] | None,
     classes: Sequence[str] | None = None,
     strict: bool = False,
-    scheme: str = "holdout",
-    seed: int = 2021,
-    ratios: Sequence[float] = (0.7, 0.1, 0.2),
-    k: int = 5,
-    val_fraction: float = 0.0,
-    repeats: Sequence[int] | None = None,
-    n_bins: int = 4,
-    bins_from: str = "train",
-    oversample: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Validate the sheets, drop slides whose QC status is not ok, split, write CSV + JSON.
 
@@ -155,11 +156,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     make.add_argument("--qc-dir", default=None, help="directory of per-slide QC JSON records")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = json.loads(args.settings)
-    if not isinstance(settings, dict):
+    given = json.loads(args.settings)
+    if not isinstance(given, dict):
         parser.error("--settings must be a JSON object")
-    known = set(inspect.signature(make_split_file).parameters) - {"slides", "labels", "task", "out"}
-    unknown = sorted(set(settings) - known)
+    known = set(inspect.signature(make_split_file).parameters) - {
+        "slides", "labels", "task", "out", "qc_dir"
+    }  # fmt: skip
+    unknown = sorted(set(given) - known)
     if unknown:
         parser.error(f"unknown settings key(s) {unknown}; known: {sorted(known)}")
+    # What --settings leaves out takes the config's defaults (the workflow's rule passes them all).
+    dataset_keys = ("classes", "strict")
+    try:
+        settings = validate_settings(
+            "split", {key: value for key, value in given.items() if key not in dataset_keys}
+        )
+    except ConfigError as error:
+        parser.error(str(error))
+    settings |= {key: given[key] for key in dataset_keys if key in given}
+    if settings["seed"] is None:
+        settings["seed"] = cached_schema()["properties"]["seed"]["default"]
     make_split_file(args.slides, args.labels, args.task, args.out, args.qc_dir, **settings)
