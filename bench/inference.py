@@ -64,7 +64,7 @@ def rates(store: Path, case: dict, on: torch.device, n_patches: int) -> tuple[fl
     encode = make_encode_fn(encoder, on, amp_dtype(case["amp"], on), channels_last=True)
     chunk = min(case["chunk"], n_patches // 4)  # several chunks, so that decoding can overlap
     patches = PatchStore(store).read("s", "main", range(chunk))
-    images = resize_patches(to_chw_tensor(patches), case["image_size"])
+    images = resize_patches(to_chw_tensor(patches, "rgb"), case["image_size"])
     encode(images)
     start = time.perf_counter()
     for _ in range(n_patches // chunk):
@@ -76,8 +76,10 @@ def rates(store: Path, case: dict, on: torch.device, n_patches: int) -> tuple[fl
             store,
             ["s"],
             encode,
+            scale="main",
             chunk_size=chunk,
             image_size=case["image_size"],
+            channel_order="rgb",
             pin_memory=on.type == "cuda",
         ):
             features.sum().item()

@@ -178,7 +178,12 @@ def test_streamed_features_refuse_a_slide_asked_for_twice(toy_dataset):
     """One yield per requested slide is what callers zip against."""
     store, _ = toy_dataset
     with pytest.raises(ValueError, match=r"more than once: \['s1'\]"):
-        next(iter_slide_features(store, ["s1", "s0", "s1"], lambda x: x, image_size=24))
+        next(
+            iter_slide_features(
+                store, ["s1", "s0", "s1"], lambda x: x, scale="main", chunk_size=512,
+                image_size=24, channel_order="rgb",
+            )
+        )  # fmt: skip
 
 
 def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(toy_dataset, tmp_path):

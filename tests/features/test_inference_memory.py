@@ -34,7 +34,9 @@ def encode(images):
 
 peaks = []
 for store in sys.argv[1:]:
-    for _, features, _ in iter_slide_features(store, ["s"], encode, chunk_size=128, image_size=32):
+    for _, features, _ in iter_slide_features(
+        store, ["s"], encode, scale="main", chunk_size=128, image_size=32, channel_order="rgb"
+    ):
         count = len(features)
     peak_anon = max(peak_anon, anonymous_mib())
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -125,7 +125,7 @@ def test_render_with_paper_values_and_reasons(tmp_path):
         }
     )
     runs = [_run("two", "sub", 0.75), _run("e2e", "sub", 0.9), _run("e2e", "surv", 0.6)]
-    cells = write_declared_tables(runs, plans, tmp_path)
+    cells = write_declared_tables(runs, plans, tmp_path, None, n_boot=1000, seed=0)
     markdown = (tmp_path / "t.md").read_text()
     assert (
         "| Method | sub (AUC) | paper: table1 TCGA-BRCA | surv (C-index) | "
@@ -152,7 +152,7 @@ def test_render_with_paper_values_and_reasons(tmp_path):
 def test_missing_metrics_of_a_planned_run_fail(tmp_path):
     plans = _plan({"t": {"rows": ["e2e"], "datasets": ["sub"]}})
     with pytest.raises(ValueError, match=r"no metrics.json of run 'e2e' on 'sub'"):
-        write_declared_tables([], plans, tmp_path)
+        write_declared_tables([], plans, tmp_path, None, n_boot=1000, seed=0)
 
 
 def test_demo_tables_render_beside_main_and_cohort(tmp_path):

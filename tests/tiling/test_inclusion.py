@@ -46,7 +46,7 @@ def test_four_point_rule_by_hand():
 
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="four_point"):
-        include_patches(POLYGONS, PLAN, 3, 3, "centre")
+        include_patches(POLYGONS, PLAN, 3, 3, "centre", min_tissue_fraction=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ PREFETCH_CHUNKS = 2  # chunks decoded ahead of the encoder: memory stays a few c
 T = TypeVar("T")
 
 
-def to_chw_tensor(patches: np.ndarray, channel_order: str = "rgb") -> torch.Tensor:
+def to_chw_tensor(patches: np.ndarray, channel_order: str) -> torch.Tensor:
     """(k, H, W, 3) RGB uint8 from the store -> contiguous (k, 3, H, W) uint8 in `channel_order`.
 
     "bgr" reproduces the official code, whose TurboJPEG decoder returns BGR that is then
@@ -145,10 +145,10 @@ def iter_slide_features(
     slide_ids: Sequence[str],
     encode: Callable[[torch.Tensor], torch.Tensor],
     *,
-    scale: str = "main",
-    chunk_size: int = 512,
-    image_size: int = 224,
-    channel_order: str = "rgb",
+    scale: str,
+    chunk_size: int,
+    image_size: int,
+    channel_order: str,
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor, np.ndarray]]:

@@ -472,9 +472,9 @@ def write_declared_tables(
     runs: list[dict],
     plans: Mapping[str, Mapping],
     out_dir: str | Path,
-    attention: Mapping[tuple[str, str], list[str | Path]] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    attention: Mapping[tuple[str, str], list[str | Path]] | None,
+    n_boot: int,
+    seed: int,
 ) -> dict[str, pd.DataFrame]:
     """Render every declared table from the runs' metrics.json contents; ``attention`` maps
     (run, dataset) to its folds' attention.npz, for sparsity columns."""

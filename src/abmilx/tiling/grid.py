@@ -125,8 +125,8 @@ def include_patches(
     plan: ScalePlan,
     rows: int,
     columns: int,
-    inclusion: str = "tissue_fraction",
-    min_tissue_fraction: float = 0.5,
+    inclusion: str,
+    min_tissue_fraction: float,
 ) -> np.ndarray:
     """Which grid patches to keep, ``(rows * columns,)`` bool, by the ``inclusion`` rule."""
     if inclusion == "tissue_fraction":

@@ -34,7 +34,7 @@ def select_patches(
     plan: ScalePlan,
     polygons,
     min_tissue_fraction: float,
-    inclusion: str = "tissue_fraction",
+    inclusion: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Level-pixel positions and level-0 coords of the grid patches the inclusion rule keeps."""
     width, height = slide.level_dimensions(plan.level)

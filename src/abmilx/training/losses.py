@@ -45,8 +45,8 @@ def bag_loss(
     task: str,
     output,
     label: torch.Tensor,
-    event: torch.Tensor | None = None,
-    aux_weight: float = 1.0,
+    event: torch.Tensor | None,
+    aux_weight: float,
 ) -> torch.Tensor:
     """Task loss of a MILOutput plus ``aux_weight`` times its instance-level loss, if any."""
     loss = task_loss(task, output.logits, label, event)

@@ -10,9 +10,9 @@ import torch
 
 def build_optimizer(
     params: Iterable[torch.nn.Parameter] | Iterable[dict],
-    name: str = "adamw",
-    lr: float = 2e-4,
-    weight_decay: float = 0.0,
+    name: str,
+    lr: float,
+    weight_decay: float,
 ) -> torch.optim.Optimizer:
     """Adam (weight decay as L2, as in the official PANDA config) or AdamW (decoupled decay).
 
