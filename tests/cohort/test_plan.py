@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +12,8 @@ from lifelines.utils import concordance_index
 
 from abmilx.cohort import PLAN_COLUMNS, class_names, plan_cohort, plan_record
 from abmilx.cohort.plan import plan_columns
+from abmilx.cohort.synthesize import render_slide, synthesize_slide
+from abmilx.config import schema_defaults
 
 
 def test_columns_ids_and_files(subtyping_plan):
@@ -153,3 +158,18 @@ def test_config_block_with_renamed_classes_and_render_options():
     assert (plan["seed"] == default["seed"]).all()
     survival = plan_cohort("demo", "survival", 20, 15, seed=1, classes=None)
     assert (survival["class_index"] == -1).all()
+
+
+@pytest.mark.parametrize("function", [plan_columns, render_slide, synthesize_slide])
+def test_generator_defaults_are_the_schemas(function):
+    """The generator is also a library (tests and notebooks call it with few arguments), so its
+    config keywords keep defaults; they must be the schema's, which the workflow passes."""
+    schema = schema_defaults("synthetic")
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in schema and parameter.default not in (inspect.Parameter.empty, None):
+            assert json.loads(json.dumps(parameter.default)) == schema[name], name
+    if function is plan_columns:  # None: the schema's format mix, spelt out in the body
+        pd.testing.assert_frame_equal(
+            plan_cohort("d", "subtyping", 30, 30, 1, format_fractions=None),
+            plan_cohort("d", "subtyping", 30, 30, 1, format_fractions=schema["format_fractions"]),
+        )
