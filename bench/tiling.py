@@ -134,7 +134,8 @@ def limit(slide_path: Path, store_path: Path, qc_path: Path, quality: int) -> di
     patches, passed = [], []
     with Slide(slide_path) as slide, PatchStore(store_path) as store:
         for scale, plan_record in record["tiling"]["scales"].items():
-            plan = plan_scale(slide, scale, plan_record["mpp"], plan_record["patch_size"])
+            plan = plan_scale(slide, scale, plan_record["mpp"], plan_record["patch_size"],
+                              record["tiling"]["level_tolerance"])  # fmt: skip
             tiles = slide.jpeg_tiles(plan.level)
             positions = store.coords("s", scale) // round(slide.downsamples[plan.level])
             if plan_record["reader"] == "passthrough":

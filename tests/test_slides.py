@@ -92,7 +92,7 @@ def test_level_tolerance_allows_slightly_coarser_level(slides):
 
 def test_read_at_target_uses_level_directly(slides):
     with Slide(slides["aperio_025"]) as slide:
-        plan = plan_scale(slide, "main", 1.0, patch_size=64)
+        plan = plan_scale(slide, "main", 1.0, 64, 0.0)
         assert (plan.level, plan.read_size, plan.extent_level0) == (1, 64, 256.0)
         level1 = slide.read_level(1, 0, 0, 256, 192)
         np.testing.assert_array_equal(read_patch(slide, plan, 32, 64), level1[64:128, 32:96])
@@ -100,7 +100,7 @@ def test_read_at_target_uses_level_directly(slides):
 
 def test_read_at_half_resizes_level0_by_two(slides):
     with Slide(slides["aperio_025"]) as slide:
-        plan = plan_scale(slide, "main", 0.5, patch_size=64)
+        plan = plan_scale(slide, "main", 0.5, 64, 0.0)
         assert (plan.level, plan.read_size, plan.extent_level0) == (0, 128, 128.0)
         region = slide.read_level(0, 256, 128, 128, 128)
         expected = cv2.resize(region, (64, 64), interpolation=cv2.INTER_AREA)
@@ -114,7 +114,7 @@ def test_read_at_half_resizes_level0_by_two(slides):
 
 def test_generic_level2_at_2um(slides):
     with Slide(slides["generic_05"]) as slide:
-        plan = plan_scale(slide, "low", 2.0, patch_size=32)
+        plan = plan_scale(slide, "low", 2.0, 32, 0.0)
         assert (plan.level, plan.read_size, plan.extent_level0) == (2, 32, 128.0)
 
 
@@ -225,9 +225,9 @@ def test_mpp_outside_the_microscope_range_is_refused(slides, tmp_path):
 
 def test_a_scale_finer_than_level0_is_refused_not_upsampled(slides):
     with Slide(slides["generic_05"]) as slide:
-        plan_scale(slide, "main", 0.47, 64)  # 6 % finer: within the tolerance
+        plan_scale(slide, "main", 0.47, 64, 0.0)  # 6 % finer: within the tolerance
         with pytest.raises(SlideError, match=r"'main' at 0.25 µm/px .* level 0 \(0.5 µm/px") as e:
-            plan_scale(slide, "main", 0.25, 64)
+            plan_scale(slide, "main", 0.25, 64, 0.0)
         assert "upsampled 2x" in e.value.reason and "'mpp' in the slide sheet" in e.value.reason
         assert e.value.facts["mpp"] == 0.5
         # a thumbnail asked finer than level 0 comes at level 0

@@ -102,7 +102,7 @@ def slides(tmp_path_factory):
 
 
 def grid_job(slide: Slide, patch_size: int, mpp: float) -> ScaleJob:
-    plan = plan_scale(slide, f"{patch_size}@{mpp}", mpp, patch_size)
+    plan = plan_scale(slide, f"{patch_size}@{mpp}", mpp, patch_size, 0.0)
     return ScaleJob(
         plan, grid_positions(plan, *grid_shape(plan, *slide.level_dimensions(plan.level)))
     )
@@ -198,7 +198,7 @@ def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
     touched = set()
     with PatchStore(tmp_path / "s.lmdb") as store, Slide(slides["aperio240"]) as slide:
         for scale, mpp in scales.items():
-            plan = plan_scale(slide, scale, mpp, 64)
+            plan = plan_scale(slide, scale, mpp, 64, 0.0)
             page = slide.jpeg_tiles(plan.level).page_index
             step = 240 * slide.downsamples[plan.level]  # tile side in level-0 px
             for x, y in store.coords("s", scale).tolist():
@@ -255,7 +255,7 @@ def test_non_jpeg_tiff_falls_back_to_openslide(tmp_path):
                   resolution=(1e4 / MPP, 1e4 / MPP), resolutionunit="CENTIMETER")  # fmt: skip
     with Slide(path) as slide:
         assert slide.info.vendor == "generic-tiff"
-        job = ScaleJob(plan_scale(slide, "s", MPP, 64), np.array([[64, 128]]))
+        job = ScaleJob(plan_scale(slide, "s", MPP, 64, 0.0), np.array([[64, 128]]))
         reader = LevelReader(slide, 0, [job.plan])
         method, reason = reader.methods["s"]
         assert method == "openslide" and "not JPEG" in reason
@@ -283,7 +283,7 @@ def test_missing_tile_is_read_through_openslide(slides, tmp_path, passthrough):
     path = tmp_path / "holed.svs"
     with_tile_count(slides["generic"], path, lambda count: 0)
     with Slide(path) as slide:
-        job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256], [512, 256]]))
+        job = ScaleJob(plan_scale(slide, "s", MPP, 256, 0.0), np.array([[256, 256], [512, 256]]))
         reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
         assert reader.tiles.tile(1, 1) is None
         holed, beside = (decode_jpeg(d) for d in stored(reader, [job])["s"])
@@ -300,7 +300,7 @@ def test_truncated_tile_is_reported_not_stored(slides, tmp_path, passthrough):
     path = tmp_path / "cut.svs"
     with_tile_count(slides["generic"], path, lambda count: count // 2)
     with Slide(path) as slide:
-        job = ScaleJob(plan_scale(slide, "s", MPP, 256), np.array([[256, 256]]))
+        job = ScaleJob(plan_scale(slide, "s", MPP, 256, 0.0), np.array([[256, 256]]))
         reader = LevelReader(slide, 0, [job.plan], passthrough=passthrough)
         assert reader.tiles.tile(1, 1) is None and reader.tiles.standalone_jpeg(1, 1) is None
         with pytest.raises(SlideError, match=r"unreadable tile at level 0 near \(256, 256\)"):

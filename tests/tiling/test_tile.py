@@ -163,7 +163,7 @@ def test_cli_tile_and_pack(segmented, tmp_path, capsys):
 def test_grid_with_fractional_footprint(segmented):
     slide, _, _, _ = segmented
     with Slide(slide, mpp_override=0.45) as opened:  # footprint 142.2 level-0 px at 1.0 µm/px
-        plan = plan_scale(opened, "main", 1.0, PATCH)
+        plan = plan_scale(opened, "main", 1.0, PATCH, 0.0)
         assert plan.extent_level0 == pytest.approx(142.222, abs=1e-3) and plan.read_size == 142
         rows, columns = grid_shape(plan, 1200, 900)
         assert (rows, columns) == (6, 8)  # round(7 * 142.2) + 142 = 1137 <= 1200 < 1280

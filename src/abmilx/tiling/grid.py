@@ -46,7 +46,7 @@ class ScalePlan:
 
 
 def plan_scale(
-    slide: Slide, name: str, target_mpp: float, patch_size: int, level_tolerance: float = 0.0
+    slide: Slide, name: str, target_mpp: float, patch_size: int, level_tolerance: float
 ) -> ScalePlan:
     """How scale ``name`` is read; :class:`SlideError` when it is finer than level 0."""
     slide.check_scale(target_mpp, f"scale '{name}' at")
