@@ -196,24 +196,19 @@ def write_outputs(
 FLOP_SLIDES = 4
 
 
-def count_flops(checkpoint, source, slide_ids, case_ids, threads, device) -> dict[str, float]:
+def count_flops(task, model, n_classes, slide_ids, case_ids) -> dict[str, float]:
     """FLOPs per slide (torch's counter: 2 per multiply-add of matmuls and convolutions; for
     two-stage runs the aggregator's only, the features being precomputed), on a second pass
-    over the first FLOP_SLIDES test slides: the counter slows a pass about 2x, so the timed
-    pass must not carry it."""
+    of the evaluated model over the first FLOP_SLIDES test slides: the counter slows a pass
+    about 2x, so the timed pass must not carry it."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from abmilx.training import predict
+    from abmilx.training.predictions import predict_loaded
 
     counted = slide_ids[:FLOP_SLIDES]
     with FlopCounterMode(display=False) as counter:
-        predict(
-            checkpoint,
-            source,
-            counted,
-            threads,
-            case_ids=None if case_ids is None else case_ids[:FLOP_SLIDES],
-            device=device,
+        predict_loaded(
+            task, model, n_classes, counted, None if case_ids is None else case_ids[:FLOP_SLIDES]
         )
     return {
         "flops_per_slide": counter.get_total_flops() / len(counted),
@@ -243,12 +238,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Predict the fold's `split` slides with the run's model.pt and write the three outputs.
 
-    device: "auto" | "cpu" | "cuda", passed to `predict`. model_weights: "main" or "ema" (the
+    device: "auto" | "cpu" | "cuda", where the model runs. model_weights: "main" or "ema" (the
     EMA teacher of an E2E run, when it kept one; two-stage runs have main weights only).
     """
     import torch
 
-    from abmilx.training import load_run, predict, task_type
+    from abmilx.training import load_run, task_type
+    from abmilx.training.predictions import load_trained, predict_loaded
 
     task_type(kind)  # fails early on an unknown kind
     torch.set_num_threads(threads)
@@ -268,16 +264,10 @@ def evaluate(
         raise ValueError(f"kind {kind} needs its data: --store (e2e, c2c, ft) or --features-dir")
     # A survival case's slides form one bag.
     case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
-    started = time.perf_counter()
-    logits, attention = predict(
-        checkpoint,
-        source,
-        slide_ids,
-        threads,
-        case_ids=case_ids,
-        weights=model_weights,
-        device=device,
-    )
+    n_classes = len(checkpoint["classes"])
+    started = time.perf_counter()  # building the model counts, as it did in `predict`
+    task, model, _ = load_trained(checkpoint, source, model_weights, device)
+    logits, attention = predict_loaded(task, model, n_classes, slide_ids, case_ids)
     seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
     on_gpu = device != "cpu" and torch.cuda.is_available()
     resolved_device = f"cuda ({torch.cuda.get_device_name(0)})" if on_gpu else "cpu"
@@ -298,7 +288,7 @@ def evaluate(
         device=resolved_device,
         model_weights=model_weights,
     )
-    metrics["cost"].update(count_flops(checkpoint, source, slide_ids, case_ids, threads, device))
+    metrics["cost"].update(count_flops(task, model, n_classes, slide_ids, case_ids))
     write_outputs(out_dir, predictions, attention, metrics)
     summary = ", ".join(
         f"{name} {s['point']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]"

@@ -43,7 +43,14 @@ def predict(
     """
     set_threads(threads)
     task, model, checkpoint = load_trained(run, source, weights, device, num_workers)
-    classes = checkpoint["classes"]
+    return predict_loaded(task, model, len(checkpoint["classes"]), slide_ids, case_ids)
+
+
+def predict_loaded(
+    task, model, n_classes: int, slide_ids: Sequence[str], case_ids: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """:func:`predict` with the (task, model) of :func:`load_trained`, for callers that run the
+    same model more than once (evaluation's timed pass, then its FLOP-counting pass)."""
     groups = group_slides(slide_ids, case_ids, available=task.available())
     results = task.infer_logged(model, [members for _, members in groups], "predict")
     rows, attention = [], {}
@@ -52,7 +59,7 @@ def predict(
         collect_predictions(
             rows, attention, case_id, members, result.coords, logits, result.output.attention
         )
-    frame = pd.DataFrame(rows, columns=prediction_columns(len(classes), case_ids is not None))
+    frame = pd.DataFrame(rows, columns=prediction_columns(n_classes, case_ids is not None))
     return frame, attention
 
 
