@@ -113,6 +113,11 @@ def cached_schema() -> dict[str, Any]:
     return load_schema()
 
 
+def top_level_default(key: str) -> Any:
+    """The schema's default of a top-level config key (``seed``, ``device``, ...)."""
+    return cached_schema()["properties"][key]["default"]
+
+
 def validate_settings(definition: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``settings`` checked against ``$defs/<definition>``, every default filled."""
     schema = cached_schema()

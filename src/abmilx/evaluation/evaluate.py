@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from abmilx.arguments import parse_settings
 from abmilx.evaluation.aggregate import aggregate_files
 from abmilx.evaluation.bootstrap import bootstrap
 from abmilx.evaluation.metrics import (
@@ -323,25 +324,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "aggregate":
         aggregate_files(args.metrics, args.predictions, args.out_metrics, args.out_predictions)
         return
-    settings = json.loads(args.settings)
-    if not isinstance(settings, dict):
-        parser.error("--settings must be a JSON object")
-    known = {
+    command_line = {
         name
         for name, parameter in inspect.signature(evaluate).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY
     }
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        parser.error(f"unknown settings key(s) {unknown}; known: {sorted(known)}")
-    parameters = inspect.signature(evaluate).parameters
-    missing = sorted(
-        name
-        for name in known - set(settings)
-        if parameters[name].default is inspect.Parameter.empty
-    )
-    if missing:
-        parser.error(f"missing settings {missing} (the config's evaluation block has them)")
+    settings = parse_settings(parser, args.settings, evaluate, command_line)
     evaluate(
         args.run_dir,
         args.splits,

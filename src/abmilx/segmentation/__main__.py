@@ -8,12 +8,11 @@ replace those of ``--settings`` for this slide; empty means none. ``--geojson`` 
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import sys
 
 import cv2
 
+from abmilx.arguments import parse_settings
 from abmilx.slides import SlideError
 
 # Arguments of segment_slide that come from the command line, not from --settings.
@@ -41,35 +40,6 @@ def optional_mpp(text: str) -> float | None:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"--mpp must be positive, got {text!r}")
     return value
-
-
-def parse_settings(
-    parser: argparse.ArgumentParser,
-    text: str,
-    function,
-    reserved: set[str],
-    option: str = "--settings",
-    complete: bool = True,
-) -> dict:
-    """The ``option`` JSON object, checked against ``function``'s keyword arguments; with
-    ``complete``, every argument without a default must be there (the rules pass the whole
-    config block, defaults filled from the schema)."""
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as error:
-        parser.error(f"{option} is not valid JSON: {error}")
-    if not isinstance(settings, dict):
-        parser.error(f"{option} must be a JSON object")
-    parameters = inspect.signature(function).parameters
-    allowed = set(parameters) - reserved
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        parser.error(f"{option}: unknown settings {unknown}; allowed: {sorted(allowed)}")
-    required = {name for name in allowed if parameters[name].default is inspect.Parameter.empty}
-    missing = sorted(required - set(settings))
-    if complete and missing:
-        parser.error(f"{option}: missing settings {missing} (the config schema has their defaults)")
-    return settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from abmilx.config import ConfigError, cached_schema, validate_settings
+from abmilx.config import ConfigError, top_level_default, validate_settings
 from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 from abmilx.splits.core import make_splits
 
@@ -175,5 +175,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(error))
     settings |= {key: given[key] for key in dataset_keys if key in given}
     if settings["seed"] is None:
-        settings["seed"] = cached_schema()["properties"]["seed"]["default"]
+        settings["seed"] = top_level_default("seed")
     make_split_file(args.slides, args.labels, args.task, args.out, args.qc_dir, **settings)

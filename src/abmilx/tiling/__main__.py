@@ -12,7 +12,8 @@ import sys
 
 import cv2
 
-from abmilx.segmentation.__main__ import optional_mpp, parse_settings
+from abmilx.arguments import parse_settings
+from abmilx.segmentation.__main__ import optional_mpp
 from abmilx.slides import SlideError
 from abmilx.tiling.store import pack_stores
 from abmilx.tiling.tile import tile_slide

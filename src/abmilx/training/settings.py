@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Self
 
-from abmilx.config import cached_schema, validate_settings
+from abmilx.config import top_level_default, validate_settings
 from abmilx.training.bags import TASKS
 
 # Keys that the dataset and the top-level config decide (workflow/rules/common.smk adds them).
@@ -20,12 +20,11 @@ RUN_KEYS = ("seed", "task", "classes", "device")
 
 def run_defaults() -> dict[str, Any]:
     """Defaults of the run-level keys: seed and device from the schema's top level."""
-    top = cached_schema()["properties"]
     return {
-        "seed": top["seed"]["default"],
+        "seed": top_level_default("seed"),
         "task": TASKS[0],
         "classes": None,
-        "device": top["device"]["default"],
+        "device": top_level_default("device"),
     }
 
 
