@@ -6,8 +6,9 @@ import argparse
 import inspect
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,6 +17,12 @@ from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 from abmilx.splits.core import make_splits
 
 log = logging.getLogger(__name__)
+# The split settings (`split` block of a dataset): make_splits' keywords but the dataset's classes.
+SPLIT_KEYS = {
+    name
+    for name, parameter in inspect.signature(make_splits).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "classes"
+}
 
 
 def read_qc_status(qc_dir: str | Path, slide_ids: Sequence[str]) -> dict[str, dict]:
@@ -50,19 +57,14 @@ def make_split_file(
     out: str | Path,
     qc_dir: str | Path | None = None,
     *,
-    scheme: str,
-    seed: int,
-    ratios: Sequence[float],
-    k: int,
-    val_fraction: float,
-    repeats: Sequence[int] | None,
-    n_bins: int,
-    bins_from: str,
-    oversample: Mapping[str, float] | None,
     classes: Sequence[str] | None = None,
     strict: bool = False,
+    **split: Any,
 ) -> pd.DataFrame:
     """Validate the sheets, drop slides whose QC status is not ok, split, write CSV + JSON.
+
+    ``split`` are the keywords of :func:`abmilx.splits.core.make_splits` (the dataset's
+    ``split`` block of the config).
 
     The sidecar `<out>.json` (same stem) records the settings, survival bin edges per fold,
     excluded slides with their QC reason, sheet warnings and slide counts per split and label.
@@ -92,36 +94,11 @@ def make_split_file(
     if table.empty:
         raise ValueError(f"no labelled slide with QC status ok is left to split ({slides})")
 
-    split_table, info = make_splits(
-        table,
-        task,
-        scheme=scheme,
-        seed=seed,
-        ratios=ratios,
-        k=k,
-        val_fraction=val_fraction,
-        repeats=repeats,
-        n_bins=n_bins,
-        bins_from=bins_from,
-        oversample=oversample,
-        classes=classes,
-    )
+    split_table, info = make_splits(table, task, classes=classes, **split)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     split_table.to_csv(out, index=False)
-    settings = {
-        "classes": list(classes) if classes is not None else None,
-        "strict": strict,
-        "scheme": scheme,
-        "seed": seed,
-        "ratios": list(ratios),
-        "k": k,
-        "val_fraction": val_fraction,
-        "repeats": list(repeats) if repeats is not None else None,
-        "n_bins": n_bins,
-        "bins_from": bins_from,
-        "oversample": dict(oversample) if oversample else None,
-    }
+    settings = {"classes": classes, "strict": strict, **json.loads(json.dumps(split))}
     sidecar = {
         "slides": str(slides),
         "labels": str(labels),
@@ -159,14 +136,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     given = json.loads(args.settings)
     if not isinstance(given, dict):
         parser.error("--settings must be a JSON object")
-    known = set(inspect.signature(make_split_file).parameters) - {
-        "slides", "labels", "task", "out", "qc_dir"
-    }  # fmt: skip
+    dataset_keys = ("classes", "strict")
+    known = {*SPLIT_KEYS, *dataset_keys}
     unknown = sorted(set(given) - known)
     if unknown:
         parser.error(f"unknown settings key(s) {unknown}; known: {sorted(known)}")
     # What --settings leaves out takes the config's defaults (the workflow's rule passes them all).
-    dataset_keys = ("classes", "strict")
     try:
         settings = validate_settings(
             "split", {key: value for key, value in given.items() if key not in dataset_keys}
