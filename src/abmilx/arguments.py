@@ -35,3 +35,16 @@ def parse_settings(
     if complete and missing:
         parser.error(f"{option}: missing settings {missing} (the config schema has their defaults)")
     return settings
+
+
+def optional_mpp(text: str) -> float | None:
+    """``--mpp``: empty means no override (the slide sheet's mpp column was blank)."""
+    if text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mpp must be a number or empty, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--mpp must be positive, got {text!r}")
+    return value

@@ -4,8 +4,8 @@ __all__ = ["segment_slide"]
 
 
 def __getattr__(name: str):
-    """``segment_slide`` on first use: the tiling CLI imports this package's geometry and
-    command-line helpers only, and pays for nothing else at its per-slide start-up."""
+    """``segment_slide`` on first use: the tiling CLI imports this package's geometry only, and
+    pays for nothing else at its per-slide start-up."""
     if name == "segment_slide":
         from abmilx.segmentation.segment import segment_slide
 

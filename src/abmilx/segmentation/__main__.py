@@ -12,7 +12,8 @@ import sys
 
 import cv2
 
-from abmilx.arguments import parse_settings
+from abmilx.arguments import optional_mpp, parse_settings
+from abmilx.segmentation.segment import segment_slide
 from abmilx.slides import SlideError
 
 # Arguments of segment_slide that come from the command line, not from --settings.
@@ -29,23 +30,7 @@ _COMMAND_LINE_ONLY = {
 _NOT_OVERRIDABLE = {"strict"}
 
 
-def optional_mpp(text: str) -> float | None:
-    """``--mpp``: empty means no override (the slide sheet's mpp column was blank)."""
-    if text.strip() == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--mpp must be a number or empty, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--mpp must be positive, got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    # imported here: the tiling CLI shares this module's helpers, not the segmentation
-    from abmilx.segmentation.segment import segment_slide
-
     parser = argparse.ArgumentParser(prog="python -m abmilx.segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
     segment = commands.add_parser("segment", help="segment the tissue of one slide")

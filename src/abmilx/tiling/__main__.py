@@ -12,8 +12,7 @@ import sys
 
 import cv2
 
-from abmilx.arguments import parse_settings
-from abmilx.segmentation.__main__ import optional_mpp
+from abmilx.arguments import optional_mpp, parse_settings
 from abmilx.slides import SlideError
 from abmilx.tiling.store import pack_stores
 from abmilx.tiling.tile import tile_slide
