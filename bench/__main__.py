@@ -3,12 +3,14 @@
 Each speed figure is printed beside its limit, measured in this one run (OK or MISSED).
 """
 
-from bench import bootstrap_metrics, e2e_step, inference, mil_memory, tiling
+from bench import bootstrap_metrics, e2e_step, inference, mil_memory, segmentation, tiling
 
 
 def main() -> None:
     print("== tiling per slide, end to end, vs the decode-once-plus-encode limit ==", flush=True)
     tiling.main([])
+    print("\n== segmentation view resolution: CPU time vs accuracy ==", flush=True)
+    segmentation.main([])
     print("\n== ABMILX inference on a 50,000 x 1024 bag (CPU) ==", flush=True)
     mil_memory.main([])
     print("\n== E2E training step: full data path vs pure model ==", flush=True)

@@ -33,3 +33,12 @@ def test_e2e_step_bench(bench, capsys):
     result = bench("e2e_step").main(["--steps", "1", "--warmup", "0"])
     assert result["device"] in ("cpu", "cuda") and math.isfinite(result["ratio"])
     assert "full-path step rate / pure-model step rate" in capsys.readouterr().out
+
+
+def test_segmentation_bench(bench, capsys):
+    results = bench("segmentation").main(["--slides", "2", "--views", "4,16"])
+    assert set(results) == {4.0, 16.0}
+    assert results[4.0]["iou_min"] >= 0.9  # the default view, as tests/segmentation require
+    for row in results.values():
+        assert row["cpu_s"] > 0 and 0 <= row["artefact_kept"] <= row["worst"] <= 1
+    assert capsys.readouterr().out.count("(default)") == 1

@@ -16,3 +16,13 @@ def test_tiling_bench_runs_both_tile_sizes(monkeypatch, capsys):
     for row in results.values():
         assert row["limit_s"] > 0 and row["segment_s"] > 0 and row["tile_s"] > 0
     assert capsys.readouterr().out.count("e2e/limit < 1.5") == 1
+
+
+def test_tiling_bench_default_run_tiles_the_config_scales(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    bench = importlib.import_module("bench.tiling")
+    results = bench.main(["--size", "4096", "--runs", "default", "--working-mpp", "16"])
+    assert set(results) == {"240/default", "256/default"}
+    record = results["256/default"]
+    assert record["readers"] == ["jpeg_tiles", "passthrough"]  # 10x is a level: passed through
+    assert record["patches"] > 0 and record["limit_s"] > 0
