@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--runs",
         default=",".join(RUNS),
-        help=f"comma-separated, of {', '.join(RUNS)} (default: the config's own scales)",
+        help=f"comma-separated, of {', '.join(RUNS)} ('default': the config's own scales)",
     )
     parser.add_argument(
         "--working-mpp",
