@@ -49,7 +49,7 @@ import numpy as np
 
 import abmilx
 from abmilx.cohort.slidefile import write_slide
-from abmilx.config import validate_config
+from abmilx.config import ConfigError, validate_config
 from abmilx.slides import Slide
 from abmilx.tiling.grid import plan_scale
 from abmilx.tiling.store import PatchStore, encode_jpeg
@@ -188,11 +188,12 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"--runs: unknown {unknown}; known: {list(RUNS)}")
     cv2.setNumThreads(1)
-    config = validate_config(
-        {"datasets": {"bench": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}}}
-    )
-    if args.working_mpp is not None:
-        config["segmentation"]["working_mpp"] = args.working_mpp
+    segmentation = {} if args.working_mpp is None else {"working_mpp": args.working_mpp}
+    try:  # the schema checks --working-mpp before minutes of slide writing
+        dataset = {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}
+        config = validate_config({"datasets": {"bench": dataset}, "segmentation": segmentation})
+    except ConfigError as error:
+        parser.error(f"--working-mpp: {error}")
     runs = {name: RUNS[name] or config["tiling"]["scales"] for name in args.runs.split(",")}
     results: dict[str, dict] = {}
     print(f"slide {args.size}x{args.size} px at {SLIDE_MPP} µm/px, levels 1/4/16, "
