@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--views", default="4,8,16", help="view resolutions in µm/px")
     parser.add_argument("--slides", type=int, default=10)
     args = parser.parse_args(argv)
+    try:
+        views = [float(v) for v in args.views.split(",")]
+    except ValueError:
+        parser.error(f"--views must be comma-separated numbers, got {args.views!r}")
+    if not all(view > 0 for view in views) or args.slides < 1:
+        parser.error("--views must be positive and --slides at least 1")
     cv2.setNumThreads(1)
     settings = load_config(REPO_ROOT / "config.yaml")["segmentation"]  # the demo's, all keys
     default = schema_defaults("segmentation")["working_mpp"]
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         slides = generate(root, args.slides)
-        for view in (float(v) for v in args.views.split(",")):
+        for view in views:
             cpu, ious, kept, total, worst = 0.0, [], 0, 0, 0.0
             for row, slide, truth in slides:
                 prefix = root / f"{row['slide_id']}-{view:g}"
