@@ -15,6 +15,7 @@ def test_tiling_bench_runs_both_tile_sizes(monkeypatch, capsys):
     assert results["240/40x"]["patches"] == results["256/40x"]["patches"] > 100
     for row in results.values():
         assert row["limit_s"] > 0 and row["segment_s"] > 0 and row["tile_s"] > 0
+        assert row["shrink_s"] == 0  # 40x is read at its own size
     assert capsys.readouterr().out.count("e2e/limit < 1.5") == 1
 
 
@@ -26,3 +27,4 @@ def test_tiling_bench_default_run_tiles_the_config_scales(monkeypatch):
     record = results["256/default"]
     assert record["readers"] == ["jpeg_tiles", "passthrough"]  # 10x is a level: passed through
     assert record["patches"] > 0 and record["limit_s"] > 0
+    assert all(row["shrink_s"] > 0 for row in results.values())  # 5x: 10x tiles shrunk 2x
