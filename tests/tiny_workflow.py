@@ -40,11 +40,11 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
 
 
 def finish_tiny_run(workdir: Path) -> Path:
-    """Copy the package, schemas and tiny config into ``workdir`` and build every target there."""
+    """Copy the package (schemas included) and the tiny config into ``workdir`` and build every
+    target there."""
     shutil.copytree(
         REPO_ROOT / "src", workdir / "src", ignore=shutil.ignore_patterns("__pycache__")
     )
-    shutil.copytree(REPO_ROOT / "workflow" / "schemas", workdir / "workflow" / "schemas")
     shutil.copy(TINY_CONFIG, workdir / "config.yaml")
     result = snakemake(workdir, "--cores", "2", *TARGETS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]

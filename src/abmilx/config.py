@@ -1,8 +1,8 @@
 """Load the workflow config, validate it against the JSON schema (filling defaults) and check
 what the schema cannot express, so that every mistake fails while Snakemake parses.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single source of defaults and of the
-description of every key; ``models.schema.yaml`` next to it types the registered models' options
+The schema (``abmilx/schemas/config.schema.yaml``, shipped inside the package) is the single
+source of defaults and of the description of every key; ``models.schema.yaml`` next to it types the registered models' options
 and is generated from their constructors (:func:`write_models_schema`). The Snakefile validates,
 resolves the experiments (abmilx.experiments) and runs :func:`check_config` while it parses.
 """
@@ -27,8 +27,11 @@ import jsonschema
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-MODELS_SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "models.schema.yaml"
+"""The checkout holding the package when it runs from one (tests, the workflow); an installed
+package needs only its own files (the schemas ship inside it)."""
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
+MODELS_SCHEMA_PATH = SCHEMA_DIR / "models.schema.yaml"
 WEIGHTS_KEYWORDS = ("imagenet", "random", "hub")
 """Weights that are not files; any other value is the path of a local checkpoint."""
 PRETRAIN_PREFIX = "pretrain:"
@@ -301,7 +304,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-# --- per-model options, generated from the registries into workflow/schemas/models.schema.yaml
+# --- per-model options, generated from the registries into abmilx/schemas/models.schema.yaml
 
 
 def _json_type(annotation: Any) -> list[str] | None:

@@ -44,7 +44,6 @@ def prepare(workdir: Path, config: dict) -> None:
     shutil.copytree(
         REPO_ROOT / "src", workdir / "src", ignore=shutil.ignore_patterns("__pycache__")
     )
-    shutil.copytree(REPO_ROOT / "workflow" / "schemas", workdir / "workflow" / "schemas")
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 

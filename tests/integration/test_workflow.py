@@ -129,8 +129,7 @@ def edited_summaries(finished_run, tmp_path_factory) -> dict[str, dict[str, set[
     started = {}
     for module in EDITED_MODULES:
         copy = tmp_path_factory.mktemp("edited")
-        for part in ("src", "workflow"):  # the package finds its schemas next to src/
-            shutil.copytree(finished_run / part, copy / part)
+        shutil.copytree(finished_run / "src", copy / "src")
         src = copy / "src"
         source = src / "abmilx" / module
         source.write_bytes(source.read_bytes() + b"\n# edited\n")

@@ -1,7 +1,7 @@
 """Training settings of every kind: one base for the shared fields, defaults only from the schema.
 
 The dataclasses declare no defaults. `from_settings` validates the given keys against the
-kind's `$defs/<kind>_settings` in workflow/schemas/config.schema.yaml (the single source of
+kind's `$defs/<kind>_settings` in src/abmilx/schemas/config.schema.yaml (the single source of
 defaults and descriptions) and fills the rest from there, so code and schema cannot drift.
 """
 
