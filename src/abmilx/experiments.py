@@ -341,7 +341,7 @@ def _union_datasets(lists) -> list[str] | None:
     return union
 
 
-# --- Presets: the paper's settings by name (reference §5.1 for E2E, §7 for two-stage) ---------
+# --- Presets: the paper's settings by name (the official configs, docs/paper.md) ---------
 # The official configs also set the encoder's ImageNet weights, AMP, channels_last and sync BN,
 # which are the e2e_settings defaults. Model selection stays `last`: the official BRCA-subtyping
 # and survival configs select on the test set (`selection: test_official` reproduces that).

@@ -1,4 +1,4 @@
-"""ABMILX against the equations of abmilx-reference.md §1.2, written out in numpy."""
+"""ABMILX against the official DAttentionX equations (docs/method.md), written out in numpy."""
 
 import math
 
@@ -38,7 +38,7 @@ def explicit_weights(model):
 
 
 def reference(x, w, mil_norm, ffn, attn_plus, shortcut):
-    """§1.2 step by step for one slide; w maps parameter names to arrays (Linear: out x in)."""
+    """The equations step by step for one slide; w maps parameter names to arrays (Linear: out x in)."""
     h = layer_norm(x, w["embed.0.weight"], w["embed.0.bias"]) if mil_norm == "ln" else x
     first = 1 if mil_norm == "ln" else 0
     z = gelu(h @ w[f"embed.{first}.weight"].T + w[f"embed.{first}.bias"])  # dropout: eval
@@ -180,7 +180,7 @@ def test_attention_mlp_width_rule():
 @pytest.mark.parametrize(
     "options, n_classes, millions",
     [
-        # abmilx-reference.md §1.6, counted with the official class
+        # parameter counts of the official DAttentionX class for the same options
         (dict(in_dim=256, inner_dim=256, n_heads=8, mil_norm="ln"), 2, 0.135),
         (dict(in_dim=256, inner_dim=256, n_heads=8, mil_norm="ln", attn_bias=True), 4, 0.136),
         (dict(in_dim=256, inner_dim=512, n_heads=4, mil_norm="ln", ffn=True), 6, 2.546),

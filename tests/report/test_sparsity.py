@@ -1,4 +1,4 @@
-"""The Sec. 3.3 sparsity measure (reference §9) on hand-made attention vectors."""
+"""The Sec. 3.3 sparsity measure (docs/method.md) on hand-made attention vectors."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 # Cohorts: the embedded synthetic one (real pyramidal slide files generated from a seed,
-# design.md §4), and sheets adapted from the public label files of the paper's datasets.
+# abmilx.cohort), and sheets adapted from the public label files of the paper's datasets.
 
 
 rule synthesize_slide:

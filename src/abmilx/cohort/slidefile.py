@@ -1,6 +1,6 @@
 """Write RGB images as pyramidal slide files that OpenSlide opens like scanner output.
 
-Formats (facts measured with openslide-bin 4.0.1.2, see docs/design.md §4):
+Formats (facts measured with openslide-bin 4.0.1.2):
 - ``aperio``: tiled JPEG TIFF whose first ImageDescription starts with ``Aperio`` and carries
   ``AppMag`` and ``MPP``; OpenSlide reports vendor ``aperio`` with objective power and mpp.
 - ``generic``: plain tiled TIFF with resolution tags only; OpenSlide reports ``generic-tiff``

@@ -1,11 +1,11 @@
-"""Training views of a batch of uint8 patches: RandomResizedCrop and flips (reference §5.3).
+"""Training views of a batch of uint8 patches: RandomResizedCrop and flips (as the official code).
 
 Everything is done for the whole batch at once, on whatever device the patches are: the crop
 parameters are drawn as tensors (torchvision's rule, vectorised), and all crops are resized in
 one `roi_align` call, so there is no per-patch Python in the hot loop. Parameters are drawn per
 patch by default. `chunks > 0` reproduces the official batch-mode augmentation instead: the
 step's patches are split into that many contiguous chunks that share one crop, and flips hit a
-random half of the patches (reference §8.7; the official value is 4).
+random half of the patches (docs/method.md; the official value is 4).
 """
 
 from __future__ import annotations

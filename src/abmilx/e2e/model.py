@@ -1,4 +1,4 @@
-"""The end-to-end model: patch encoder + MIL aggregator trained jointly (reference §2)."""
+"""The end-to-end model: patch encoder + MIL aggregator trained jointly (paper Sec. 3.1)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """Instance sampling of the E2E training bags (the `sampling` setting).
 
-- mris (reference §3): per slide (or case) and per step, N patches: N_low = N // r from the
+- mris (paper Sec. 3.1): per slide (or case) and per step, N patches: N_low = N // r from the
   low-magnification scale and N - N_low from the main scale, uniform without replacement; a
   bag with fewer patches keeps all of them and is padded with duplicates drawn uniformly, so
   every bag has exactly N patches and slides batch without masks.
 - random: the same at the main scale only (the paper's "Random Sampling", "w/o MS").
 - regional: as mris, but each scale's draw is stratified over a G x G grid of the slide by the
   patches' real level-0 coordinates (`sample_regional_pooled`), as the paper describes; the
-  official code's version is broken (reference §3, §8.16).
+  official code's version is broken (docs/method.md).
 - attention: the EMA teacher scores every main-scale patch and its heads vote (`vote_top_k`).
 """
 
@@ -126,7 +126,7 @@ def vote_top_k(attention: np.ndarray, k: int) -> np.ndarray:
     `attention` is (H, N) per-head attention (or (N,) for one head). Every head nominates its
     top k (ties to the lower index), each nomination is a vote, and the k instances with most
     votes are kept, ties broken by the mean attention over heads, then by index. With one head
-    this is exactly its top k (reference §2, "Attention-sampling variant", msa_fusion='vote').
+    this is exactly its top k (the official msa_fusion='vote').
     """
     attention = np.atleast_2d(np.asarray(attention, dtype=np.float64))
     n = attention.shape[1]

@@ -244,7 +244,7 @@ class E2ETask(PatchTask):
     def attention_batches(
         self, bags: Sequence[Bag], epoch: int, steps: list[list[int]]
     ) -> Iterator[dict]:
-        """Attention sampling (reference §2): before each step the EMA teacher (as updated by
+        """Attention sampling (paper Sec. 4.3): before each step the EMA teacher (as updated by
         the previous step) encodes ALL main-scale patches of the step's bags without gradient
         and its heads vote for the `n_patches` kept (`vote_top_k`); those are read and
         augmented as any training bag. Runs in this process: the teacher changes every step.

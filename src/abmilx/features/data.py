@@ -33,7 +33,7 @@ def to_chw_tensor(patches: np.ndarray, channel_order: str) -> torch.Tensor:
     """(k, H, W, 3) RGB uint8 from the store -> contiguous (k, 3, H, W) uint8 in `channel_order`.
 
     "bgr" reproduces the official code, whose TurboJPEG decoder returns BGR that is then
-    normalised with RGB ImageNet statistics (reference §8.6).
+    normalised with RGB ImageNet statistics (docs/method.md).
     """
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")

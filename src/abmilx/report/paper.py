@@ -1,7 +1,7 @@
 """The paper's numbers as data, to print beside ours.
 
 ``paper_values.csv`` transcribes every cell of the paper's tables from its text
-(shared/paper/abmilx-paper.txt): Tables 1-6, the six sub-tables of Table 7, the sparsity table of
+(arXiv:2506.02408): Tables 1-6, the six sub-tables of Table 7, the sparsity table of
 Sec. 3.3, the E2E MIL/sampling table beside Sec. 4.3 and the cost columns of Table 3 (top; its
 bottom half is not in the text). One row per cell: ``table, row, column, value, pm, note``;
 ``value`` is the printed text ("93.97", "OOM", "9h", "-" for not reported), ``pm`` the printed ±

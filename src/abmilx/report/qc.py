@@ -1,4 +1,4 @@
-"""One row per input slide: what preprocessing made of it (design.md §2, results/qc/slides.tsv)."""
+"""One row per input slide: what preprocessing made of it (results/qc/slides.tsv)."""
 
 from __future__ import annotations
 

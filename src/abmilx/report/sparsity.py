@@ -1,7 +1,7 @@
 """Attention sparsity (the paper's Sec. 3.3 table), computed from a run's saved test attention.
 
-The paper gives no formula and the official code none either; this is the definition of
-shared/docs/abmilx-reference.md §9, printed with the table (:data:`DEFINITION`):
+The paper gives no formula and the official code none either; this is the project's definition
+(docs/method.md, Sparsity), printed with the table (:data:`DEFINITION`):
 
 1. per slide, the final attention over all N test patches, averaged over heads;
 2. min-max normalised to [0, 1];
@@ -21,8 +21,8 @@ import numpy as np
 
 THRESHOLD = 0.5
 DEFINITION = (
-    "Sparsity (Sec. 3.3; the paper gives no formula, this is the definition of "
-    "shared/docs/abmilx-reference.md §9): per test slide, the attention over all N patches, "
+    "Sparsity (the paper's Sec. 3.3 names it without a formula; this workflow defines it): "
+    "per test slide, the attention over all N patches, "
     f"averaged over heads and min-max normalised to [0, 1]; a patch is activated when it exceeds "
     f"τ = {THRESHOLD}; sparsity = 100 · (1 − #activated / N), averaged over slides, with a "
     "bootstrap over slides for the interval. Higher is sparser."

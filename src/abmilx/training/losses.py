@@ -1,4 +1,4 @@
-"""Training losses: cross-entropy and the discrete-time NLL survival loss (reference §5.4)."""
+"""Training losses: cross-entropy and the discrete-time NLL survival loss (as the official code)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Optimizer factory and the per-epoch warmup + cosine learning-rate schedule (reference §5.2)."""
+"""Optimizer factory and the per-epoch warmup + cosine learning-rate schedule of the official code."""
 
 from __future__ import annotations
 

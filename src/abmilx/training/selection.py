@@ -1,4 +1,4 @@
-"""Validation metric used for model selection (reference §5.5); never computed on the test set."""
+"""Validation metric used for model selection (docs/method.md); never computed on the test set."""
 
 from __future__ import annotations
 

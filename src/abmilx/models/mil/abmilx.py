@@ -1,4 +1,4 @@
-"""ABMILX: multi-head local attention refined by attention-plus (A+), abmilx-reference.md §1.
+"""ABMILX: multi-head local attention refined by attention-plus (A+), paper Sec. 3.2.
 
 Per slide, with Z = Dropout(act(LN(X) W_e)) split into H heads Z^h (N x d):
   a^h = MLP(Z^h)                                  local attention logits, MLP shared by heads
@@ -117,7 +117,7 @@ class AttentionPlus(nn.Module):
 
 
 class ABMILX(nn.Module):
-    """ABMILX (`DAttentionX` of the official code), every option of the reference §1.
+    """ABMILX (`DAttentionX` of the official code), with every option it has (docs/method.md).
 
     Defaults are the official constructor's (attention-plus on, no input norm, bias-free
     linears); the paper's E2E setting adds mil_norm="ln", the two-stage setting uses

@@ -10,7 +10,7 @@ negative for instance classifier c, a Linear(512 -> 2). With `subtyping=True` th
 classes' classifiers also see their top-k instances as negatives and the sum is averaged over
 classes (the official code's default is subtyping=False). CLAM weights the losses as
 0.7 * bag + 0.3 * instance, i.e. the trainer should use aux_weight = 0.3 / 0.7 on top of the
-bag loss, or scale both. The official CLAM_SB crashes at batch size 1 (abmilx-reference §7);
+bag loss, or scale both. The CLAM_SB in the official ABMILX repository crashes at batch size 1;
 here any batch size works and the aux loss is the mean over the bags.
 """
 
