@@ -112,3 +112,37 @@ def test_cohort_table_counts_statuses_and_patches(tmp_path):
     assert (row.slides, row.ok, row.failed, row.no_tissue) == (3, 2, 1, 0)
     assert row.tissue_mm2_per_slide == 2.0
     assert (row.patches_main_per_slide, row.patches_main_total) == (20.0, 40)
+
+
+def test_summary_quotes_each_datasets_headline_metric_from_the_metrics_files(tmp_path):
+    from abmilx.report.__main__ import main
+
+    files = []
+    for dataset, name, auc in [("demo", "e2e", 0.9), ("demo", "two", 0.75), ("surv", "e2e", 0.6)]:
+        metrics = _metrics(name, auc, weights="pretrain:r18")
+        metrics["dataset"] = dataset
+        if dataset == "surv":
+            metrics["metrics"] = {"c_index": metrics["metrics"]["auc"]}
+        if name == "two":
+            metrics["selection"] = {"mode": "val", "protocol": "test_official"}
+        path = tmp_path / f"{dataset}_{name}.json"
+        path.write_text(json.dumps(metrics))
+        files.append(str(path))
+    settings = {
+        "datasets": {"surv": "survival", "demo": "subtyping", "unrun": "grading"},
+        "experiments": {
+            "two": {"title": "ABMIL", "kind": "two_stage"},
+            "e2e": {"title": "ABMILX E2E", "kind": "e2e"},
+        },
+    }
+    summary = tmp_path / "summary.md"
+    out_dir = str(tmp_path / "tables")
+    args = ["--out-dir", out_dir, "--settings", json.dumps(settings), "--summary", str(summary)]
+    main(["tables", "--metrics", *files, *args])
+    text = summary.read_text()
+    assert text.index("## surv (survival, C-index)") < text.index("## demo (subtyping, AUC)")
+    assert "unrun" not in text
+    assert "| ABMILX E2E | `e2e` | 60.00 [50.00, 65.00] | 12 |" in text
+    assert "| ABMIL † | `two` | 75.00 [65.00, 80.00] | 12 |" in text
+    assert "selected on the test set" in text
+    assert "pretrain:r18" in text

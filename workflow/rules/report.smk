@@ -4,6 +4,7 @@
 # and only its runs), the directory target results/tables all of them beside main and cohort (rule
 # tables), as results/figures does (abmilx.report.publish says why the cache entries are folders).
 # The two targets are never built in one call (Snakemake forbids a file inside a directory output).
+# results/summary.md (rule tables): the headline metric of every run per dataset, with intervals.
 
 
 rule qc_table:
@@ -73,12 +74,13 @@ rule tables:
         qc="results/qc/slides.tsv",
         declared=declared_table_folders(),
     output:
-        report(
+        tables=report(
             directory("results/tables"),
             patterns=["{name}.md"],
             caption="../report/tables.rst",
             category="Tables",
         ),
+        summary="results/summary.md",
     log:
         "results/logs/tables.log",
     conda:
@@ -89,5 +91,5 @@ rule tables:
         code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
-        " --out-dir {output:q} --declared {input.declared:q}"
-        " --settings {params.settings:q} > {log:q} 2>&1"
+        " --out-dir {output.tables:q} --declared {input.declared:q}"
+        " --settings {params.settings:q} --summary {output.summary:q} > {log:q} 2>&1"

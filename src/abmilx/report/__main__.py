@@ -7,6 +7,7 @@ import argparse
 import json
 
 from abmilx.report.qc import write_qc_table
+from abmilx.report.summary import write_summary
 from abmilx.report.tables import (
     attention_by_run,
     load_runs,
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     tables.add_argument(
         "--declared", nargs="*", default=[], help="cache folders of the declared tables to copy"
     )
+    tables.add_argument("--summary", help="results/summary.md: headline metrics per dataset")
     table = commands.add_parser("table", help="one declared table from metrics.json files")
     table.add_argument("--name", required=True)
     table.add_argument("--plan", required=True, help="JSON: abmilx.report.tables.plan_tables")
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
             args.metrics, args.out_dir, json.loads(args.settings), args.qc, args.declared
         )
         print(f"{len(table)} rows written to {args.out_dir}")
+        if args.summary:
+            settings = json.loads(args.settings)
+            print(f"summary: {write_summary(load_runs(args.metrics), settings, args.summary)}")
     else:
         cells = write_declared_tables(
             load_runs(args.metrics),

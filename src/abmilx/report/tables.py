@@ -27,7 +27,7 @@ HEADLINE_METRIC = {
 }
 
 
-def _interval(summary: Mapping) -> str:
+def interval(summary: Mapping) -> str:
     return (
         f"{100 * summary['mean']:.2f} "
         f"[{100 * summary['ci_low']:.2f}, {100 * summary['ci_high']:.2f}]"
@@ -89,7 +89,7 @@ def headline_markdown(table: pd.DataFrame, settings: Mapping) -> str:
                 & (table.dataset == dataset)
                 & (table.metric == metric)
             ]
-            cells.append(_interval(match.iloc[0]) if len(match) else "n/a")
+            cells.append(interval(match.iloc[0]) if len(match) else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "",
