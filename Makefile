@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 bench: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m bench
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m bench --markdown docs/performance.md
 
 clean-results:
 	find results -mindepth 1 ! -name README.md -delete

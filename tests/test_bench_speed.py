@@ -42,3 +42,14 @@ def test_segmentation_bench(bench, capsys):
     for row in results.values():
         assert row["cpu_s"] > 0 and 0 <= row["artefact_kept"] <= row["worst"] <= 1
     assert capsys.readouterr().out.count("(default)") == 1
+
+
+def test_bench_writes_the_dated_performance_page(bench, tmp_path):
+    page = tmp_path / "docs" / "performance.md"
+    sections = bench("__main__").main(["--only", "bootstrap_metrics", "--markdown", str(page)])
+    text = page.read_text()
+    assert list(sections) == ["bootstrap_metrics"]
+    assert text.startswith("# Performance\n\nGenerated on 20")
+    assert "- CPU: " in text and "- commit: " in text
+    assert text.count("(limit < 1 CPU s)") == 3
+    assert "Not run for this page" in text and "- Tiling per slide" in text
