@@ -50,7 +50,7 @@ def tcga(root: Path, folder: str, project: str, n: int = 6) -> list[str]:
 
 
 def fake_paper_data(root: Path) -> None:
-    """Each paper dataset laid out as the README's "Paper datasets" table says, 6 slides each."""
+    """Each paper dataset laid out as docs/paper.md's adapter table says, 6 slides each."""
     ids = [hashlib.md5(str(k).encode()).hexdigest() for k in range(6)]
     touch(root, *(f"data/panda/train_images/{i}.tiff" for i in ids))
     write(
@@ -133,7 +133,7 @@ def test_paper_config_resolves_with_the_slurm_profile(tmp_path, path):
 
 
 def test_demo_with_two_gpus_a_partition_and_an_account(tmp_path):
-    """As the README says, in place of profiles/default, whose one-GPU pool would cap `gpu`."""
+    """As docs/cluster.md says, in place of profiles/default, whose one-GPU pool would cap `gpu`."""
     config = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
     config["experiments"]["abmilx_r18_e2e"]["gpus"] = 2
     config["resources"] = {

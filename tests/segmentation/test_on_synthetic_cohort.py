@@ -23,8 +23,8 @@ def cohort(tmp_path_factory):
     """Ten slides of every format and task look (pen marks, debris, lesions), 1.0 x 0.8 mm."""
     root = tmp_path_factory.mktemp("cohort")
     # The earlier 4 % lesion burden: at the demo's 12 % a debris speck lying on dark IDC nests is
-    # partly kept as tissue (22 % of one speck on SUB-0002), a limit the README's real-world
-    # section names.
+    # partly kept as tissue (22 % of one speck on SUB-0002), a limit docs/configuration.md
+    # names.
     plan = plan_cohort(
         "seg", "subtyping", 10, 8, seed=5, class_weights=[0.5, 0.5], lesion_fraction=0.04
     )
