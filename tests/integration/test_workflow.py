@@ -85,6 +85,10 @@ def test_metrics_are_finite_and_in_range(finished_run):
     main = (finished_run / "results" / "tables" / "main.md").read_text()
     assert "Encoders initialised at random (no pretrained weights were available): ABMIL" in main
     assert "stand-in for ImageNet/foundation-model weights: ABMILX E2E." in main
+    summary = (finished_run / "results" / "summary.md").read_text()
+    e2e = table[(table.experiment == "abmilx_e2e") & (table.metric == "auc")].iloc[0]
+    quoted = f"{100 * e2e['mean']:.2f} [{100 * e2e['ci_low']:.2f}, {100 * e2e['ci_high']:.2f}]"
+    assert "## tiny (subtyping, AUC)" in summary and f"`abmilx_e2e` | {quoted} |" in summary
 
 
 def test_second_run_has_nothing_to_do(finished_run):
