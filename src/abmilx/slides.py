@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,8 +71,9 @@ class SlideInfo:
 
     vendor: str
     mpp: float
-    # "override" (slide sheet), "metadata" (the vendor's own field), or "tiff-resolution-<unit>"
-    # (OpenSlide derived it from the TIFF resolution tags, unit "centimeter" or "inch")
+    # "override" (slide sheet), "metadata" (the vendor's own field), "ome-xml" (an OME-TIFF's
+    # PhysicalSizeX/Y), or "tiff-resolution-<unit>" (OpenSlide derived it from the TIFF
+    # resolution tags, unit "centimeter" or "inch")
     mpp_source: str
     objective_power: float
     objective_power_source: str  # "metadata" | "mpp" (derived as 10 / mpp)
@@ -354,6 +356,50 @@ def _jpeg_tile_page(page: tifffile.TiffPage) -> str | None:
     return None
 
 
+DICOM_SUFFIX = ".dcm"
+
+
+def dicom_series_file(folder: Path) -> Path:
+    """The file to open for a DICOM WSI series stored as a folder of ``.dcm`` files (one per
+    pyramid level or frame group): OpenSlide takes any file of the series and finds the others
+    in its folder. Any other folder is refused."""
+    members = sorted(p for p in folder.iterdir() if p.suffix.lower() == DICOM_SUFFIX)
+    if not members:
+        raise SlideError(
+            folder, "is a directory, not a slide file (a DICOM series folder holds .dcm files)"
+        )
+    return members[0]
+
+
+# OME-XML length units (the micro sign or the Greek mu) in µm; µm is the default unit.
+_OME_UNITS_UM = {"nm": 1e-3, "\u00b5m": 1.0, "\u03bcm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4}
+
+
+def ome_xml_mpp(description: str) -> float | None:
+    """Level-0 µm/px from an OME-TIFF's OME-XML (``Pixels`` ``PhysicalSizeX``/``Y`` and their
+    units, µm when absent), None when the description is not OME-XML or gives no size.
+
+    OpenSlide opens an OME-TIFF as a generic tiled TIFF and knows only its resolution tags,
+    which OME writers often leave out or set to a screen density."""
+    if "<OME" not in description[:4096]:
+        return None
+    try:
+        root = ElementTree.fromstring(description)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in ("X", "Y"):
+        value = _float_property(pixels.attrib, f"PhysicalSize{axis}")
+        factor = _OME_UNITS_UM.get(pixels.attrib.get(f"PhysicalSize{axis}Unit", "um"))
+        if value is None or factor is None:
+            return None
+        sizes.append(value * factor)
+    return (sizes[0] + sizes[1]) / 2.0
+
+
 class Slide:
     """An open slide with a known level-0 mpp (from metadata or an override).
 
@@ -366,7 +412,7 @@ class Slide:
         if not self.path.exists():
             raise SlideError(path, "file not found")
         if self.path.is_dir():
-            raise SlideError(path, "is a directory, not a slide file")
+            self.path = dicom_series_file(self.path)
         if not os.access(self.path, os.R_OK):
             raise SlideError(path, "permission denied: the file cannot be read (check its mode)")
         if self.path.stat().st_size == 0:
@@ -390,8 +436,11 @@ class Slide:
             "level_count": int(self._osr.level_count),
         }
         metadata_mpp = _float_property(properties, openslide.PROPERTY_NAME_MPP_X)
+        ome_mpp = ome_xml_mpp(properties.get("tiff.ImageDescription", ""))
         if mpp_override is not None:
             mpp, mpp_source = float(mpp_override), "override"
+        elif ome_mpp is not None:  # OME's physical size beats the TIFF tags OpenSlide reads
+            mpp, mpp_source = ome_mpp, "ome-xml"
         elif metadata_mpp is not None:
             mpp_y = _float_property(properties, openslide.PROPERTY_NAME_MPP_Y) or metadata_mpp
             mpp, mpp_source = (metadata_mpp + mpp_y) / 2.0, "metadata"

@@ -19,7 +19,11 @@ from abmilx.sheets import Problem, SheetError, join_labels, load_label_sheet, lo
 
 log = logging.getLogger(__name__)
 
-SLIDE_SUFFIXES = (".svs", ".tiff", ".tif", ".ndpi", ".mrxs")
+# Every single-file format OpenSlide 4 reads (a DICOM series is a folder: see find_slides).
+SLIDE_SUFFIXES = (
+    ".svs", ".tiff", ".tif", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
+)  # fmt: skip
+DICOM_SUFFIX = ".dcm"  # a DICOM WSI series is a folder of these (abmilx.slides opens it)
 # Spellings of "no value" in GDC ('--), cBioPortal ([Not Available], NA, ...) and spreadsheets.
 MISSING = {"", "'--", "--", "na", "n/a", "nan", "none", "null", "[not available]",
            "[not applicable]", "[unknown]", "[discrepancy]", "[not evaluated]"}  # fmt: skip
@@ -118,7 +122,8 @@ def column_candidates(columns: dict[str, str] | None, ours: str, defaults: Seque
 
 
 def find_slides(folders: str | Path | Sequence[str | Path]) -> dict[str, Path]:
-    """Slide files under `folders` (recursive, symlinks followed) by file stem -> path.
+    """Slide files under `folders` (recursive, symlinks followed) by file stem -> path; a
+    folder holding `.dcm` files is one DICOM WSI series, by folder name.
 
     Two files with the same stem would give two slides one id; that is an error naming both,
     because choosing one silently could train on the wrong file.
@@ -133,11 +138,17 @@ def find_slides(folders: str | Path | Sequence[str | Path]) -> dict[str, Path]:
             raise SheetError([Problem(str(folder), None, None, "slide folder does not exist")])
         for root, dirs, files in os.walk(folder, followlinks=True):
             dirs.sort()
-            for name in sorted(files):
-                if not name.lower().endswith(SLIDE_SUFFIXES):
-                    continue
-                path = (Path(root) / name).resolve()
-                stem = strip_slide_suffix(name)
+            if any(name.lower().endswith(DICOM_SUFFIX) for name in files):
+                dirs.clear()  # a DICOM series: the folder is the slide, its name the id
+                candidates = [(Path(root).name, Path(root))]
+            else:
+                candidates = [
+                    (strip_slide_suffix(name), Path(root) / name)
+                    for name in sorted(files)
+                    if name.lower().endswith(SLIDE_SUFFIXES)
+                ]
+            for stem, path in candidates:
+                path = path.resolve()
                 if stem in found and found[stem] != path:
                     problems.append(
                         Problem(str(path), None, None, f"slide id '{stem}' also is {found[stem]}")
