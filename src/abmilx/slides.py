@@ -81,6 +81,10 @@ class SlideInfo:
     height: int
     level_count: int
     level_downsamples: tuple[float, ...]
+    # Level-0 top-left of the scanned region (OpenSlide's bounds-x/y, 0 when the format has
+    # none): viewers that crop to it, such as QuPath, draw level-0 (x, y) at (x - x0, y - y0).
+    bounds_x: int = 0
+    bounds_y: int = 0
 
     def as_record(self) -> dict:
         record = asdict(self)
@@ -463,6 +467,8 @@ class Slide:
         self._fd: int | None = None
         self._data_end: int | None = None
         self.info = SlideInfo(
+            bounds_x=int(_float_property(properties, openslide.PROPERTY_NAME_BOUNDS_X) or 0),
+            bounds_y=int(_float_property(properties, openslide.PROPERTY_NAME_BOUNDS_Y) or 0),
             mpp=mpp,
             mpp_source=mpp_source,
             objective_power=round(power, 3),

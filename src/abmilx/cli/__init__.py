@@ -3,6 +3,7 @@
 abmilx validate CONFIG [TARGET ...]   check a config as the workflow would, run nothing
 abmilx predict --run RUN --slides SHEET --out DIR   apply a trained run to new slides
 abmilx info STORE|RUN                 what a patch store or a run holds, how it was made
+abmilx export-qupath --run RUN --out DIR   a run's attention and tissue as QuPath GeoJSON
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def _info(args: argparse.Namespace) -> int:
 
     found = info(args.path)
     print(to_json(found) if args.json else render(found))
+    return 0
+
+
+def _export_qupath(args: argparse.Namespace) -> int:
+    from abmilx.cli.qupath import export_qupath
+
+    written = export_qupath(
+        args.run, args.out, slides=args.slides, fold=args.fold, results=args.results
+    )
+    print(f"wrote {len(written)} GeoJSON files (tissue annotations, attention tiles) to {args.out}")
     return 0
 
 
@@ -77,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("path", help="patch store (.lmdb), run folder, experiment folder or model.pt")
     show.add_argument("--json", action="store_true", help="machine-readable JSON")
     show.set_defaults(handler=_info)
+
+    qupath = commands.add_parser(
+        "export-qupath", help="a run's attention and tissue contours as QuPath GeoJSON"
+    )
+    qupath.add_argument("--run", required=True, help="evaluated run: experiment or fold<k>/")
+    qupath.add_argument("--out", required=True, help="folder for <slide_id>.geojson files")
+    qupath.add_argument("--slides", nargs="+", help="only these test slides (default: all)")
+    qupath.add_argument("--fold", type=int, help="only this fold of an experiment folder")
+    qupath.add_argument(
+        "--results", help="results folder of a run moved out of the layout (default: its own)"
+    )
+    qupath.set_defaults(handler=_export_qupath)
     return parser
 
 
