@@ -95,7 +95,7 @@ def test_choose_slides_handles_case_level_survival_predictions():
 def test_attention_heatmaps_draw_runs_side_by_side_byte_identically(cohort, tmp_path):
     rng = np.random.default_rng(0)
     runs = [_run(tmp_path / name, rng.random((2, len(COORDS)))) for name in ("abmil", "abmilx")]
-    settings = {**cohort, "n_slides": 2, "runs": runs}
+    settings = {**cohort, "n_slides": 2, "runs": runs, "normalisation": "percentile"}
     first = attention_heatmaps.render(settings, tmp_path / "a" / "heat.png")
     second = attention_heatmaps.render(settings, tmp_path / "b" / "heat.png")
     assert first.read_bytes() == second.read_bytes()

@@ -4,6 +4,7 @@ abmilx validate CONFIG [TARGET ...]   check a config as the workflow would, run 
 abmilx predict --run RUN --slides SHEET --out DIR   apply a trained run to new slides
 abmilx info STORE|RUN                 what a patch store or a run holds, how it was made
 abmilx export-qupath --run RUN --out DIR   a run's attention and tissue as QuPath GeoJSON
+abmilx heatmap --run RUN --slide ID --out PNG   one slide's attention, up to full patch scale
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ def _export_qupath(args: argparse.Namespace) -> int:
         args.run, args.out, slides=args.slides, fold=args.fold, results=args.results
     )
     print(f"wrote {len(written)} GeoJSON files (tissue annotations, attention tiles) to {args.out}")
+    return 0
+
+
+def _heatmap(args: argparse.Namespace) -> int:
+    from abmilx.cli.heatmap import draw_slide_heatmap
+
+    path = draw_slide_heatmap(
+        args.run,
+        args.slide,
+        args.out,
+        fold=args.fold,
+        mpp=args.mpp,
+        normalisation=args.normalisation,
+        slide=args.slide_file,
+    )
+    print(f"wrote {path}")
     return 0
 
 
@@ -100,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", help="results folder of a run moved out of the layout (default: its own)"
     )
     qupath.set_defaults(handler=_export_qupath)
+
+    heat = commands.add_parser("heatmap", help="one test slide's attention as a large PNG")
+    heat.add_argument("--run", required=True, help="evaluated run: experiment or fold<k>/")
+    heat.add_argument("--slide", required=True, help="slide id (a test slide of the run)")
+    heat.add_argument("--out", required=True, help="PNG file to write")
+    heat.add_argument("--fold", type=int, help="fold of an experiment folder")
+    heat.add_argument(
+        "--mpp", type=float, help="µm per output pixel (default: 2048 px longest side)"
+    )
+    heat.add_argument(
+        "--normalisation", choices=("percentile", "minmax", "rank"), default="percentile"
+    )
+    heat.add_argument("--slide-file", help="the slide (default: from the dataset's slide sheet)")
+    heat.set_defaults(handler=_heatmap)
     return parser
 
 

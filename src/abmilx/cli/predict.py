@@ -110,10 +110,16 @@ def draw_heatmap(
     title: str, out: Path,
 ) -> Path:  # fmt: skip
     """Thumbnail and attention overlay of one slide, side by side, as a PNG."""
-    import matplotlib
     from matplotlib.figure import Figure
 
-    from abmilx.report.figures.draw import THUMBNAIL_SIDE, attention_map
+    from abmilx.report.figures.draw import (
+        COLOUR_BAR_LABELS,
+        NORMALISATIONS,
+        THUMBNAIL_SIDE,
+        attention_map,
+        colour_bar,
+        overlay,
+    )
     from abmilx.slides import Slide
 
     thumb_mpp = max(record["width"], record["height"]) * record["mpp"] / THUMBNAIL_SIDE
@@ -121,15 +127,18 @@ def draw_heatmap(
     with Slide(slide_path, mpp_override=override) as slide:
         thumbnail = slide.thumbnail(thumb_mpp)
     scale = thumbnail.shape[1] / record["width"]  # level-0 px -> thumbnail px
-    heat, covered = attention_map(coords, attention, footprint, scale, thumbnail.shape[:2])
-    gray = thumbnail.mean(axis=2, keepdims=True).repeat(3, axis=2) / 255.0
-    colour = matplotlib.colormaps["inferno"](heat)[..., :3]
-    figure = Figure(figsize=(9, 4))
-    left, right = figure.subplots(1, 2)
+    normalisation = NORMALISATIONS[0]
+    heat, covered = attention_map(
+        coords, attention, footprint, scale, thumbnail.shape[:2], normalisation
+    )
+    figure = Figure(figsize=(9, 4.6))
+    grid = figure.add_gridspec(2, 2, height_ratios=[1.0, 0.05])
+    left, right = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
     left.imshow(thumbnail)
-    right.imshow(np.where(covered[..., None], 0.35 * gray + 0.65 * colour, gray))
+    right.imshow(overlay(thumbnail, heat, covered))
+    colour_bar(figure.add_subplot(grid[1, 1]), normalisation)
     left.set_title(title)
-    right.set_title("attention (mean over heads, min-max per slide)")
+    right.set_title(f"attention (mean over heads, {COLOUR_BAR_LABELS[normalisation]})")
     for axis in (left, right):
         axis.set_axis_off()
     figure.tight_layout()

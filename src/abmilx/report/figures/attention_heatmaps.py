@@ -1,8 +1,8 @@
 """Figure ``attention_heatmaps``: several runs' attention over thumbnails of the same test slides.
 
 One row per slide (the first run's most confident correct test slides, classes in turn), the
-thumbnail first, then one column per run: attention (mean over heads, min-max normalised per slide
-and run) painted on each patch footprint. For generated cohorts the ground-truth lesion outline
+thumbnail first, then one column per run: attention (mean over heads, normalised per slide and run
+as the figure's ``normalisation`` says, with a colour bar) painted on each patch footprint. For generated cohorts the ground-truth lesion outline
 is drawn on every panel, so a reader sees which aggregator attends to the discriminative regions.
 """
 
@@ -16,9 +16,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from abmilx.report.figures.draw import (
+    COLOUR_BAR_LABELS,
     LESION_COLOUR,
     Slides,
     attention_map,
+    colour_bar,
     finish,
     lesion_outline,
     main,
@@ -68,8 +70,9 @@ def render(settings: Mapping, out: Path) -> Path:
     ][: settings["n_slides"]]
     columns = 1 + len(runs)
     rows = max(1, len(chosen))
-    figure = Figure(figsize=(3.3 * columns, 2.9 * rows + 0.6))
-    axes = figure.subplots(rows, columns, squeeze=False)
+    figure = Figure(figsize=(3.3 * columns, 2.9 * rows + 1.0))
+    grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1.0] * rows + [0.05])
+    axes = grid[:rows, :].subgridspec(rows, columns).subplots(squeeze=False)
     for row, slide_id in enumerate(chosen):
         thumbnail, scale = slides.thumbnail(slide_id)
         footprint = slides.footprint(slide_id)
@@ -85,6 +88,7 @@ def render(settings: Mapping, out: Path) -> Path:
                 footprint,
                 scale,
                 thumbnail.shape[:2],
+                settings["normalisation"],
             )
             axes[row, column].imshow(overlay(thumbnail, heat, covered))
             axes[row, column].set_title(
@@ -97,12 +101,14 @@ def render(settings: Mapping, out: Path) -> Path:
                     axis.plot(contour[:, 0], contour[:, 1], color=LESION_COLOUR, linewidth=0.8)
     for axis in axes.flat:
         axis.set_axis_off()
+    colour_bar(figure.add_subplot(grid[rows, 1:]), settings["normalisation"])
     if not chosen:
         axes[0, 0].text(0.5, 0.5, "no test slide with attention in every run", ha="center")
     names = " vs ".join(run["title"] for run in runs)
     title = (
         f"Attention on {settings['dataset']} test slides: {names}\n"
-        "(mean over heads, min-max per slide; lesion outlines in cyan where known)"
+        f"(mean over heads, {COLOUR_BAR_LABELS[settings['normalisation']]}; lesion outlines in "
+        "cyan where known)"
     )
     return finish(figure, settings, title, out, dpi=100)
 

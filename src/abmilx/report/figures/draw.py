@@ -43,15 +43,55 @@ def finish(figure, settings: Mapping, default_title: str, out: str | Path, dpi: 
     return save(figure, out, dpi=dpi)
 
 
+NORMALISATIONS = ("percentile", "minmax", "rank")
+# Percentile normalisation clips to this range: one hot patch no longer flattens the rest.
+PERCENTILE_RANGE = (1.0, 99.0)
+COLOUR_BAR_LABELS = {
+    "percentile": "1st-99th percentile of the slide, clipped",
+    "minmax": "min-max of the slide",
+    "rank": "rank in the slide, 0 lowest to 1 highest",
+}
+
+
+def normalise_attention(values: np.ndarray, normalisation: str) -> np.ndarray:
+    """Attention of one slide mapped to [0, 1] for a colour map.
+
+    ``minmax`` spans the lowest to the highest patch, so one extreme patch turns the rest into
+    one colour; ``percentile`` (the default, as most heatmap tools do) clips to the 1st-99th
+    percentile first; ``rank`` spaces the patches evenly by order, whatever the values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if normalisation == "rank":
+        order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+        return order / max(len(values) - 1, 1)
+    if normalisation == "percentile":
+        # the nearest values inside the range: interpolating towards an outlier would let it
+        # stretch the scale again on small bags
+        low = np.percentile(values, PERCENTILE_RANGE[0], method="higher")
+        high = np.percentile(values, PERCENTILE_RANGE[1], method="lower")
+    elif normalisation == "minmax":
+        low, high = values.min(), values.max()
+    else:
+        raise ValueError(f"normalisation {normalisation!r}: use one of {', '.join(NORMALISATIONS)}")
+    if high <= low:
+        return np.ones_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
 def attention_map(
-    coords: np.ndarray, attention: np.ndarray, footprint: float, scale: float, shape: tuple
+    coords: np.ndarray,
+    attention: np.ndarray,
+    footprint: float,
+    scale: float,
+    shape: tuple,
+    normalisation: str = NORMALISATIONS[0],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel attention in [0, 1] and the covered-area mask at thumbnail scale."""
+    """Per-pixel attention in [0, 1] (mean over heads, then ``normalisation``) and the
+    covered-area mask at thumbnail scale."""
     heat = np.zeros(shape, np.float32)
     covered = np.zeros(shape, bool)
     values = attention.mean(axis=0) if attention.ndim == 2 else attention
-    span = values.max() - values.min()
-    values = (values - values.min()) / span if span > 0 else np.ones_like(values)
+    values = normalise_attention(values, normalisation)
     side = max(1, round(footprint * scale))
     for (x, y), value in zip(coords, values, strict=True):
         col, row = round(x * scale), round(y * scale)
@@ -130,10 +170,27 @@ class Slides:
             return image, image.shape[1] / slide.dimensions[0]
 
 
+COLOUR_MAP = "inferno"
+
+
 def overlay(thumbnail: np.ndarray, heat: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    """Attention in the inferno map over a grey thumbnail, where patches were scored."""
+    """Attention in the inferno map over a grey thumbnail, only where patches were scored
+    (tissue); glass and unscored tissue stay grey."""
     import matplotlib
 
     gray = thumbnail.mean(axis=2, keepdims=True).repeat(3, axis=2) / 255.0
-    colour = matplotlib.colormaps["inferno"](heat)[..., :3]
+    colour = matplotlib.colormaps[COLOUR_MAP](heat)[..., :3]
     return np.where(covered[..., None], 0.35 * gray + 0.65 * colour, gray)
+
+
+def colour_bar(cax, normalisation: str) -> None:
+    """A horizontal colour bar in ``cax`` saying what the heatmap's colours mean."""
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+
+    mappable = ScalarMappable(
+        norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=matplotlib.colormaps[COLOUR_MAP]
+    )
+    bar = cax.figure.colorbar(mappable, cax=cax, orientation="horizontal")
+    bar.set_label(f"attention: {COLOUR_BAR_LABELS[normalisation]}", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
