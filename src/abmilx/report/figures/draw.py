@@ -65,10 +65,9 @@ def normalise_attention(values: np.ndarray, normalisation: str) -> np.ndarray:
         order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
         return order / max(len(values) - 1, 1)
     if normalisation == "percentile":
-        # the nearest values inside the range: interpolating towards an outlier would let it
-        # stretch the scale again on small bags
-        low = np.percentile(values, PERCENTILE_RANGE[0], method="higher")
-        high = np.percentile(values, PERCENTILE_RANGE[1], method="lower")
+        # the nearest patch values: interpolating towards an outlier would let it stretch the
+        # scale again on bags of a hundred patches or so
+        low, high = np.percentile(values, PERCENTILE_RANGE, method="nearest")
     elif normalisation == "minmax":
         low, high = values.min(), values.max()
     else:
