@@ -6,6 +6,9 @@
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -37,3 +40,5 @@ rule all:
         "results/tables",
         "results/figures",
         "results/qc/slides.tsv",
+        expand("results/qc/segmentation/{dataset}.png", dataset=DATASETS),
+        expand("results/report/{dataset}", dataset=DATASETS),

@@ -13,7 +13,8 @@ from pathlib import Path
 from abmilx.config import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-TARGETS = ["results/tables", "results/figures", "results/qc/slides.tsv"]
+# the default target: tables, figures, QC table, segmentation overviews and per-run plots
+TARGETS = ["all"]
 TINY_CONFIG = REPO_ROOT / "tests" / "integration" / "tiny_config.yaml"
 
 

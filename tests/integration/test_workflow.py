@@ -165,6 +165,14 @@ def test_report_collects_tables_figures_and_qc(finished_run):
         names = "\n".join(archive.namelist())
     for collected in ["table1.md", "main.md", "attention_heatmaps.png", "slides.tsv"]:
         assert collected in names, names
+    runs = sorted(
+        p.parent.name for p in (finished_run / "results" / "runs").glob("*/*/metrics.json")
+    )
+    for experiment in runs:  # one picture per run: training curves, ROC/confusion or KM
+        assert f"{experiment}.png" in names, names
+    datasets = sorted(p.name for p in (finished_run / "results" / "runs").iterdir())
+    for dataset in datasets:  # the segmentation overview sheet of each dataset
+        assert f"segmentation/{dataset}.png" in names, names
 
 
 def dry_run_after(finished_run, change) -> tuple[dict[str, str], str]:

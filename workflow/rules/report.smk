@@ -27,6 +27,75 @@ rule qc_table:
         "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule segmentation_overview:
+    input:
+        records=lambda w: expand(
+            "results/qc/segmentation/{dataset}/{slide}.json",
+            dataset=w.dataset,
+            slide=slide_ids(w.dataset),
+        ),
+    output:
+        report(
+            "results/qc/segmentation/{dataset}.png",
+            caption="../report/segmentation_overview.rst",
+            category="Quality control",
+            subcategory="Segmentation",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "results/logs/segmentation_overview/{dataset}.log",
+    benchmark:
+        "results/benchmarks/segmentation_overview/{dataset}.tsv"
+    conda:
+        SHELL_ENV
+    threads: 1
+    resources:
+        **job_resources("figures"),
+    params:
+        max_slides=config["qc_overview_slides"],
+        code=code_digest("abmilx.report.segmentation_sheet"),
+    shell:
+        "python -m abmilx.report.segmentation_sheet --records {input.records:q}"
+        " --max-slides {params.max_slides} --out {output:q} > {log:q} 2>&1"
+
+
+rule run_plots:
+    input:
+        metrics=lambda w: run_outputs(w.dataset),
+    output:
+        report(
+            directory("results/report/{dataset}"),
+            patterns=["{experiment}.png"],
+            caption="../report/run_plots.rst",
+            category="Runs",
+            subcategory="{dataset}",
+            labels={"experiment": "{experiment}"},
+        ),
+    log:
+        "results/logs/run_plots/{dataset}.log",
+    benchmark:
+        "results/benchmarks/run_plots/{dataset}.tsv"
+    conda:
+        SHELL_ENV
+    threads: 1
+    resources:
+        **job_resources("figures"),
+    params:
+        runs=lambda w: json.dumps(
+            {
+                name: [
+                    f"results/runs/{w.dataset}/{name}",
+                    f"{w.dataset}: {name} ({config['experiments'][name]['kind']})",
+                ]
+                for name in experiments_for(w.dataset)
+            },
+            sort_keys=True,
+        ),
+        code=code_digest("abmilx.report.runs"),
+    shell:
+        "python -m abmilx.report.runs --runs {params.runs:q} --out-dir {output:q} > {log:q} 2>&1"
+
+
 rule table:
     input:
         unpack(table_inputs),
