@@ -44,3 +44,12 @@ def test_normalisations_map_into_the_unit_interval_in_order():
     np.testing.assert_allclose(normalise_attention(np.ones(3), "percentile"), np.ones(3))
     with pytest.raises(ValueError, match="use one of percentile, minmax, rank"):
         normalise_attention(values, "zscore")
+
+
+def test_the_schema_fills_the_heatmap_normalisation():
+    from abmilx.config import REPO_ROOT, load_config, validate_config
+
+    config = load_config(REPO_ROOT / "config.yaml")
+    validate_config(config)
+    heatmaps = [f for f in config["figures"].values() if f["kind"] == "attention_heatmaps"]
+    assert heatmaps and all(f["normalisation"] == "percentile" for f in heatmaps)
