@@ -9,7 +9,7 @@ import torch
 
 from abmilx.config import REPO_ROOT, load_config
 from abmilx.experiments import resolve_experiments
-from abmilx.tiling.store import PatchStoreWriter
+from abmilx.patches.store import PatchStoreWriter
 from bench.tiling import texture
 
 DEMO_CONFIG = REPO_ROOT / "config.yaml"

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from abmilx.features.data import iter_slide_features, resize_patches, to_chw_tensor
-from abmilx.features.extract import make_encode_fn
 from abmilx.models import create_encoder
-from abmilx.tiling.store import PatchStore
+from abmilx.patches.data import iter_slide_features, make_encode_fn, resize_patches, to_chw_tensor
+from abmilx.patches.store import PatchStore
 from bench.common import (
     DEMO_E2E,
     DEMO_FEATURES,

@@ -23,8 +23,9 @@ import numpy as np
 
 from abmilx.cohort import load_truth, plan_cohort, synthesize_slide
 from abmilx.config import REPO_ROOT, load_config, schema_defaults
-from abmilx.segmentation.geometry import rasterize_polygons, read_geojson
+from abmilx.geometry import rasterize_polygons, read_geojson
 from abmilx.segmentation.segment import segment_slide
+from abmilx.segmentation.settings import SegmentationSettings
 
 SLIDE_UM = (3000, 2400)
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
                 mpp = None if np.isnan(row["mpp_override"]) else row["mpp_override"]
                 start = time.process_time()
                 segment_slide(slide, prefix, slide_id=row["slide_id"], dataset="seg", mpp=mpp,
-                              **(settings | {"working_mpp": view}))  # fmt: skip
+                              settings=SegmentationSettings.from_settings(settings | {"working_mpp": view}))  # fmt: skip
                 cpu += time.process_time() - start
                 iou, slide_kept, slide_total = score(prefix, truth)
                 ious.append(iou)

@@ -52,9 +52,10 @@ import numpy as np
 import abmilx
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import ConfigError, validate_config
+from abmilx.patches.store import PatchStore, encode_jpeg
 from abmilx.slides import Slide
 from abmilx.tiling.grid import plan_scale
-from abmilx.tiling.store import PatchStore, encode_jpeg
+from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
 
 SLIDE_MPP = 0.25
@@ -126,7 +127,7 @@ def run_slide(slide: Path, out: Path, config: dict, scales: dict[str, float]) ->
     )  # fmt: skip
     start = time.process_time()  # no start-up, no segmentation
     tile_slide(slide, prefix, out / "again.lmdb", out / "again.json", slide_id="s",
-               dataset="bench", **{key: tiling[key] for key in tiling if key != "strict"})  # fmt: skip
+               dataset="bench", settings=TilingSettings.from_settings({key: tiling[key] for key in tiling if key != "strict"}))  # fmt: skip
     return {"segment_s": segment[0], "tile_s": tile[0], "work_s": time.process_time() - start,
             "e2e_wall_s": segment[1] + tile[1]}  # fmt: skip
 

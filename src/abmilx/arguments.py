@@ -8,6 +8,17 @@ import inspect
 import json
 
 
+def json_object(parser: argparse.ArgumentParser, text: str, option: str = "--settings") -> dict:
+    """The ``option`` JSON object, or a usage error naming the option."""
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        parser.error(f"{option} is not valid JSON: {error}")
+    if not isinstance(settings, dict):
+        parser.error(f"{option} must be a JSON object")
+    return settings
+
+
 def parse_settings(
     parser: argparse.ArgumentParser,
     text: str,
@@ -19,12 +30,7 @@ def parse_settings(
     """The ``option`` JSON object, checked against ``function``'s keyword arguments; with
     ``complete``, every argument without a default must be there (the rules pass the whole
     config block, defaults filled from the schema)."""
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as error:
-        parser.error(f"{option} is not valid JSON: {error}")
-    if not isinstance(settings, dict):
-        parser.error(f"{option} must be a JSON object")
+    settings = json_object(parser, text, option)
     parameters = inspect.signature(function).parameters
     allowed = set(parameters) - reserved
     unknown = sorted(set(settings) - allowed)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from abmilx.tiling.store import PatchStoreWriter
+from abmilx.patches.store import PatchStoreWriter
 
 PATCH = 32
 

@@ -12,9 +12,10 @@ from abmilx.e2e import PATCH_KINDS, train
 from abmilx.e2e.c2c import C2CTask, ClusterPicker, cluster_kl, kmeans_groups
 from abmilx.e2e.data import PickedBags
 from abmilx.e2e.ft import FTSettings, MaskPicker, train_vib
-from abmilx.tiling.store import PatchStore
-from abmilx.training import Trainer, load_run
+from abmilx.patches.store import PatchStore
 from abmilx.training.bags import Bag
+from abmilx.training.runs import load_run
+from abmilx.training.trainer import Trainer
 
 COMMON = {
     "encoder_weights": "random",

@@ -8,8 +8,8 @@ from e2e_toy_store import write_toy_store
 
 from abmilx.e2e import predict, train
 from abmilx.e2e.data import MrisBags
-from abmilx.tiling.store import PatchStore
-from abmilx.training import load_run
+from abmilx.patches.store import PatchStore
+from abmilx.training.runs import load_run
 
 SETTINGS = {
     "encoder_weights": "random",

@@ -5,16 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from abmilx.e2e.augment import (
+from abmilx.e2e.data import MrisBags
+from abmilx.e2e.sampling import mris_counts, sample_indices, sample_pooled
+from abmilx.patches.augment import (
     random_flips,
     random_resized_crop_boxes,
     random_resized_crop_params,
     resized_crops,
     training_view,
 )
-from abmilx.e2e.data import MrisBags
-from abmilx.e2e.sampling import mris_counts, sample_indices, sample_pooled
-from abmilx.tiling.store import PatchStoreWriter
+from abmilx.patches.store import PatchStoreWriter
 from abmilx.training.bags import Bag
 
 

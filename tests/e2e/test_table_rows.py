@@ -17,10 +17,11 @@ from abmilx.e2e.sampling import (
 )
 from abmilx.e2e.train import E2ESettings
 from abmilx.evaluation.evaluate import evaluate
-from abmilx.features.data import iter_slide_features
-from abmilx.tiling.store import PatchStoreWriter
-from abmilx.training import load_run, task_type
+from abmilx.kinds import task_type
+from abmilx.patches.data import iter_slide_features
+from abmilx.patches.store import PatchStoreWriter
 from abmilx.training.bags import Bag
+from abmilx.training.runs import load_run
 from abmilx.training.trainer import Trainer
 
 # Level-0 corners of one slide (256-px patches), listed out of grid order so that only the real

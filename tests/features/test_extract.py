@@ -10,7 +10,7 @@ from abmilx.config import schema_defaults
 from abmilx.features import extract, load_features
 from abmilx.features.__main__ import main
 from abmilx.features.extract import partial_dir
-from abmilx.tiling.store import PatchStore, PatchStoreWriter, encode_jpeg
+from abmilx.patches.store import PatchStore, PatchStoreWriter, encode_jpeg
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from abmilx.tiling.store import PatchStoreWriter
+from abmilx.patches.store import PatchStoreWriter
 
 # Runs in a fresh interpreter: the peaks after the 1k-patch slide, then after the 20k-patch one
 # (ru_maxrss is a running maximum, so the second says how far the large slide went beyond the
@@ -15,7 +15,7 @@ from abmilx.tiling.store import PatchStoreWriter
 CHILD = """
 import json, resource, sys
 import torch
-from abmilx.features.data import iter_slide_features
+from abmilx.patches.data import iter_slide_features
 
 torch.manual_seed(0)
 weight = torch.randn(3, 64)

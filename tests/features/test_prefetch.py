@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from abmilx.features.data import prefetch
+from abmilx.patches.data import prefetch
 
 
 def test_items_come_in_order_and_are_produced_ahead():

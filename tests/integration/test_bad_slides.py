@@ -22,7 +22,7 @@ import yaml
 
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import REPO_ROOT
-from abmilx.tiling.store import PatchStore
+from abmilx.patches.store import PatchStore
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -211,7 +211,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from abmilx.tiling.store import PatchStoreWriter, encode_jpeg
+    from abmilx.patches.store import PatchStoreWriter, encode_jpeg
 
     def patches():
         for index in range(1500):

@@ -102,7 +102,7 @@ EDITED_MODULES = [
     "cohort/texture.py",
     "segmentation/tissue.py",
     "slides.py",
-    "tiling/store.py",
+    "patches/store.py",
     "splits/core.py",
     "features/extract.py",
     "models/mil/abmilx.py",

@@ -20,8 +20,8 @@ from abmilx.config import (
 from abmilx.experiments import resolve_experiments
 from abmilx.features.extract import extract, load_features
 from abmilx.models import create_encoder
+from abmilx.patches.store import PatchStoreWriter
 from abmilx.pretrain import nt_xent, pretrain, ssl_view
-from abmilx.tiling.store import PatchStoreWriter
 
 PATCH = 32
 # A small SimCLR run: the config's defaults (the schema's), a few quick epochs.

@@ -7,9 +7,11 @@ import pytest
 
 from abmilx.cohort import load_truth, plan_cohort, synthesize_slide
 from abmilx.config import schema_defaults
-from abmilx.segmentation.geometry import rasterize_polygons, read_geojson
+from abmilx.geometry import rasterize_polygons, read_geojson
+from abmilx.patches.store import PatchStore
 from abmilx.segmentation.segment import segment_slide
-from abmilx.tiling.store import PatchStore
+from abmilx.segmentation.settings import SegmentationSettings
+from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
 
 DEMO_SEGMENTATION = schema_defaults("segmentation") | {
@@ -43,7 +45,12 @@ def test_segmentation_matches_ground_truth_on_every_slide(cohort):
         prefix = root / f"{row['slide_id']}-seg"
         mpp = None if np.isnan(row["mpp_override"]) else row["mpp_override"]
         record = segment_slide(
-            slide, prefix, slide_id=row["slide_id"], dataset="seg", mpp=mpp, **DEMO_SEGMENTATION
+            slide,
+            prefix,
+            slide_id=row["slide_id"],
+            dataset="seg",
+            mpp=mpp,
+            settings=SegmentationSettings.from_settings(DEMO_SEGMENTATION),
         )
         assert record["status"] == "ok", record
         truth = load_truth(truth_file)
@@ -72,13 +79,19 @@ def test_forty_x_slide_tiles_the_expected_count_at_four_scales(tmp_path):
     synthesize_slide(row, slide, truth_file, width_um=600, height_um=480, downsamples=(1, 4, 16))
     prefix = tmp_path / "seg"
     assert (
-        segment_slide(slide, prefix, slide_id="s", dataset="t40", **DEMO_SEGMENTATION)["status"]
+        segment_slide(
+            slide,
+            prefix,
+            slide_id="s",
+            dataset="t40",
+            settings=SegmentationSettings.from_settings(DEMO_SEGMENTATION),
+        )["status"]
         == "ok"
     )
     scales = {"40x": 0.25, "20x": 0.5, "10x": 1.0, "5x": 2.0}
     record = tile_slide(
         slide, prefix, tmp_path / "s.lmdb", tmp_path / "s.json", slide_id="s", dataset="t40",
-        **schema_defaults("tiling") | {"scales": scales, "patch_size": 64},
+        settings=TilingSettings.from_settings(schema_defaults("tiling") | {"scales": scales, "patch_size": 64}),
     )  # fmt: skip
     truth = load_truth(truth_file)
     tissue, cell = truth["tissue"], truth["downsample"]

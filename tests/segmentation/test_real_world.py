@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from inspect import signature
 
 import cv2
 import numpy as np
@@ -17,9 +16,10 @@ from conftest import MPP, SEGMENT_SETTINGS, SEGMENTATION, draw_slide_image
 
 from abmilx.cohort import plan_cohort, render_slide, write_slide
 from abmilx.cohort.stain import HAEMATOXYLIN
+from abmilx.geometry import rasterize_polygons, read_geojson
 from abmilx.segmentation import segment
-from abmilx.segmentation.geometry import rasterize_polygons, read_geojson
 from abmilx.segmentation.segment import output_paths, segment_slide
+from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.segmentation.tissue import tissue_mask
 
 cv2.setNumThreads(1)
@@ -48,12 +48,23 @@ def drawn_tiff(path, **options) -> tuple:
 
 def test_drawing_at_72_dpi_fails_with_the_mpp_source_and_the_fields_it_has(tmp_path):
     path, image = drawn_tiff(tmp_path / "drawing.tif", resolution=(72, 72), resolutionunit="INCH")
-    record = segment_slide(path, tmp_path / "d", slide_id="d", dataset="x", **SEGMENT_SETTINGS)
+    record = segment_slide(
+        path,
+        tmp_path / "d",
+        slide_id="d",
+        dataset="x",
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
+    )
     assert record["status"] == "failed" and "72 dpi" in record["reason"]
     assert (record["vendor"], record["mpp_source"]) == ("generic-tiff", "tiff-resolution-inch")
     assert (record["width"], record["height"]) == (image.shape[1], image.shape[0])
     sheet = segment_slide(
-        path, tmp_path / "s", slide_id="s", dataset="x", mpp=MPP, **SEGMENT_SETTINGS
+        path,
+        tmp_path / "s",
+        slide_id="s",
+        dataset="x",
+        mpp=MPP,
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
     )
     assert (sheet["status"], sheet["mpp_source"]) == ("ok", "override")
     trusted = segment_slide(
@@ -61,7 +72,7 @@ def test_drawing_at_72_dpi_fails_with_the_mpp_source_and_the_fields_it_has(tmp_p
         tmp_path / "t",
         slide_id="t",
         dataset="x",
-        **SEGMENT_SETTINGS | {"trust_file_mpp": True},
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS | {"trust_file_mpp": True}),
     )
     # trusted, the drawing is 300 mm wide: the view is its level 0, never upsampled to 4 µm/px
     assert trusted["mask"]["mpp"] == pytest.approx(25400 / 72)
@@ -74,8 +85,9 @@ HUGE_CLAIM = """
 import json, sys
 from abmilx.config import schema_defaults
 from abmilx.segmentation.segment import segment_slide
-record = segment_slide(sys.argv[1], sys.argv[2], slide_id="huge", dataset="x",
-                       **schema_defaults("segmentation"))
+from abmilx.segmentation.settings import SegmentationSettings
+settings = SegmentationSettings.from_settings(schema_defaults("segmentation"))
+record = segment_slide(sys.argv[1], sys.argv[2], settings, slide_id="huge", dataset="x")
 status = open("/proc/self/status").read().split("VmHWM:")[1]
 peak_mb = int(status.split()[0]) / 1024
 print(json.dumps({"status": record["status"], "reason": record["reason"], "peak_mb": peak_mb}))
@@ -108,7 +120,7 @@ def test_tiny_file_claiming_a_huge_size_fails_in_bounded_memory(tmp_path):
 def test_overlay_is_capped_in_size(drawn_slide, tmp_path, monkeypatch):
     monkeypatch.setattr(segment, "OVERLAY_MAX_SIDE", 100)
     record = segment_slide(drawn_slide[0], tmp_path / "o", slide_id="o", dataset="x",
-                           **SEGMENT_SETTINGS)  # fmt: skip
+                           settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS))  # fmt: skip
     overlay = cv2.imread(str(output_paths(tmp_path / "o")["overlay"]))
     mask = cv2.imread(str(output_paths(tmp_path / "o")["mask"]), cv2.IMREAD_GRAYSCALE)
     assert record["status"] == "ok" and mask.shape == (112, 150)  # the mask keeps its size
@@ -120,7 +132,13 @@ def test_overlay_is_capped_in_size(drawn_slide, tmp_path, monkeypatch):
 def test_unsupported_compression_record_keeps_what_the_file_tells(tmp_path):
     path, _ = drawn_tiff(tmp_path / "lzma.tif", compression="lzma", resolution=(20000, 20000),
                          resolutionunit="CENTIMETER")  # fmt: skip
-    record = segment_slide(path, tmp_path / "z", slide_id="z", dataset="x", **SEGMENTATION)
+    record = segment_slide(
+        path,
+        tmp_path / "z",
+        slide_id="z",
+        dataset="x",
+        settings=SegmentationSettings.from_settings(SEGMENTATION),
+    )
     assert record["status"] == "failed"
     assert record["reason"].startswith("unsupported TIFF compression 34925 (LZMA)")
     assert (record["vendor"], record["mpp"], record["width"]) == ("generic-tiff", 0.5, 1200)
@@ -146,7 +164,13 @@ def test_dense_haematoxylin_is_tissue_and_black_ink_is_not(tmp_path):
     found = {}
     for name, settings in (("new", {}), ("old", OLD_BLACK_RULE)):
         prefix = tmp_path / name
-        segment_slide(path, prefix, slide_id=name, dataset="x", **SEGMENT_SETTINGS | settings)
+        segment_slide(
+            path,
+            prefix,
+            slide_id=name,
+            dataset="x",
+            settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS | settings),
+        )
         found[name] = cv2.imread(str(output_paths(prefix)["mask"]), cv2.IMREAD_GRAYSCALE) > 0
 
     def share(mask, region):
@@ -164,15 +188,16 @@ def test_real_stained_image_at_double_density_stays_tissue():
     a package ships offline (its H&E 'skin' image is a download); twice its optical density
     makes a third of it darker than black_value_max."""
     image = skimage.data.immunohistochemistry()
-    tissue = {k: v for k, v in SEGMENTATION.items() if k in signature(tissue_mask).parameters}
-    reference = tissue_mask(image, mpp=4.0, **tissue | {"pen_hue_ranges_deg": ()}).mask
+    tissue = SegmentationSettings.from_settings(SEGMENTATION)
+    reference = tissue_mask(image, mpp=4.0, settings=tissue.updated({"pen_hue_ranges_deg": []}))
+    reference = reference.mask
     density = -np.log((image.astype(np.float64) + 1) / 256)
     dense = np.clip(256 * np.exp(-2 * density) - 1, 0, 255).astype(np.uint8)
     value = cv2.cvtColor(cv2.medianBlur(dense, 7), cv2.COLOR_RGB2HSV)[..., 2]
     assert (value[reference] < 90).mean() > 0.25
 
     def recall(**settings):
-        mask = tissue_mask(dense, mpp=4.0, **tissue | settings).mask
+        mask = tissue_mask(dense, mpp=4.0, settings=tissue.updated(settings)).mask
         return (mask & reference).sum() / reference.sum()
 
     assert recall() > 0.75
@@ -215,7 +240,13 @@ def test_generated_cohort_with_dense_foci_keeps_them(tmp_path):
         iou = {}
         for name, extra in (("new", {}), ("old", OLD_BLACK_RULE)):
             prefix = tmp_path / f"{path.stem}-{name}"
-            segment_slide(path, prefix, slide_id=path.stem, dataset="x", **settings | extra)
+            segment_slide(
+                path,
+                prefix,
+                slide_id=path.stem,
+                dataset="x",
+                settings=SegmentationSettings.from_settings(settings | extra),
+            )
             iou[name] = tissue_iou(prefix, truth)
         print(f"{path.stem}: foci {foci.sum() / truth.sum():.3f} of tissue, IoU {iou}")
         assert iou["new"] >= 0.9

@@ -10,9 +10,10 @@ import pytest
 from conftest import MPP, SEGMENT_SETTINGS, SEGMENTATION, draw_slide_image
 
 from abmilx.cohort.slidefile import write_slide
+from abmilx.geometry import geojson_to_polygons, rasterize_polygons
 from abmilx.segmentation.__main__ import main
-from abmilx.segmentation.geometry import geojson_to_polygons, rasterize_polygons
 from abmilx.segmentation.segment import output_paths, segment_slide
+from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.slides import SlideError
 
 cv2.setNumThreads(1)
@@ -40,7 +41,13 @@ def test_mask_matches_drawing_and_excludes_ink_and_debris(drawn_slide, tmp_path,
     path, masks = drawn_slide
     prefix = tmp_path / "drawn"
     settings = {**SEGMENT_SETTINGS, "saturation_threshold": threshold}
-    record = segment_slide(path, prefix, slide_id="drawn", dataset="demo", **settings)
+    record = segment_slide(
+        path,
+        prefix,
+        slide_id="drawn",
+        dataset="demo",
+        settings=SegmentationSettings.from_settings(settings),
+    )
     assert record["status"] == "ok" and record["reason"] == ""
     mask = read_mask(prefix)
     assert mask.shape == (112, 150)  # 1200 x 900 px at 0.5 µm/px seen at 4 µm/px
@@ -54,7 +61,13 @@ def test_mask_matches_drawing_and_excludes_ink_and_debris(drawn_slide, tmp_path,
 def test_outputs_and_holes(drawn_slide, tmp_path):
     path, masks = drawn_slide
     prefix = tmp_path / "qc" / "drawn"
-    record = segment_slide(path, prefix, slide_id="drawn", dataset="demo", **SEGMENT_SETTINGS)
+    record = segment_slide(
+        path,
+        prefix,
+        slide_id="drawn",
+        dataset="demo",
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
+    )
     assert set(record) >= RECORD_KEYS
     assert json.loads(output_paths(prefix)["json"].read_text()) == record
     assert (record["vendor"], record["mpp"], record["mpp_source"]) == ("aperio", 0.5, "metadata")
@@ -81,13 +94,23 @@ def test_user_geojson_replaces_mask(drawn_slide, tmp_path):
     user = tmp_path / "user.geojson"
     user.write_text(json.dumps({"type": "Polygon", "coordinates": square}))
     record = segment_slide(
-        path, tmp_path / "u", slide_id="u", dataset="d", geojson=user, **SEGMENTATION
+        path,
+        tmp_path / "u",
+        slide_id="u",
+        dataset="d",
+        geojson=user,
+        settings=SegmentationSettings.from_settings(SEGMENTATION),
     )
     assert (record["status"], record["mask_source"]) == ("ok", "geojson")
     assert record["tissue_area_mm2"] == pytest.approx(400 * 300 * MPP * MPP / 1e6, rel=0.05)
     user.write_text("{not json")
     record = segment_slide(
-        path, tmp_path / "u", slide_id="u", dataset="d", geojson=user, **SEGMENTATION
+        path,
+        tmp_path / "u",
+        slide_id="u",
+        dataset="d",
+        geojson=user,
+        settings=SegmentationSettings.from_settings(SEGMENTATION),
     )
     assert record["status"] == "failed" and "user.geojson" in record["reason"]
 
@@ -123,7 +146,13 @@ def bad_slide(kind: str, tmp_path, drawn_path):
 def test_bad_input_gives_status_and_all_outputs(drawn_slide, tmp_path, kind, status, reason):
     path = bad_slide(kind, tmp_path, drawn_slide[0])
     prefix = tmp_path / "out" / kind
-    record = segment_slide(path, prefix, slide_id=kind, dataset="d", **SEGMENT_SETTINGS)
+    record = segment_slide(
+        path,
+        prefix,
+        slide_id=kind,
+        dataset="d",
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
+    )
     assert record["status"] == status
     assert reason in record["reason"]
     assert set(record) >= RECORD_KEYS
@@ -132,13 +161,25 @@ def test_bad_input_gives_status_and_all_outputs(drawn_slide, tmp_path, kind, sta
     assert json.loads(paths["geojson"].read_text())["features"] == []
     assert not read_mask(prefix).any()
     with pytest.raises(SlideError, match=f"slide {kind}: {status}"):
-        segment_slide(path, prefix, slide_id=kind, dataset="d", strict=True, **SEGMENT_SETTINGS)
+        segment_slide(
+            path,
+            prefix,
+            slide_id=kind,
+            dataset="d",
+            strict=True,
+            settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
+        )
 
 
 def test_override_rescues_slide_without_mpp(drawn_slide, tmp_path):
     path = bad_slide("no_mpp", tmp_path, drawn_slide[0])
     record = segment_slide(
-        path, tmp_path / "o", slide_id="o", dataset="d", mpp=0.5, **SEGMENT_SETTINGS
+        path,
+        tmp_path / "o",
+        slide_id="o",
+        dataset="d",
+        mpp=0.5,
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
     )
     assert (record["status"], record["mpp_source"], record["objective_power"]) == (
         "ok", "override", 20.0,

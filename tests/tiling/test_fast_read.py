@@ -14,10 +14,11 @@ import tifffile
 
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import schema_defaults
+from abmilx.patches.store import PatchStore, decode_jpeg, encode_jpeg
 from abmilx.slides import JpegTiles, Slide, SlideError
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale
 from abmilx.tiling.read import LevelReader, ScaleJob, _region
-from abmilx.tiling.store import PatchStore, decode_jpeg, encode_jpeg
+from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
 
 MPP = 0.5
@@ -192,7 +193,7 @@ def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
     scales = {"fine": 0.5, "half": 1.0, "low": 2.0}
     record = tile_slide(slides["aperio240"], prefix, tmp_path / "s.lmdb", tmp_path / "s.json",
                         slide_id="s", dataset="d", threads=2,
-                        **TILING | {"scales": scales, "patch_size": 64})  # fmt: skip
+                        settings=TilingSettings.from_settings(TILING | {"scales": scales, "patch_size": 64}))  # fmt: skip
     assert record["patches"]["fine"] > 100 and record["patches"]["low"] > 4
     assert set(decodes.values()) == {1}
     touched = set()
@@ -220,9 +221,9 @@ def test_store_is_the_same_either_way(slides, tmp_path):
     for fast in (True, False):
         store = tmp_path / f"{fast}.lmdb"
         record = tile_slide(slides["aperio"], prefix, store, tmp_path / f"{fast}.json",
-                            slide_id="s", dataset="d", threads=2, **TILING | {
+                            slide_id="s", dataset="d", threads=2, settings=TilingSettings.from_settings(TILING | {
                                 "scales": {"main": 1.0, "low": 2.0}, "patch_size": 64,
-                                "jpeg_quality": 90, "fast_read": fast}
+                                "jpeg_quality": 90, "fast_read": fast})
                             )  # fmt: skip
         readers.append({k: v["reader"] for k, v in record["tiling"]["scales"].items()})
         with PatchStore(store) as opened:

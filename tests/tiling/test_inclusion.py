@@ -9,7 +9,9 @@ import pytest
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import schema_defaults
 from abmilx.segmentation.segment import segment_slide
+from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.tiling.grid import ScalePlan, include_patches
+from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
 
 # 3 x 3 patches of 100 level-0 px: patch (column, row) covers [100 c, 100 c + 100) x [100 r, ...)
@@ -62,7 +64,16 @@ def segmented(tmp_path_factory):
         "working_mpp": 2.0, "min_tissue_area_um2": 1000.0, "min_hole_area_um2": 500.0
     }  # fmt: skip
     prefix = root / "seg"
-    assert segment_slide(slide, prefix, slide_id="e", dataset="d", **settings)["status"] == "ok"
+    assert (
+        segment_slide(
+            slide,
+            prefix,
+            slide_id="e",
+            dataset="d",
+            settings=SegmentationSettings.from_settings(settings),
+        )["status"]
+        == "ok"
+    )
     return slide, prefix, root
 
 
@@ -71,8 +82,8 @@ def test_four_point_keeps_more_border_patches_on_a_slide(segmented):
     counts = {}
     for rule in ("tissue_fraction", "four_point"):
         record = tile_slide(slide, prefix, root / f"{rule}.lmdb", root / f"{rule}.json",
-                            slide_id="e", dataset="d", **TILING | {"scales": {"main": 1.0},
-                            "patch_size": 32, "inclusion": rule})  # fmt: skip
+                            slide_id="e", dataset="d", settings=TilingSettings.from_settings(TILING | {"scales": {"main": 1.0},
+                            "patch_size": 32, "inclusion": rule}))  # fmt: skip
         assert record["tiling"]["inclusion"] == rule
         counts[rule] = record["patches"]["main"]
     assert counts["tissue_fraction"] < counts["four_point"] < 1.5 * counts["tissue_fraction"]
@@ -81,7 +92,7 @@ def test_four_point_keeps_more_border_patches_on_a_slide(segmented):
 def test_scale_finer_than_level0_fails_the_slide(segmented):
     slide, prefix, root = segmented
     record = tile_slide(slide, prefix, root / "fine.lmdb", root / "fine.json", slide_id="e",
-                        dataset="d", **TILING | {"scales": {"main": 1.0, "fine": 0.25},
-                        "patch_size": 32})  # fmt: skip
+                        dataset="d", settings=TilingSettings.from_settings(TILING | {"scales": {"main": 1.0, "fine": 0.25},
+                        "patch_size": 32}))  # fmt: skip
     assert record["status"] == "failed" and record["patches"] == {"main": 0, "fine": 0}
     assert "'fine' at 0.25 µm/px is finer than the slide's level 0 (0.5 µm/px" in record["reason"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import abmilx
-from abmilx.tiling.store import (
+from abmilx.patches.store import (
     META_KEY,
     PatchStore,
     PatchStoreWriter,

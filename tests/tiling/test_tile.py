@@ -10,11 +10,13 @@ import pytest
 
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import schema_defaults
+from abmilx.patches.store import PatchStore
 from abmilx.segmentation.segment import segment_slide
+from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.__main__ import main
 from abmilx.tiling.grid import grid_positions, grid_shape, plan_scale, tissue_fractions
-from abmilx.tiling.store import PatchStore
+from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
 
 cv2.setNumThreads(1)
@@ -59,14 +61,31 @@ def segmented(tmp_path_factory):
     image, truth = drawn_tissue()
     slide = write_slide(root / "s1.svs", image, mpp=MPP, slide_format="aperio")
     prefix = root / "seg" / "s1"
-    assert segment_slide(slide, prefix, slide_id="s1", dataset="d", **SEGMENT)["status"] == "ok"
+    assert (
+        segment_slide(
+            slide,
+            prefix,
+            slide_id="s1",
+            dataset="d",
+            settings=SegmentationSettings.from_settings(SEGMENT),
+        )["status"]
+        == "ok"
+    )
     return slide, prefix, image, truth
 
 
 def test_patch_counts_coords_and_pixels(segmented, tmp_path):
     slide, prefix, image, truth = segmented
     store_path, qc_path = tmp_path / "s1.lmdb", tmp_path / "s1.json"
-    record = tile_slide(slide, prefix, store_path, qc_path, slide_id="s1", dataset="d", **TILE)
+    record = tile_slide(
+        slide,
+        prefix,
+        store_path,
+        qc_path,
+        slide_id="s1",
+        dataset="d",
+        settings=TilingSettings.from_settings(TILE),
+    )
     store = PatchStore(store_path)
     for scale, mpp in SCALES.items():
         footprint = round(PATCH * mpp / MPP)
@@ -99,7 +118,7 @@ def test_threads_give_identical_store(segmented, tmp_path):
     for threads in (1, 2):
         path = tmp_path / f"t{threads}.lmdb"
         tile_slide(slide, prefix, path, tmp_path / f"t{threads}.json", slide_id="s1",
-                   dataset="d", threads=threads, **TILE)  # fmt: skip
+                   dataset="d", threads=threads, settings=TilingSettings.from_settings(TILE))  # fmt: skip
         store = PatchStore(path)
         contents.append(
             [store.read_jpeg("s1", "main", i) for i in range(store.count("s1", "main"))]
@@ -112,10 +131,16 @@ def test_failed_slide_gives_empty_store_and_status(tmp_path):
     bad = tmp_path / "bad.svs"
     bad.write_text("not a slide")
     prefix = tmp_path / "seg" / "bad"
-    segment_slide(bad, prefix, slide_id="bad", dataset="d", **SEGMENT)
+    segment_slide(
+        bad,
+        prefix,
+        slide_id="bad",
+        dataset="d",
+        settings=SegmentationSettings.from_settings(SEGMENT),
+    )
     store_path = tmp_path / "bad.lmdb"
     record = tile_slide(bad, prefix, store_path, tmp_path / "bad.json", slide_id="bad",
-                        dataset="d", **TILE)  # fmt: skip
+                        dataset="d", settings=TilingSettings.from_settings(TILE))  # fmt: skip
     assert record["status"] == "failed" and "not a slide file" in record["reason"]
     assert record["patches"] == {"main": 0, "low": 0}
     with PatchStore(store_path) as store:
@@ -123,13 +148,13 @@ def test_failed_slide_gives_empty_store_and_status(tmp_path):
         assert store.coords("bad", "main").shape == (0, 2)
     with pytest.raises(SlideError, match="slide bad: failed"):
         tile_slide(bad, prefix, store_path, tmp_path / "bad.json", slide_id="bad",
-                   dataset="d", strict=True, **TILE)  # fmt: skip
+                   dataset="d", strict=True, settings=TilingSettings.from_settings(TILE))  # fmt: skip
 
 
 def test_tissue_smaller_than_a_patch_is_no_tissue(segmented, tmp_path):
     slide, prefix, _, _ = segmented
     record = tile_slide(slide, prefix, tmp_path / "x.lmdb", tmp_path / "x.json", slide_id="s1",
-                        dataset="d", **{**TILE, "patch_size": 512})  # fmt: skip
+                        dataset="d", settings=TilingSettings.from_settings({**TILE, "patch_size": 512}))  # fmt: skip
     assert record["status"] == "no_tissue" and "no patch" in record["reason"]
     assert PatchStore(tmp_path / "x.lmdb").meta["slides"]["s1"] == {"main": 0, "low": 0}
 
@@ -140,7 +165,13 @@ def test_cli_tile_and_pack(segmented, tmp_path, capsys):
     for slide_id, path in (("s1", slide), ("broken", tmp_path / "broken.svs")):
         if slide_id == "broken":
             path.write_bytes(b"")
-            segment_slide(path, tmp_path / "broken", slide_id=slide_id, dataset="d", **SEGMENT)
+            segment_slide(
+                path,
+                tmp_path / "broken",
+                slide_id=slide_id,
+                dataset="d",
+                settings=SegmentationSettings.from_settings(SEGMENT),
+            )
         seg = prefix if slide_id == "s1" else tmp_path / "broken"
         store = tmp_path / "slides" / f"{slide_id}.lmdb"
         args = ["tile", "--slide", str(path), "--slide-id", slide_id, "--dataset", "d",

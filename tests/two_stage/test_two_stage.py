@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from abmilx.training import Callback, load_run
+from abmilx.training.callbacks import Callback
+from abmilx.training.runs import load_run
 from abmilx.two_stage import predict, train
 from abmilx.two_stage.__main__ import main
 

@@ -12,7 +12,7 @@ from abmilx.cli.trained import run_directory, store_recipe, workflow_layout
 
 def store_info(path: Path) -> dict[str, Any]:
     """Meta of a patch store: format, scales, patch size, JPEG quality, counts, and its recipe."""
-    from abmilx.tiling.store import PatchStore
+    from abmilx.patches.store import PatchStore
 
     meta = PatchStore(path).meta
     slides = meta["slides"]
@@ -49,7 +49,7 @@ def _spread(counts: list[int]) -> str:
 
 
 def _fold_info(run_dir: Path) -> dict[str, Any]:
-    from abmilx.training import load_run
+    from abmilx.training.runs import load_run
 
     checkpoint = load_run(run_dir)
     history = checkpoint.get("history") or []

@@ -3,7 +3,7 @@
 Each slide of the sheet goes through the same stage functions as the workflow, with the
 settings the run's training store was made with (`abmilx.cli.trained.store_recipe`):
 segmentation, tiling into a per-slide store, packing; two-stage runs then get features from the
-same encoder recipe. `abmilx.training.predict` (the kind from the checkpoint) gives logits and
+same encoder recipe. `abmilx.kinds.predict` (the kind from the checkpoint) gives logits and
 attention. The outputs are the evaluation stage's (predictions.csv with the same columns,
 attention.npz), one attention heatmap per slide and the per-slide QC table. Slides that fail
 segmentation or tiling get their QC row and no prediction, as in the workflow.
@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from abmilx.cli.trained import keyword_subset, store_recipe, trained_run
-from abmilx.config import schema_defaults
+from abmilx.cli.trained import store_recipe, trained_run
 from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_risk
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,13 @@ def prepare_slides(
 ) -> list[Path]:
     """Segment and tile every slide of `sheet` under `out`; returns the tiling QC records."""
     from abmilx.segmentation.segment import segment_slide
+    from abmilx.segmentation.settings import SegmentationSettings
+    from abmilx.tiling.settings import TilingSettings
     from abmilx.tiling.tile import tile_slide
 
     # Settings a store's records lack (written by an older version): the schema's defaults.
-    segmentation = schema_defaults("segmentation") | keyword_subset(
-        recipe["segmentation"], segment_slide
-    )
-    tiling = schema_defaults("tiling") | keyword_subset(recipe["tiling"], tile_slide)
+    segmentation = SegmentationSettings.from_record(recipe["segmentation"])
+    tiling = TilingSettings.from_record(recipe["tiling"])
     records = []
     for row in sheet.itertuples(index=False):
         mpp = None if pd.isna(row.mpp) else float(row.mpp)
@@ -45,12 +44,12 @@ def prepare_slides(
         segment_slide(
             row.path,
             prefix,
+            segmentation.updated(overrides, f"slide {row.slide_id}'s segmentation column"),
             slide_id=row.slide_id,
             dataset=dataset,
             mpp=mpp,
             geojson=getattr(row, "geojson", "") or None,
             overridden=sorted(overrides),
-            **{**segmentation, **overrides},
         )
         qc = out / "tiles" / f"{row.slide_id}.json"
         record = tile_slide(
@@ -58,11 +57,11 @@ def prepare_slides(
             prefix,
             out / "tiles" / f"{row.slide_id}.lmdb",
             qc,
+            tiling,
             slide_id=row.slide_id,
             dataset=dataset,
             mpp=mpp,
             threads=threads,
-            **tiling,
         )
         log.info(
             "%s: %s %s %s", row.slide_id, record["status"], record["patches"], record["reason"]
@@ -151,7 +150,7 @@ def write_heatmaps(
     attention: dict, predictions: pd.DataFrame, sheet: pd.DataFrame, out: Path, scale: str
 ) -> None:
     """One heatmap per slide with attention, drawn at the patch footprints of `scale`."""
-    from abmilx.tiling.store import PatchStore
+    from abmilx.patches.store import PatchStore
 
     store = PatchStore(out / "patches.lmdb")
     # Survival predictions are per case: the title then names the slide only.
@@ -185,11 +184,11 @@ def predict_slides(
     threads: int = 1,
 ) -> pd.DataFrame:
     """Predict the slides of a slide sheet with a trained run; writes everything under `out`."""
+    from abmilx.kinds import predict
+    from abmilx.patches.store import PatchStore, pack_stores
     from abmilx.provenance import git_commit
     from abmilx.report.qc import write_qc_table
     from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
-    from abmilx.tiling.store import PatchStore, pack_stores
-    from abmilx.training import predict
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from abmilx.config import schema_defaults
-from abmilx.training import load_run
+from abmilx.training.runs import load_run
 
 FOLD_DIR = re.compile(r"fold(\d+)$")
 
@@ -75,7 +75,7 @@ def store_recipe(store: str | Path) -> dict[str, Any]:
     records too, taken from a slide without sheet overrides. Raises FileNotFoundError naming the
     folder when the records are missing, ValueError when slides disagree.
     """
-    from abmilx.tiling.store import PatchStore
+    from abmilx.patches.store import PatchStore
 
     store = Path(store)
     meta = PatchStore(store).meta

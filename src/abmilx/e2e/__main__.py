@@ -1,7 +1,7 @@
 """CLI: python -m abmilx.e2e train --store PATH --splits CSV --fold K --out-dir DIR
 --settings JSON --threads N [--kind e2e|c2c|ft]   (launch with torchrun for DDP)"""
 
-from abmilx.e2e.train import PATCH_KINDS, train
+from abmilx.e2e.patch_kinds import PATCH_KINDS, train
 from abmilx.training.cli import train_command
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from abmilx.e2e.augment import training_view
 from abmilx.e2e.sampling import mris_counts, sample_pooled, sample_regional_pooled, split_pooled
-from abmilx.features.data import to_chw_tensor
-from abmilx.tiling.store import PatchStore
+from abmilx.patches.augment import training_view
+from abmilx.patches.data import to_chw_tensor
+from abmilx.patches.store import PatchStore
 from abmilx.training.bags import Bag
 
 

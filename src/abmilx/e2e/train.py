@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -21,18 +20,16 @@ from abmilx.config import ConfigError
 from abmilx.e2e.data import MrisBags, PickedBags, TrainCollate
 from abmilx.e2e.model import E2EModel
 from abmilx.e2e.sampling import ATTENTION_NEEDS_EMA, vote_top_k
-from abmilx.features.data import iter_slide_features
-from abmilx.features.extract import make_encode_fn
 from abmilx.models import MILOutput, create_encoder, create_mil
+from abmilx.patches.data import iter_slide_features, make_encode_fn
+from abmilx.patches.store import PatchStore
 from abmilx.provenance import config_hash
-from abmilx.tiling.store import PatchStore
-from abmilx.training import trainer
+from abmilx.runtime.devices import autocast
+from abmilx.runtime.seeding import seed_worker
 from abmilx.training.bags import Bag
-from abmilx.training.devices import autocast
 from abmilx.training.distributed import epoch_seed
-from abmilx.training.seeding import seed_worker
 from abmilx.training.settings import TrainSettings
-from abmilx.training.task import BagResult, Task, task_type
+from abmilx.training.task import BagResult, Task
 
 
 @dataclass(kw_only=True)
@@ -275,24 +272,3 @@ class E2ETask(PatchTask):
             for index in step:
                 picker.picks[index] = picks[bags[index].slide_ids]
             yield step_batch(collate([dataset[index] for index in step]))
-
-
-# Kinds that train from the patch store (this CLI and the train_e2e rule serve them all).
-PATCH_KINDS = ("e2e", "c2c", "ft")
-
-
-def train(
-    store: str | Path,
-    splits: str | Path,
-    fold: int,
-    out_dir: str | Path,
-    threads: int = 1,
-    kind: str = "e2e",
-    **settings,
-) -> Path:
-    """Train encoder + MIL of `kind` (one of PATCH_KINDS) on the fold (see
-    `abmilx.training.train`); under torchrun (WORLD_SIZE > 1) it runs DDP and only rank 0
-    writes files. Returns model.pt."""
-    if kind not in PATCH_KINDS:
-        raise ValueError(f"kind {kind!r} does not train from a patch store ({PATCH_KINDS})")
-    return trainer.train(task_type(kind), store, splits, fold, out_dir, threads, **settings)

@@ -1,7 +1,7 @@
 """Evaluate one trained run on one fold: predictions, attention and bootstrap metrics on disk.
 
 `evaluate_predictions` does the metric work from a logits table and the checkpoint dict, so it
-is testable without any model; `evaluate` wraps it with `abmilx.training.predict`, which
+is testable without any model; `evaluate` wraps it with `abmilx.kinds.predict`, which
 serves every run kind.
 """
 
@@ -244,8 +244,9 @@ def evaluate(
     """
     import torch
 
-    from abmilx.training import load_run, task_type
-    from abmilx.training.predictions import load_trained, predict_loaded
+    from abmilx.kinds import load_trained, task_type
+    from abmilx.training.predictions import predict_loaded
+    from abmilx.training.runs import load_run
 
     task_type(kind)  # fails early on an unknown kind
     torch.set_num_threads(threads)

@@ -18,37 +18,17 @@ from pathlib import Path
 
 import torch
 
-from abmilx.features.data import iter_slide_features
 from abmilx.models import create_encoder
+from abmilx.patches.data import iter_slide_features, make_encode_fn
+from abmilx.patches.store import PatchStore
 from abmilx.progress import Progress
 from abmilx.provenance import changed_parts, code_digest, file_sha256, fingerprint
-from abmilx.tiling.store import PatchStore
-from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
-from abmilx.training.seeding import seed_everything
+from abmilx.runtime.devices import resolve_amp, resolve_device, set_threads
+from abmilx.runtime.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint.json"
-
-
-def make_encode_fn(
-    encoder: torch.nn.Module,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    channels_last: bool = False,
-):
-    """uint8 (k, 3, S, S) -> (k, d) features, under no_grad with the encoder's normalisation."""
-
-    @torch.no_grad()
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        x = images.to(device, non_blocking=True).float().div_(255.0)
-        x = encoder.normalize(x)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
-            return encoder(x)
-
-    return encode
 
 
 def partial_dir(out_dir: str | Path) -> Path:

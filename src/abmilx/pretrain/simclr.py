@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from abmilx.e2e.augment import random_flips, random_resized_crop
 from abmilx.models import create_encoder
+from abmilx.patches.augment import random_flips, random_resized_crop
+from abmilx.patches.store import PatchStore
 from abmilx.provenance import code_digest, file_sha256
-from abmilx.tiling.store import PatchStore
-from abmilx.training.devices import autocast, resolve_amp, resolve_device, set_threads
-from abmilx.training.seeding import seed_everything
+from abmilx.runtime.devices import autocast, resolve_amp, resolve_device, set_threads
+from abmilx.runtime.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 

@@ -12,22 +12,10 @@ import sys
 
 import cv2
 
-from abmilx.arguments import optional_mpp, parse_settings
+from abmilx.arguments import json_object, optional_mpp
 from abmilx.segmentation.segment import segment_slide
+from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.slides import SlideError
-
-# Arguments of segment_slide that come from the command line, not from --settings.
-_COMMAND_LINE_ONLY = {
-    "slide_path",
-    "out_prefix",
-    "slide_id",
-    "dataset",
-    "mpp",
-    "geojson",
-    "overridden",
-}
-# Settings a slide may not override: strict is a property of the run, not of a slide.
-_NOT_OVERRIDABLE = {"strict"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,36 +29,34 @@ def main(argv: list[str] | None = None) -> int:
     segment.add_argument("--geojson", default=None, help="user tissue polygons (level-0 px)")
     segment.add_argument("--out-prefix", required=True, help="writes PREFIX.{json,geojson,...}")
     segment.add_argument(
-        "--settings", required=True, help="JSON object of segment_slide() kwargs (all of them)"
+        "--settings", required=True, help="JSON object: the segmentation block (all of it), strict"
     )
     segment.add_argument(
         "--overrides", default="", help="JSON object of this slide's settings (sheet column)"
     )
     segment.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    settings = parse_settings(parser, args.settings, segment_slide, _COMMAND_LINE_ONLY)
-    overrides = {}
-    if args.overrides.strip():
-        overrides = parse_settings(
-            parser,
-            args.overrides,
-            segment_slide,
-            _COMMAND_LINE_ONLY | _NOT_OVERRIDABLE,
-            option="--overrides",
-            complete=False,
-        )
-    settings.update(overrides)
+    given = json_object(parser, args.settings)
+    # strict is a property of the run, not of a slide: --settings only, never --overrides.
+    strict = bool(given.pop("strict", False))
+    overrides = json_object(parser, args.overrides, "--overrides") if args.overrides.strip() else {}
+    try:
+        settings = SegmentationSettings.from_settings(given, "--settings")
+        settings = settings.updated(overrides, "--overrides")
+    except ValueError as error:  # an unknown or missing key, a value out of range
+        parser.error(str(error))
     cv2.setNumThreads(args.threads)
     try:
         record = segment_slide(
             args.slide,
             args.out_prefix,
+            settings,
             slide_id=args.slide_id,
             dataset=args.dataset,
             mpp=args.mpp,
             geojson=args.geojson or None,
+            strict=strict,
             overridden=sorted(overrides),
-            **settings,
         )
     except SlideError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,13 +10,14 @@ import cv2
 import numpy as np
 
 import abmilx
-from abmilx.segmentation.geometry import (
+from abmilx.geometry import (
     Polygon,
     mask_to_polygons,
     polygons_to_geojson,
     rasterize_polygons,
     read_geojson,
 )
+from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.segmentation.tissue import tissue_mask
 from abmilx.slides import Slide, SlideError, check_mpp
 
@@ -144,27 +145,10 @@ def _check_memory(slide: Slide, view_mpp: float, budget_mb: float) -> None:
 def segment_slide(
     slide_path: str | Path,
     out_prefix: str | Path,
+    settings: SegmentationSettings,
     *,
     slide_id: str,
     dataset: str,
-    working_mpp: float,
-    saturation_threshold: int | str,
-    median_kernel: int,
-    closing_um: float,
-    min_tissue_area_um2: float,
-    min_hole_area_um2: float,
-    black_value_max: int,
-    black_ink_chroma_max: int,
-    gray_ink_saturation_max: int,
-    gray_ink_value_max: int,
-    pen_hue_ranges_deg: Sequence[Sequence[float]],
-    pen_min_saturation: int,
-    pen_margin_um: float,
-    debris_value_max: int,
-    debris_max_area_um2: float,
-    trust_file_mpp: bool,
-    plausible_mpp: Sequence[float],
-    memory_budget_mb: float,
     mpp: float | None = None,
     geojson: str | Path | None = None,
     strict: bool = False,
@@ -172,9 +156,7 @@ def segment_slide(
 ) -> dict:
     """Segment tissue, write ``<out_prefix>.{json,geojson,mask.png,overlay.png}``, return the record.
 
-    The keywords from ``working_mpp`` to ``memory_budget_mb`` are the config's ``segmentation``
-    block; its schema holds their defaults (``abmilx.config.schema_defaults("segmentation")``).
-
+    ``settings`` is the config's ``segmentation`` block (with a slide's overrides applied).
     ``mpp`` overrides the file's level-0 µm/px; ``geojson`` (level-0 polygons) replaces the
     computed mask. The file's own mpp must pass :func:`abmilx.slides.check_mpp` (unless
     ``trust_file_mpp``); the view is never finer than level 0, and a slide whose view would need
@@ -184,39 +166,8 @@ def segment_slide(
     :class:`SlideError` after writing them instead of returning. ``overridden`` names the
     settings that came from the slide sheet instead of the config (recorded, not applied here).
     """
-    if not working_mpp > 0:
-        raise ValueError(f"working_mpp must be positive, got {working_mpp}")
-    if saturation_threshold != "otsu" and not (
-        isinstance(saturation_threshold, int) and 0 <= saturation_threshold < 255
-    ):
-        raise ValueError(
-            f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
-        )
-    if len(plausible_mpp) != 2 or not 0 < plausible_mpp[0] < plausible_mpp[1]:
-        raise ValueError(
-            f"plausible_mpp must be [low, high] with 0 < low < high, got {plausible_mpp}"
-        )
     record = empty_record(dataset, slide_id)
-    record["settings"] = {
-        "working_mpp": working_mpp,
-        "saturation_threshold": saturation_threshold,
-        "median_kernel": median_kernel,
-        "closing_um": closing_um,
-        "min_tissue_area_um2": min_tissue_area_um2,
-        "min_hole_area_um2": min_hole_area_um2,
-        "black_value_max": black_value_max,
-        "black_ink_chroma_max": black_ink_chroma_max,
-        "gray_ink_saturation_max": gray_ink_saturation_max,
-        "gray_ink_value_max": gray_ink_value_max,
-        "pen_hue_ranges_deg": [list(r) for r in pen_hue_ranges_deg],
-        "pen_min_saturation": pen_min_saturation,
-        "pen_margin_um": pen_margin_um,
-        "debris_value_max": debris_value_max,
-        "debris_max_area_um2": debris_max_area_um2,
-        "trust_file_mpp": trust_file_mpp,
-        "plausible_mpp": list(plausible_mpp),
-        "memory_budget_mb": memory_budget_mb,
-    }
+    record["settings"] = settings.as_dict()
     record["overridden_settings"] = sorted(overridden)
     record["mask_source"] = "geojson" if geojson else "computed"
     if geojson:
@@ -227,9 +178,9 @@ def segment_slide(
     try:
         with Slide(slide_path, mpp_override=mpp) as slide:
             record.update(slide.info.as_record())
-            check_mpp(slide, tuple(plausible_mpp), trust_file_mpp)
-            view_mpp = max(working_mpp, slide.mpp)
-            _check_memory(slide, view_mpp, memory_budget_mb)
+            check_mpp(slide, tuple(settings.plausible_mpp), settings.trust_file_mpp)
+            view_mpp = max(settings.working_mpp, slide.mpp)
+            _check_memory(slide, view_mpp, settings.memory_budget_mb)
             thumbnail = slide.thumbnail(view_mpp)
         mask = np.zeros(thumbnail.shape[:2], dtype=bool)
         overlay = thumbnail
@@ -250,24 +201,7 @@ def segment_slide(
             coverage = rasterize_polygons(polygons, width, height, downsample, USER_SUPERSAMPLE)
             mask = coverage >= 0.5
         else:
-            result = tissue_mask(
-                thumbnail,
-                mpp=view_mpp,
-                saturation_threshold=saturation_threshold,
-                median_kernel=median_kernel,
-                closing_um=closing_um,
-                min_tissue_area_um2=min_tissue_area_um2,
-                min_hole_area_um2=min_hole_area_um2,
-                black_value_max=black_value_max,
-                black_ink_chroma_max=black_ink_chroma_max,
-                gray_ink_saturation_max=gray_ink_saturation_max,
-                gray_ink_value_max=gray_ink_value_max,
-                pen_hue_ranges_deg=pen_hue_ranges_deg,
-                pen_min_saturation=pen_min_saturation,
-                pen_margin_um=pen_margin_um,
-                debris_value_max=debris_value_max,
-                debris_max_area_um2=debris_max_area_um2,
-            )
+            result = tissue_mask(thumbnail, mpp=view_mpp, settings=settings)
             mask, excluded = result.mask, result.excluded
             record["saturation_threshold_used"] = result.threshold
             polygons = mask_to_polygons(mask, downsample)
@@ -283,7 +217,7 @@ def segment_slide(
                 f"no tissue in the GeoJSON mask {geojson}"
                 if geojson
                 else "no tissue found: no region of at least "
-                f"{min_tissue_area_um2:g} µm² left after removing background, ink and debris "
+                f"{settings.min_tissue_area_um2:g} µm² left after removing background, ink and debris "
                 f"(saturation threshold {record['saturation_threshold_used']})"
             )
             polygons = []

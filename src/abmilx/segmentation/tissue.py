@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from abmilx.segmentation.settings import SegmentationSettings
+
 # An Otsu threshold on a nearly blank thumbnail splits JPEG noise; never go below this.
 OTSU_FLOOR = 8
 
@@ -113,55 +115,43 @@ def _hue_mask(hue_half_degrees: np.ndarray, ranges_deg: Sequence[Sequence[float]
     return inside
 
 
-def tissue_mask(
-    rgb: np.ndarray,
-    *,
-    mpp: float,
-    saturation_threshold: int | str,
-    median_kernel: int,
-    closing_um: float,
-    min_tissue_area_um2: float,
-    min_hole_area_um2: float,
-    black_value_max: int,
-    black_ink_chroma_max: int,
-    gray_ink_saturation_max: int,
-    gray_ink_value_max: int,
-    pen_hue_ranges_deg: Sequence[Sequence[float]],
-    pen_min_saturation: int,
-    pen_margin_um: float,
-    debris_value_max: int,
-    debris_max_area_um2: float,
-) -> TissueMask:
-    """Tissue mask of ``rgb`` (``(H, W, 3)`` uint8 thumbnail at ``mpp`` µm/px); the settings are
-    those of the config's ``segmentation`` block of the same names."""
+def tissue_mask(rgb: np.ndarray, *, mpp: float, settings: SegmentationSettings) -> TissueMask:
+    """Tissue mask of ``rgb`` (``(H, W, 3)`` uint8 thumbnail at ``mpp`` µm/px) with the
+    config's ``segmentation`` settings (those that are not about reading the slide)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"thumbnail must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
     pixel_area_um2 = mpp * mpp
-    blurred = cv2.medianBlur(rgb, _odd(median_kernel)) if median_kernel > 1 else rgb
+    blurred = (
+        cv2.medianBlur(rgb, _odd(settings.median_kernel)) if settings.median_kernel > 1 else rgb
+    )
     hue, saturation, value = cv2.split(cv2.cvtColor(blurred, cv2.COLOR_RGB2HSV))
-    if saturation_threshold == "otsu":
+    if settings.saturation_threshold == "otsu":
         otsu, _ = cv2.threshold(saturation, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         threshold = max(int(otsu), OTSU_FLOOR)
-    elif isinstance(saturation_threshold, int) and 0 <= saturation_threshold < 255:
-        threshold = saturation_threshold
-    else:
-        raise ValueError(
-            f"saturation_threshold must be 'otsu' or an int in 0..254, got {saturation_threshold!r}"
-        )
-    ink = _hue_mask(hue, pen_hue_ranges_deg) & (saturation >= pen_min_saturation)
-    gray_ink = (saturation < gray_ink_saturation_max) & (value < gray_ink_value_max)
+    else:  # an int in 0..254 (SegmentationSettings checks it)
+        threshold = settings.saturation_threshold
+    ink = _hue_mask(hue, settings.pen_hue_ranges_deg) & (saturation >= settings.pen_min_saturation)
+    gray_ink = (saturation < settings.gray_ink_saturation_max) & (
+        value < settings.gray_ink_value_max
+    )
     red, green, blue = cv2.split(blurred)
     chroma = value - cv2.min(cv2.min(red, green), blue)  # V is the max of R, G, B
-    black = (value < black_value_max) & (chroma < black_ink_chroma_max)
+    black = (value < settings.black_value_max) & (chroma < settings.black_ink_chroma_max)
     excluded = black | gray_ink | ink
-    if pen_margin_um > 0 and excluded.any():
-        excluded = cv2.dilate(excluded.astype(np.uint8), _disk(2 * pen_margin_um / mpp)) > 0
+    if settings.pen_margin_um > 0 and excluded.any():
+        excluded = (
+            cv2.dilate(excluded.astype(np.uint8), _disk(2 * settings.pen_margin_um / mpp)) > 0
+        )
     mask = (saturation > threshold) & ~excluded
-    if closing_um > 0:
-        kernel = _disk(closing_um / mpp)
+    if settings.closing_um > 0:
+        kernel = _disk(settings.closing_um / mpp)
         mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
         mask &= ~excluded
-    mask = _drop_dark_debris(mask, value, debris_value_max, debris_max_area_um2 / pixel_area_um2)
-    mask = _fill_small_holes(mask, min_hole_area_um2 / pixel_area_um2) & ~excluded
-    mask = _remove_small_components(mask, min_tissue_area_um2 / pixel_area_um2, connectivity=8)
+    mask = _drop_dark_debris(
+        mask, value, settings.debris_value_max, settings.debris_max_area_um2 / pixel_area_um2
+    )
+    mask = _fill_small_holes(mask, settings.min_hole_area_um2 / pixel_area_um2) & ~excluded
+    mask = _remove_small_components(
+        mask, settings.min_tissue_area_um2 / pixel_area_um2, connectivity=8
+    )
     return TissueMask(mask=mask, threshold=threshold, excluded=excluded)

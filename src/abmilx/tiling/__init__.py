@@ -1,5 +1,2 @@
-"""Patch grids at exact µm/px scales and the LMDB patch store (see docs/architecture.md)."""
-
-from abmilx.tiling.store import PatchStore, PatchStoreWriter, pack_stores
-
-__all__ = ["PatchStore", "PatchStoreWriter", "pack_stores"]
+"""Patch grids at exact µm/px scales, read from the slides into the patch store
+(`abmilx.patches.store`; see docs/architecture.md)."""

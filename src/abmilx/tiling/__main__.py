@@ -12,21 +12,11 @@ import sys
 
 import cv2
 
-from abmilx.arguments import optional_mpp, parse_settings
+from abmilx.arguments import json_object, optional_mpp
+from abmilx.patches.store import pack_stores
 from abmilx.slides import SlideError
-from abmilx.tiling.store import pack_stores
+from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
-
-_COMMAND_LINE_ONLY = {
-    "slide_path",
-    "segmentation",
-    "out_store",
-    "out_qc",
-    "slide_id",
-    "dataset",
-    "mpp",
-    "threads",
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     tile.add_argument("--out-store", required=True, help="per-slide patch store (.lmdb)")
     tile.add_argument("--out-qc", required=True, help="per-slide QC record (.json)")
     tile.add_argument(
-        "--settings", required=True, help="JSON object of tile_slide() kwargs (all of them)"
+        "--settings", required=True, help="JSON object: the tiling block (all of it), strict"
     )
     tile.add_argument("--threads", type=int, default=1)
     pack = commands.add_parser("pack", help="merge per-slide stores into one")
@@ -52,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         meta = pack_stores(args.stores, args.out)
         print(f"packed {len(meta['slides'])} slides into {args.out}", file=sys.stderr)
         return 0
-    settings = parse_settings(parser, args.settings, tile_slide, _COMMAND_LINE_ONLY)
+    given = json_object(parser, args.settings)
+    strict = bool(given.pop("strict", False))
+    try:
+        settings = TilingSettings.from_settings(given, "--settings")
+    except ValueError as error:  # an unknown or missing key, a value out of range
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cv2.setNumThreads(1)  # parallelism comes from the patch threads
     try:
@@ -61,11 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             args.segmentation,
             args.out_store,
             args.out_qc,
+            settings,
             slide_id=args.slide_id,
             dataset=args.dataset,
             mpp=args.mpp,
+            strict=strict,
             threads=args.threads,
-            **settings,
         )
     except SlideError as error:
         print(f"error: {error}", file=sys.stderr)

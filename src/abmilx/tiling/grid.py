@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from abmilx.segmentation.geometry import Polygon, grid_points_inside, rasterize_polygons
+from abmilx.geometry import Polygon, grid_points_inside, rasterize_polygons
 from abmilx.slides import Slide, resize_to
 
 # A patch's tissue fraction is measured on FRACTION_CELLS x FRACTION_CELLS cells, each sampled

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from abmilx.patches.store import encode_jpeg
 from abmilx.slides import JpegTiles, Slide, resize_to
 from abmilx.tiling.grid import ScalePlan
-from abmilx.tiling.store import encode_jpeg
 
 
 @dataclass(frozen=True)

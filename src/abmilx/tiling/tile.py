@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
+from abmilx.geometry import read_geojson
+from abmilx.patches.store import PatchStoreWriter, write_empty_store
 from abmilx.progress import Progress
-from abmilx.segmentation.geometry import read_geojson
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.grid import (
-    INCLUSION_RULES,
     ScalePlan,
     grid_positions,
     grid_shape,
@@ -24,7 +24,7 @@ from abmilx.tiling.grid import (
     plan_scale,
 )
 from abmilx.tiling.read import LevelReader, ScaleJob
-from abmilx.tiling.store import PatchStoreWriter, write_empty_store
+from abmilx.tiling.settings import TilingSettings
 
 _LOG = logging.getLogger("abmilx.tiling")
 
@@ -62,42 +62,26 @@ def tile_slide(
     segmentation: str | Path,
     out_store: str | Path,
     out_qc: str | Path,
+    settings: TilingSettings,
     *,
     slide_id: str,
     dataset: str,
-    scales: Mapping[str, float],
-    patch_size: int,
-    min_tissue_fraction: float,
-    inclusion: str,
-    jpeg_quality: int,
-    level_tolerance: float,
-    fast_read: bool,
-    passthrough: bool,
     mpp: float | None = None,
     strict: bool = False,
     threads: int = 1,
 ) -> dict:
     """Write the slide's patch store and its QC record (segmentation record + ``patches``).
 
-    The keywords from ``scales`` to ``passthrough`` are the config's ``tiling`` block; its schema
-    holds their defaults (``abmilx.config.schema_defaults("tiling")``).
-
-    ``segmentation`` is the prefix written by :func:`abmilx.segmentation.segment_slide`; its
-    GeoJSON decides which grid patches are kept. ``scales`` maps a scale name to µm/px. A slide
-    that failed segmentation or reading yields an empty store and its status; ``strict`` raises
-    :class:`SlideError` instead (after writing both). ``fast_read`` decodes the raw JPEG
-    tiles of aperio / generic-tiff levels instead of calling OpenSlide per patch (same pixels,
-    several times faster; the QC record names the reader of each scale). ``passthrough``
-    stores a source tile's JPEG bytes unchanged where a patch is exactly one tile at the
-    tile's own resolution (its pixels are OpenSlide's, at the scanner's JPEG quality).
+    ``settings`` is the config's ``tiling`` block. ``segmentation`` is the prefix written by
+    :func:`abmilx.segmentation.segment.segment_slide`; its GeoJSON decides which grid patches
+    are kept. A slide that failed segmentation or reading yields an empty store and its status;
+    ``strict`` raises :class:`SlideError` instead (after writing both). ``fast_read`` decodes
+    the raw JPEG tiles of aperio / generic-tiff levels instead of calling OpenSlide per patch
+    (same pixels, several times faster; the QC record names the reader of each scale).
+    ``passthrough`` stores a source tile's JPEG bytes unchanged where a patch is exactly one tile
+    at the tile's own resolution (its pixels are OpenSlide's, at the scanner's JPEG quality).
     """
-    scales = dict(scales)
-    if not scales or any(not float(v) > 0 for v in scales.values()):
-        raise ValueError(f"scales must map names to positive µm/px, got {scales}")
-    if not 0.0 <= min_tissue_fraction <= 1.0:
-        raise ValueError(f"min_tissue_fraction must be in [0, 1], got {min_tissue_fraction}")
-    if inclusion not in INCLUSION_RULES:
-        raise ValueError(f"inclusion must be one of {INCLUSION_RULES}, got {inclusion!r}")
+    scales = dict(settings.scales)
     # segmentation.segment.output_paths names these two, but importing it costs scipy's start-up
     paths = {suffix: Path(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")}
     if not paths["json"].is_file():
@@ -105,15 +89,17 @@ def tile_slide(
     record = json.loads(paths["json"].read_text())
     record.update(dataset=dataset, slide_id=slide_id)
     record["tiling"] = {
-        "patch_size": patch_size,
-        "min_tissue_fraction": min_tissue_fraction,
-        "inclusion": inclusion,
-        "jpeg_quality": jpeg_quality,
-        "level_tolerance": level_tolerance,
+        "patch_size": settings.patch_size,
+        "min_tissue_fraction": settings.min_tissue_fraction,
+        "inclusion": settings.inclusion,
+        "jpeg_quality": settings.jpeg_quality,
+        "level_tolerance": settings.level_tolerance,
         "scales": {},
     }
     counts = dict.fromkeys(scales, 0)
-    store_args = dict(patch_size=patch_size, jpeg_quality=jpeg_quality, scales=scales)
+    store_args = dict(
+        patch_size=settings.patch_size, jpeg_quality=settings.jpeg_quality, scales=scales
+    )
     if record.get("status") == "ok":
         try:
             counts = _tile(
@@ -121,16 +107,9 @@ def tile_slide(
                 paths["geojson"],
                 out_store,
                 record,
+                settings,
                 slide_id=slide_id,
                 mpp=mpp,
-                scales=scales,
-                patch_size=patch_size,
-                min_tissue_fraction=min_tissue_fraction,
-                inclusion=inclusion,
-                jpeg_quality=jpeg_quality,
-                level_tolerance=level_tolerance,
-                fast_read=fast_read,
-                passthrough=passthrough,
                 threads=max(1, threads),
             )
         except SlideError as error:
@@ -139,8 +118,9 @@ def tile_slide(
     if record.get("status") == "ok" and sum(counts.values()) == 0:
         record.update(
             status="no_tissue",
-            reason=f"no patch has at least {min_tissue_fraction:g} of its footprint in tissue"
-            if inclusion == "tissue_fraction"
+            reason="no patch has at least "
+            f"{settings.min_tissue_fraction:g} of its footprint in tissue"
+            if settings.inclusion == "tissue_fraction"
             else "no patch has a four-point check point in tissue",
         )
     if record.get("status") != "ok":
@@ -157,17 +137,10 @@ def _tile(
     geojson_path: Path,
     out_store: str | Path,
     record: dict,
+    settings: TilingSettings,
     *,
     slide_id: str,
     mpp: float | None,
-    scales: dict[str, float],
-    patch_size: int,
-    min_tissue_fraction: float,
-    inclusion: str,
-    jpeg_quality: int,
-    level_tolerance: float,
-    fast_read: bool,
-    passthrough: bool,
     threads: int,
 ) -> dict[str, int]:
     """Read, encode and store the selected patches of every scale; fills ``record``.
@@ -179,11 +152,16 @@ def _tile(
         polygons = read_geojson(geojson_path)
     except ValueError as error:
         raise SlideError(geojson_path, str(error)) from None
+    scales, patch_size, jpeg_quality = settings.scales, settings.patch_size, settings.jpeg_quality
     with Slide(slide_path, mpp_override=mpp) as slide:
         record.update(slide.info.as_record())
-        plans = [plan_scale(slide, n, m, patch_size, level_tolerance) for n, m in scales.items()]
+        plans = [
+            plan_scale(slide, n, m, patch_size, settings.level_tolerance) for n, m in scales.items()
+        ]
         selected = {
-            plan.name: select_patches(slide, plan, polygons, min_tissue_fraction, inclusion)
+            plan.name: select_patches(
+                slide, plan, polygons, settings.min_tissue_fraction, settings.inclusion
+            )
             for plan in plans
         }
         total = sum(len(coords) for _, coords in selected.values())
@@ -203,8 +181,8 @@ def _tile(
                     slide,
                     level,
                     [plan for plan in plans if plan.level == level],
-                    fast=fast_read,
-                    passthrough=passthrough,
+                    fast=settings.fast_read,
+                    passthrough=settings.passthrough,
                 )
                 for level in sorted({plan.level for plan in plans})
             }

@@ -17,7 +17,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from abmilx.training.devices import resolve_device
+from abmilx.runtime.devices import resolve_device
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -1,4 +1,7 @@
-"""Prediction with a trained run of any kind: logits per slide and attention with coordinates."""
+"""Prediction with a trained run: logits per slide and attention with coordinates.
+
+The engine's half: the caller hands over the Task class of the run's kind (`abmilx.kinds`
+resolves it by name), so nothing here imports a kind."""
 
 from __future__ import annotations
 
@@ -9,47 +12,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
-from abmilx.training.devices import resolve_amp, resolve_device, set_threads
-from abmilx.training.runs import load_run
-from abmilx.training.task import task_type
+from abmilx.runtime.devices import resolve_amp, resolve_device
+from abmilx.training.task import Task
 
 log = logging.getLogger(__name__)
 WEIGHTS = {"main": "state_dict", "ema": "ema_state_dict"}
 
 
-def predict(
-    run: str | Path | Mapping[str, Any],
-    source: str | Path,
-    slide_ids: Sequence[str],
-    threads: int = 1,
-    *,
-    case_ids: Sequence[str] | None = None,
-    weights: str = "main",
-    device: str = "auto",
-    num_workers: int = 0,
-) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Logits per slide and attention with coords, from a run directory, its model.pt, or the
-    checkpoint already loaded from it (`load_run`).
-
-    The kind (and so what `source` is: a feature folder, a patch store) comes from the
-    checkpoint. Returns a DataFrame with `slide_id`, `logit_0..logit_{C-1}` (and `case_id` when
-    given) and {slide_id: {"coords": (n, 2) int64, "attention": (H, n) float32}}. With
-    `case_ids` (one per slide) the slides of a case form one bag, as in survival training: every
-    slide of the case gets the case's logits and its own slice of the case's attention. Slides
-    without data are skipped with a warning; models without attention give no attention entry.
-    `weights` is "main" or "ema" (the EMA teacher, when the run kept one); `num_workers` are the
-    loader processes of kinds that decode patches.
-    """
-    set_threads(threads)
-    task, model, checkpoint = load_trained(run, source, weights, device, num_workers)
-    return predict_loaded(task, model, len(checkpoint["classes"]), slide_ids, case_ids)
-
-
 def predict_loaded(
-    task, model, n_classes: int, slide_ids: Sequence[str], case_ids: Sequence[str] | None = None
+    task: Task,
+    model: nn.Module,
+    n_classes: int,
+    slide_ids: Sequence[str],
+    case_ids: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """:func:`predict` with the (task, model) of :func:`load_trained`, for callers that run the
+    """:func:`abmilx.kinds.predict` with the (task, model) of :func:`build_trained`, for callers that run the
     same model more than once (evaluation's timed pass, then its FLOP-counting pass)."""
     groups = group_slides(slide_ids, case_ids, available=task.available())
     results = task.infer_logged(model, [members for _, members in groups], "predict")
@@ -63,32 +42,28 @@ def predict_loaded(
     return frame, attention
 
 
-def load_trained(
-    run: str | Path | Mapping[str, Any],
+def build_trained(
+    task_type: type[Task],
+    checkpoint: Mapping[str, Any],
     source: str | Path,
     weights: str = "main",
     device: str = "auto",
     num_workers: int = 0,
-):
-    """(task, model, checkpoint) of a trained run (its directory, model.pt, or the checkpoint
-    already loaded): its kind's Task on ``source`` and the model with ``weights`` loaded."""
+) -> tuple[Task, nn.Module]:
+    """(task, model) of a loaded checkpoint: ``task_type`` (the Task class of its kind, which the
+    caller resolves: the engine knows no kinds) on ``source`` and the model with ``weights``."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     torch_device = resolve_device(device)
-    checkpoint = run if isinstance(run, Mapping) else load_run(run)
-    if WEIGHTS[weights] not in checkpoint:
-        where = "" if isinstance(run, Mapping) else f" {run}"
-        raise ValueError(f"the {checkpoint['kind']} run{where} has no {weights} weights")
-    kind = task_type(checkpoint["kind"])
-    config = kind.settings_type.from_checkpoint(checkpoint["settings"])
+    config = task_type.settings_type.from_checkpoint(checkpoint["settings"])
     amp_dtype = resolve_amp(config.amp, torch_device)
-    task = kind(source, config, torch_device, amp_dtype, num_workers)
+    task = task_type(source, config, torch_device, amp_dtype, num_workers)
     model = task.build_model(len(checkpoint["classes"]), pretrained=False)
     model.load_state_dict(checkpoint[WEIGHTS[weights]])
     # Inference needs no gradients; parameters that do not ask for one also keep torch's FLOP
     # counter from hooking a parameter a MIL passes to a submodule (QAMIL's queries).
     model.requires_grad_(False)
-    return task, model, checkpoint
+    return task, model
 
 
 def group_slides(

@@ -1,8 +1,8 @@
-"""The task protocol that the one trainer drives, and the registry of run kinds.
+"""The task protocol that the one trainer drives.
 
 A kind (two-stage, E2E, the C2C and FT baselines) says where bags come from and how
-its model turns a batch into a MILOutput; the trainer owns everything else. Adding a kind means
-one module with a `Task` subclass and one entry in `_LOADERS`.
+its model turns a batch into a MILOutput; the trainer owns everything else. The kinds live in
+their stages and register by name in `abmilx.kinds`; the engine never imports them.
 """
 
 from __future__ import annotations
@@ -117,39 +117,3 @@ class Task(ABC):
             yield result
         if summary:
             progress.finish()
-
-
-def _two_stage() -> type[Task]:
-    from abmilx.two_stage.train import TwoStageTask
-
-    return TwoStageTask
-
-
-def _e2e() -> type[Task]:
-    from abmilx.e2e.train import E2ETask
-
-    return E2ETask
-
-
-def _c2c() -> type[Task]:
-    from abmilx.e2e.c2c import C2CTask
-
-    return C2CTask
-
-
-def _ft() -> type[Task]:
-    from abmilx.e2e.ft import FTTask
-
-    return FTTask
-
-
-# Imported lazily: the kinds build on this package, not the other way round.
-_LOADERS = {"two_stage": _two_stage, "e2e": _e2e, "c2c": _c2c, "ft": _ft}
-KINDS = tuple(_LOADERS)
-
-
-def task_type(kind: str) -> type[Task]:
-    """The Task class of a run kind (a checkpoint's `kind`)."""
-    if kind not in _LOADERS:
-        raise ValueError(f"unknown run kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    return _LOADERS[kind]()

@@ -22,9 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from abmilx.progress import Progress
 from abmilx.provenance import changed_parts, fingerprint
+from abmilx.runtime.devices import autocast, resolve_amp, set_threads
+from abmilx.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 from abmilx.training.bags import load_fold, selection_bags
 from abmilx.training.callbacks import SNAPSHOT_DIR, Callback, builtin_callbacks
-from abmilx.training.devices import autocast, resolve_amp, set_threads
 from abmilx.training.distributed import Distributed, global_batches
 from abmilx.training.ema import ModelEma
 from abmilx.training.fingerprint import code_closure_digest, split_rows_digest
@@ -40,7 +41,6 @@ from abmilx.training.runs import (
     save_run,
     write_train_log,
 )
-from abmilx.training.seeding import capture_rng_state, restore_rng_state, seed_everything
 from abmilx.training.selection import selection_metric, selection_metric_name
 from abmilx.training.task import Task
 

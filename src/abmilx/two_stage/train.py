@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from abmilx.models import MILOutput, create_mil
+from abmilx.runtime.devices import autocast
 from abmilx.training import trainer
 from abmilx.training.bags import Bag
-from abmilx.training.devices import autocast
 from abmilx.training.settings import TrainSettings
 from abmilx.training.task import BagResult, Task
 
@@ -107,5 +107,5 @@ def train(
     threads: int = 1,
     **settings,
 ) -> Path:
-    """Train on the fold's feature files (see `abmilx.training.train`); returns model.pt."""
+    """Train on the fold's feature files (see `abmilx.training.trainer.train`); returns model.pt."""
     return trainer.train(TwoStageTask, features_dir, splits, fold, out_dir, threads, **settings)

@@ -14,7 +14,7 @@ from typing import Any
 from abmilx.report.figures import KINDS
 from abmilx.report.tables import HEADLINE_METRIC
 
-# Kinds whose runs have a trained patch encoder in model.pt (abmilx.e2e.train.PATCH_KINDS).
+# Kinds whose runs have a trained patch encoder in model.pt (abmilx.e2e.patch_kinds.PATCH_KINDS).
 ENCODER_KINDS = ("e2e", "c2c", "ft")
 
 

@@ -78,8 +78,8 @@ class TrainedEncoder:
     """The encoder of an E2E run's fold-0 model.pt, with the preprocessing of its inference."""
 
     def __init__(self, settings: Mapping) -> None:
-        from abmilx.features.extract import make_encode_fn
-        from abmilx.training.predictions import load_trained
+        from abmilx.kinds import load_trained
+        from abmilx.patches.data import make_encode_fn
 
         run = Path(settings["runs"][0]["dir"]) / "fold0"
         task, model, _ = load_trained(run, settings["store"], device=settings["device"])
@@ -102,7 +102,7 @@ class TrainedEncoder:
 
     def features(self, picks: pd.DataFrame) -> np.ndarray:
         """Features of the picked patches (rows: slide_id, index; a slide's rows together)."""
-        from abmilx.features.data import resize_patches, to_chw_tensor
+        from abmilx.patches.data import resize_patches, to_chw_tensor
 
         config = self.task.config
         features = []

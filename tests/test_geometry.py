@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from abmilx.segmentation.geometry import grid_points_inside, rasterize_polygons
+from abmilx.geometry import grid_points_inside, rasterize_polygons
 
 
 def crossings_inside(rings: list[np.ndarray], height: int, width: int) -> np.ndarray:

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from abmilx.tiling.store import PatchStore
+from abmilx.patches.store import PatchStore
+from abmilx.runtime.devices import autocast
 
 CHANNEL_ORDERS = ("rgb", "bgr")
 PREFETCH_CHUNKS = 2  # chunks decoded ahead of the encoder: memory stays a few chunks
@@ -194,3 +195,23 @@ def iter_slide_features(
             coords = np.asarray(store.coords(slide_id, scale), dtype=np.int64)
             yield slide_id, features, coords
             features = None
+
+
+def make_encode_fn(
+    encoder: torch.nn.Module,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool = False,
+):
+    """uint8 (k, 3, S, S) -> (k, d) features, under no_grad with the encoder's normalisation."""
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        x = images.to(device, non_blocking=True).float().div_(255.0)
+        x = encoder.normalize(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            return encoder(x)
+
+    return encode

@@ -1,0 +1,73 @@
+"""Typed settings of a config block (segmentation, tiling): one frozen object that passes through
+every layer instead of the block's keywords spelled out again in each.
+
+The dataclasses declare no defaults: the config schema is their one source. A command gets the
+whole block from its rule (defaults already filled), so `from_settings` only checks that every
+key is known and present, naming the first offenders; it does not load the schema, which keeps
+the per-slide commands' start-up short. `from_partial` fills what a mapping lacks from the
+schema (callers that set a few keys, records of an older version).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar, Self
+
+
+class SettingsError(ValueError):
+    """A settings mapping names an unknown key or lacks one; the message names them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockSettings:
+    """Base of a config block's settings; a subclass names its schema `$defs` entry."""
+
+    definition: ClassVar[str]
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [field.name for field in fields(cls)]
+
+    @classmethod
+    def _check_keys(cls, settings: Mapping[str, Any], what: str, complete: bool) -> None:
+        allowed = cls.names()
+        unknown = sorted(set(settings) - set(allowed))
+        if unknown:
+            raise SettingsError(f"{what}: unknown settings {unknown}; allowed: {sorted(allowed)}")
+        missing = sorted(set(allowed) - set(settings))
+        if complete and missing:
+            raise SettingsError(
+                f"{what}: missing settings {missing} (the config schema has their defaults)"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], what: str = "settings") -> Self:
+        """Every key of the block (a rule's `--settings`, the config block), none unknown."""
+        cls._check_keys(settings, what, complete=True)
+        return cls(**copy.deepcopy(dict(settings)))
+
+    @classmethod
+    def from_partial(cls, settings: Mapping[str, Any], what: str = "settings") -> Self:
+        """Known keys of the block, the others from the schema's defaults (validated there)."""
+        from abmilx.config import validate_settings
+
+        cls._check_keys(settings, what, complete=False)
+        return cls(**validate_settings(cls.definition, settings))
+
+    @classmethod
+    def from_record(cls, settings: Mapping[str, Any]) -> Self:
+        """Settings recorded by a run (maybe of an older version): keys the code no longer knows
+        are ignored, the missing ones come from the schema."""
+        known = set(cls.names())
+        return cls.from_partial({key: value for key, value in settings.items() if key in known})
+
+    def updated(self, overrides: Mapping[str, Any], what: str = "overrides") -> Self:
+        """A copy with ``overrides`` (a subset of the block's keys) replacing these values."""
+        self._check_keys(overrides, what, complete=False)
+        return replace(self, **copy.deepcopy(dict(overrides)))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The block as the config spells it (JSON values)."""
+        return asdict(self)
