@@ -83,8 +83,14 @@ def main(argv: list[str] | None = None) -> dict:
                 prefix = root / f"{row['slide_id']}-{view:g}"
                 mpp = None if np.isnan(row["mpp_override"]) else row["mpp_override"]
                 start = time.process_time()
-                segment_slide(slide, prefix, slide_id=row["slide_id"], dataset="seg", mpp=mpp,
-                              settings=SegmentationSettings.from_settings(settings | {"working_mpp": view}))  # fmt: skip
+                segment_slide(
+                    slide,
+                    prefix,
+                    slide_id=row["slide_id"],
+                    dataset="seg",
+                    mpp=mpp,
+                    settings=SegmentationSettings.from_settings(settings | {"working_mpp": view}),
+                )
                 cpu += time.process_time() - start
                 iou, slide_kept, slide_total = score(prefix, truth)
                 ious.append(iou)

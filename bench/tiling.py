@@ -126,8 +126,17 @@ def run_slide(slide: Path, out: Path, config: dict, scales: dict[str, float]) ->
          "--out-qc", str(out / "s.json"), "--settings", json.dumps(tiling), "--threads", "1"],
     )  # fmt: skip
     start = time.process_time()  # no start-up, no segmentation
-    tile_slide(slide, prefix, out / "again.lmdb", out / "again.json", slide_id="s",
-               dataset="bench", settings=TilingSettings.from_settings({key: tiling[key] for key in tiling if key != "strict"}))  # fmt: skip
+    tile_slide(
+        slide,
+        prefix,
+        out / "again.lmdb",
+        out / "again.json",
+        slide_id="s",
+        dataset="bench",
+        settings=TilingSettings.from_settings(
+            {key: tiling[key] for key in tiling if key != "strict"}
+        ),
+    )
     return {"segment_s": segment[0], "tile_s": tile[0], "work_s": time.process_time() - start,
             "e2e_wall_s": segment[1] + tile[1]}  # fmt: skip
 

@@ -90,9 +90,16 @@ def test_forty_x_slide_tiles_the_expected_count_at_four_scales(tmp_path):
     )
     scales = {"40x": 0.25, "20x": 0.5, "10x": 1.0, "5x": 2.0}
     record = tile_slide(
-        slide, prefix, tmp_path / "s.lmdb", tmp_path / "s.json", slide_id="s", dataset="t40",
-        settings=TilingSettings.from_settings(schema_defaults("tiling") | {"scales": scales, "patch_size": 64}),
-    )  # fmt: skip
+        slide,
+        prefix,
+        tmp_path / "s.lmdb",
+        tmp_path / "s.json",
+        slide_id="s",
+        dataset="t40",
+        settings=TilingSettings.from_settings(
+            schema_defaults("tiling") | {"scales": scales, "patch_size": 64}
+        ),
+    )
     truth = load_truth(truth_file)
     tissue, cell = truth["tissue"], truth["downsample"]
     with PatchStore(tmp_path / "s.lmdb") as store:

@@ -119,8 +119,13 @@ def test_tiny_file_claiming_a_huge_size_fails_in_bounded_memory(tmp_path):
 
 def test_overlay_is_capped_in_size(drawn_slide, tmp_path, monkeypatch):
     monkeypatch.setattr(segment, "OVERLAY_MAX_SIDE", 100)
-    record = segment_slide(drawn_slide[0], tmp_path / "o", slide_id="o", dataset="x",
-                           settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS))  # fmt: skip
+    record = segment_slide(
+        drawn_slide[0],
+        tmp_path / "o",
+        slide_id="o",
+        dataset="x",
+        settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
+    )
     overlay = cv2.imread(str(output_paths(tmp_path / "o")["overlay"]))
     mask = cv2.imread(str(output_paths(tmp_path / "o")["mask"]), cv2.IMREAD_GRAYSCALE)
     assert record["status"] == "ok" and mask.shape == (112, 150)  # the mask keeps its size

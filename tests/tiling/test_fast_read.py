@@ -191,9 +191,16 @@ def test_one_decode_per_source_tile(slides, tmp_path, monkeypatch):
     ]}))  # fmt: skip
     prefix.with_suffix(".json").write_text('{"status": "ok", "reason": ""}')
     scales = {"fine": 0.5, "half": 1.0, "low": 2.0}
-    record = tile_slide(slides["aperio240"], prefix, tmp_path / "s.lmdb", tmp_path / "s.json",
-                        slide_id="s", dataset="d", threads=2,
-                        settings=TilingSettings.from_settings(TILING | {"scales": scales, "patch_size": 64}))  # fmt: skip
+    record = tile_slide(
+        slides["aperio240"],
+        prefix,
+        tmp_path / "s.lmdb",
+        tmp_path / "s.json",
+        slide_id="s",
+        dataset="d",
+        threads=2,
+        settings=TilingSettings.from_settings(TILING | {"scales": scales, "patch_size": 64}),
+    )
     assert record["patches"]["fine"] > 100 and record["patches"]["low"] > 4
     assert set(decodes.values()) == {1}
     touched = set()
@@ -220,11 +227,24 @@ def test_store_is_the_same_either_way(slides, tmp_path):
     patches, readers = [], []
     for fast in (True, False):
         store = tmp_path / f"{fast}.lmdb"
-        record = tile_slide(slides["aperio"], prefix, store, tmp_path / f"{fast}.json",
-                            slide_id="s", dataset="d", threads=2, settings=TilingSettings.from_settings(TILING | {
-                                "scales": {"main": 1.0, "low": 2.0}, "patch_size": 64,
-                                "jpeg_quality": 90, "fast_read": fast})
-                            )  # fmt: skip
+        record = tile_slide(
+            slides["aperio"],
+            prefix,
+            store,
+            tmp_path / f"{fast}.json",
+            slide_id="s",
+            dataset="d",
+            threads=2,
+            settings=TilingSettings.from_settings(
+                TILING
+                | {
+                    "scales": {"main": 1.0, "low": 2.0},
+                    "patch_size": 64,
+                    "jpeg_quality": 90,
+                    "fast_read": fast,
+                }
+            ),
+        )
         readers.append({k: v["reader"] for k, v in record["tiling"]["scales"].items()})
         with PatchStore(store) as opened:
             assert opened.count("s", "main") == 96 and opened.count("s", "low") == 24

@@ -81,9 +81,17 @@ def test_four_point_keeps_more_border_patches_on_a_slide(segmented):
     slide, prefix, root = segmented
     counts = {}
     for rule in ("tissue_fraction", "four_point"):
-        record = tile_slide(slide, prefix, root / f"{rule}.lmdb", root / f"{rule}.json",
-                            slide_id="e", dataset="d", settings=TilingSettings.from_settings(TILING | {"scales": {"main": 1.0},
-                            "patch_size": 32, "inclusion": rule}))  # fmt: skip
+        record = tile_slide(
+            slide,
+            prefix,
+            root / f"{rule}.lmdb",
+            root / f"{rule}.json",
+            slide_id="e",
+            dataset="d",
+            settings=TilingSettings.from_settings(
+                TILING | {"scales": {"main": 1.0}, "patch_size": 32, "inclusion": rule}
+            ),
+        )
         assert record["tiling"]["inclusion"] == rule
         counts[rule] = record["patches"]["main"]
     assert counts["tissue_fraction"] < counts["four_point"] < 1.5 * counts["tissue_fraction"]
@@ -91,8 +99,16 @@ def test_four_point_keeps_more_border_patches_on_a_slide(segmented):
 
 def test_scale_finer_than_level0_fails_the_slide(segmented):
     slide, prefix, root = segmented
-    record = tile_slide(slide, prefix, root / "fine.lmdb", root / "fine.json", slide_id="e",
-                        dataset="d", settings=TilingSettings.from_settings(TILING | {"scales": {"main": 1.0, "fine": 0.25},
-                        "patch_size": 32}))  # fmt: skip
+    record = tile_slide(
+        slide,
+        prefix,
+        root / "fine.lmdb",
+        root / "fine.json",
+        slide_id="e",
+        dataset="d",
+        settings=TilingSettings.from_settings(
+            TILING | {"scales": {"main": 1.0, "fine": 0.25}, "patch_size": 32}
+        ),
+    )
     assert record["status"] == "failed" and record["patches"] == {"main": 0, "fine": 0}
     assert "'fine' at 0.25 µm/px is finer than the slide's level 0 (0.5 µm/px" in record["reason"]

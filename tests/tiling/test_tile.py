@@ -117,8 +117,16 @@ def test_threads_give_identical_store(segmented, tmp_path):
     contents = []
     for threads in (1, 2):
         path = tmp_path / f"t{threads}.lmdb"
-        tile_slide(slide, prefix, path, tmp_path / f"t{threads}.json", slide_id="s1",
-                   dataset="d", threads=threads, settings=TilingSettings.from_settings(TILE))  # fmt: skip
+        tile_slide(
+            slide,
+            prefix,
+            path,
+            tmp_path / f"t{threads}.json",
+            slide_id="s1",
+            dataset="d",
+            threads=threads,
+            settings=TilingSettings.from_settings(TILE),
+        )
         store = PatchStore(path)
         contents.append(
             [store.read_jpeg("s1", "main", i) for i in range(store.count("s1", "main"))]
@@ -139,22 +147,44 @@ def test_failed_slide_gives_empty_store_and_status(tmp_path):
         settings=SegmentationSettings.from_settings(SEGMENT),
     )
     store_path = tmp_path / "bad.lmdb"
-    record = tile_slide(bad, prefix, store_path, tmp_path / "bad.json", slide_id="bad",
-                        dataset="d", settings=TilingSettings.from_settings(TILE))  # fmt: skip
+    record = tile_slide(
+        bad,
+        prefix,
+        store_path,
+        tmp_path / "bad.json",
+        slide_id="bad",
+        dataset="d",
+        settings=TilingSettings.from_settings(TILE),
+    )
     assert record["status"] == "failed" and "not a slide file" in record["reason"]
     assert record["patches"] == {"main": 0, "low": 0}
     with PatchStore(store_path) as store:
         assert store.meta["slides"] == {"bad": {"main": 0, "low": 0}}
         assert store.coords("bad", "main").shape == (0, 2)
     with pytest.raises(SlideError, match="slide bad: failed"):
-        tile_slide(bad, prefix, store_path, tmp_path / "bad.json", slide_id="bad",
-                   dataset="d", strict=True, settings=TilingSettings.from_settings(TILE))  # fmt: skip
+        tile_slide(
+            bad,
+            prefix,
+            store_path,
+            tmp_path / "bad.json",
+            slide_id="bad",
+            dataset="d",
+            strict=True,
+            settings=TilingSettings.from_settings(TILE),
+        )
 
 
 def test_tissue_smaller_than_a_patch_is_no_tissue(segmented, tmp_path):
     slide, prefix, _, _ = segmented
-    record = tile_slide(slide, prefix, tmp_path / "x.lmdb", tmp_path / "x.json", slide_id="s1",
-                        dataset="d", settings=TilingSettings.from_settings({**TILE, "patch_size": 512}))  # fmt: skip
+    record = tile_slide(
+        slide,
+        prefix,
+        tmp_path / "x.lmdb",
+        tmp_path / "x.json",
+        slide_id="s1",
+        dataset="d",
+        settings=TilingSettings.from_settings({**TILE, "patch_size": 512}),
+    )
     assert record["status"] == "no_tissue" and "no patch" in record["reason"]
     assert PatchStore(tmp_path / "x.lmdb").meta["slides"]["s1"] == {"main": 0, "low": 0}
 
