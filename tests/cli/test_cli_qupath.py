@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from abmilx.cli.qupath import export_qupath
-from abmilx.segmentation.geometry import polygons_to_geojson, read_geojson
+from abmilx.geometry import polygons_to_geojson, read_geojson
 
 # What QuPath's GeoJSON import reads: Features with a geometry and, in `properties`, an
 # `objectType` it knows, an optional classification, and measurements as name -> number.

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from abmilx.cli.trained import FOLD_DIR, workflow_layout
-from abmilx.segmentation.geometry import polygons_to_geojson, read_geojson
+from abmilx.geometry import polygons_to_geojson, read_geojson
 
 TILE_CLASS = {"name": "Attention", "color": [255, 128, 0]}
 
