@@ -173,7 +173,8 @@ def test_the_checks_see_a_cycle_and_a_sideways_import():
         ("two_stage", ("e2e", "features")),
         ("e2e", ("two_stage", "features", "tiling")),
         ("evaluation", ("e2e", "two_stage")),
-        ("tiling", ("segmentation",)),
+        ("tiling", ("segmentation", "models", "training", "e2e")),
+        ("segmentation", ("tiling", "models", "training")),
     ],
 )
 def test_a_stage_code_digest_holds_no_other_stage_file(command, foreign):

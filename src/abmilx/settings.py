@@ -3,9 +3,9 @@ every layer instead of the block's keywords spelled out again in each.
 
 The dataclasses declare no defaults: the config schema is their one source. A command gets the
 whole block from its rule (defaults already filled), so `from_settings` only checks that every
-key is known and present, naming the first offenders; it does not load the schema, which keeps
-the per-slide commands' start-up short. `from_partial` fills what a mapping lacks from the
-schema (callers that set a few keys, records of an older version).
+key is known and present, naming the first offenders; it does not load the schema, and this module
+imports nothing of the package: the per-slide commands start fast, and their code digests do not
+take in the config module and, through it, the model zoo.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 
 class SettingsError(ValueError):
@@ -22,9 +22,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class BlockSettings:
-    """Base of a config block's settings; a subclass names its schema `$defs` entry."""
-
-    definition: ClassVar[str]
+    """Base of a config block's settings: a subclass declares the block's keys as fields."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -49,19 +47,11 @@ class BlockSettings:
         return cls(**copy.deepcopy(dict(settings)))
 
     @classmethod
-    def from_partial(cls, settings: Mapping[str, Any], what: str = "settings") -> Self:
-        """Known keys of the block, the others from the schema's defaults (validated there)."""
-        from abmilx.config import validate_settings
-
-        cls._check_keys(settings, what, complete=False)
-        return cls(**validate_settings(cls.definition, settings))
-
-    @classmethod
-    def from_record(cls, settings: Mapping[str, Any]) -> Self:
-        """Settings recorded by a run (maybe of an older version): keys the code no longer knows
-        are ignored, the missing ones come from the schema."""
-        known = set(cls.names())
-        return cls.from_partial({key: value for key, value in settings.items() if key in known})
+    def known(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``settings`` that are fields here (a record of another version may
+        hold keys this code no longer knows)."""
+        names = set(cls.names())
+        return {key: value for key, value in settings.items() if key in names}
 
     def updated(self, overrides: Mapping[str, Any], what: str = "overrides") -> Self:
         """A copy with ``overrides`` (a subset of the block's keys) replacing these values."""

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from abmilx.cli.trained import store_recipe, trained_run
+from abmilx.config import schema_defaults
 from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_risk
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,12 @@ def prepare_slides(
     from abmilx.tiling.tile import tile_slide
 
     # Settings a store's records lack (written by an older version): the schema's defaults.
-    segmentation = SegmentationSettings.from_record(recipe["segmentation"])
-    tiling = TilingSettings.from_record(recipe["tiling"])
+    segmentation = SegmentationSettings.from_settings(
+        schema_defaults("segmentation") | SegmentationSettings.known(recipe["segmentation"])
+    )
+    tiling = TilingSettings.from_settings(
+        schema_defaults("tiling") | TilingSettings.known(recipe["tiling"])
+    )
     records = []
     for row in sheet.itertuples(index=False):
         mpp = None if pd.isna(row.mpp) else float(row.mpp)

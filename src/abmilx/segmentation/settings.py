@@ -13,8 +13,6 @@ class SegmentationSettings(BlockSettings):
     """How tissue is found on a slide's working view; each field is the schema key of the same
     name (its description says what it does)."""
 
-    definition = "segmentation"
-
     working_mpp: float
     saturation_threshold: int | str
     median_kernel: int

@@ -13,8 +13,6 @@ class TilingSettings(BlockSettings):
     """The patch grid of every scale and how patches are read and stored; each field is the
     schema key of the same name. ``scales`` maps a scale name to µm/px."""
 
-    definition = "tiling"
-
     scales: dict[str, float]
     patch_size: int
     min_tissue_fraction: float
