@@ -35,7 +35,10 @@ def test_reruns_follow_real_imports(rule_commands):
     assert {"segment_tissue", "tile_slide"} <= importers("geometry.py")
     assert importers("report/tables.py") == {"qc_table", "table", "tables"}
     assert importers("report/figures/km_curves.py") == {"figure_km_curves"}
-    assert importers("report/figures/draw.py") == {f"figure_{kind}" for kind in KINDS}
+    assert importers("report/figures/draw.py") == {f"figure_{kind}" for kind in KINDS} | {
+        "run_plots",
+        "segmentation_overview",
+    }
     assert {"train_two_stage", "train_e2e"} <= importers("training/losses.py")
     # evaluation finds a run's kind by name; the run's model.pt changes with the kind's code
     assert "evaluate_fold" in importers("kinds.py")
