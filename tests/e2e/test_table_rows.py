@@ -241,9 +241,10 @@ def test_every_table5_aggregator_trains_end_to_end(toy_dataset, tmp_path, mil, o
     assert not torch.equal(run["state_dict"]["encoder.conv1.weight"], first_conv)  # E2E
     metrics = evaluate(
         tmp_path / "run", splits, 0, "e2e", tmp_path / "eval", store, split="val",
-        n_boot=100, seed=0, model_weights="main", device="cpu",
+        n_boot=100, seed=0, model_weights="main", device="cpu", paper_inference_time=False,
     )  # fmt: skip
     assert metrics["n"] == 2 and metrics["cost"]["flops_per_slide"] > 0  # FLOPs of every MIL
+    assert metrics["cost"]["paper_macs"] > 0.9e12  # the paper's 512-patch count, every MIL
 
 
 @pytest.mark.parametrize(("sampling", "n_low"), [("mris", 2), ("random", 0), ("regional", 2)])

@@ -71,6 +71,7 @@ def test_evaluate_cli_on_a_trained_two_stage_run(tmp_path: Path, task: str) -> N
         "seed": 1,
         "model_weights": "main",
         "device": "cpu",
+        "paper_inference_time": False,
         "dataset": "demo",
         "experiment": "abmil",
         "config_hash": "h",

@@ -217,6 +217,43 @@ def count_flops(task, model, n_classes, slide_ids, case_ids) -> dict[str, float]
     }
 
 
+def run_paper_cost(
+    checkpoint: dict, model, features_dir: str | Path | None, inference_time: bool
+) -> dict[str, Any]:
+    """#Parameter, FLOPs (and IT) of the evaluated model as the paper counts them; the
+    encoder of a two-stage run is the one its features were extracted with."""
+    import torch
+
+    from abmilx.evaluation.paper_cost import inference_seconds, paper_cost
+    from abmilx.models import create_encoder
+
+    aggregator = getattr(model, "mil", model)
+    if checkpoint["kind"] == "two_stage":
+        first = next(iter(sorted(Path(features_dir).glob("*.pt"))))  # our feature file
+        encoder_name = torch.load(first, map_location="cpu", weights_only=False).get("encoder")
+        feature_dim = int(checkpoint["settings"]["in_dim"])
+    else:
+        encoder_name = checkpoint["settings"]["encoder"]
+        feature_dim = int(model.encoder.out_dim)
+    cost = paper_cost(encoder_name, aggregator, feature_dim)
+    if inference_time and encoder_name is not None:
+        device = next(aggregator.parameters()).device
+        encoder = getattr(model, "encoder", None) or create_encoder(encoder_name)
+        cost["paper_inference_seconds"] = inference_seconds(encoder, aggregator, device)
+        cost["paper_inference_device"] = device.type
+    return cost
+
+
+def memory_cost(cost: dict) -> dict[str, Any]:
+    """The paper's Memory column: training's GPU peak on CUDA, else the CPU's peak RSS (the
+    source is recorded, so a table never passes one off as the other)."""
+    if cost.get("peak_gpu_mb") is not None:
+        return {"memory_mb": cost["peak_gpu_mb"], "memory_source": "gpu peak allocated"}
+    if cost.get("peak_rss_mb") is not None:
+        return {"memory_mb": cost["peak_rss_mb"], "memory_source": "cpu peak rss"}
+    return {}
+
+
 def evaluate(
     run_dir: str | Path,
     splits: str | Path,
@@ -231,6 +268,7 @@ def evaluate(
     seed: int,
     model_weights: str,
     device: str,
+    paper_inference_time: bool,
     dataset: str = "",
     experiment: str = "",
     config_hash: str = "",
@@ -291,6 +329,12 @@ def evaluate(
         model_weights=model_weights,
     )
     metrics["cost"].update(count_flops(task, model, n_classes, slide_ids, case_ids))
+    metrics["cost"].update(
+        run_paper_cost(checkpoint, model, features_dir, paper_inference_time),
+        **memory_cost(metrics["cost"]),
+    )
+    if metrics["cost"].get("train_seconds") is not None:
+        metrics["cost"]["train_hours"] = metrics["cost"]["train_seconds"] / 3600
     write_outputs(out_dir, predictions, attention, metrics)
     summary = ", ".join(
         f"{name} {s['point']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]"

@@ -202,6 +202,12 @@ METRIC_LABEL = {
     "cost.train_seconds": "train s",
     "cost.peak_rss_mb": "peak MB",
     "cost.inference_seconds_per_slide": "inference s / slide",
+    # as the paper counts them (abmilx.evaluation.paper_cost)
+    "cost.paper_params": "#Parameter",
+    "cost.paper_flops": "FLOPs (512 patches)",
+    "cost.train_hours": "TTime (h)",
+    "cost.memory_mb": "Memory (MB)",
+    "cost.paper_inference_seconds": "IT (s, 10,000 patches)",
 }
 
 
@@ -329,6 +335,8 @@ def _cell_value(run: Mapping | None, metric: str) -> Mapping | None:
         return None
     if metric.startswith("cost."):
         value = run["cost"].get(metric.removeprefix("cost."))
+        if value is not None and metric == "cost.memory_mb":  # say whose memory it is
+            value = f"{value:.4g} ({run['cost'].get('memory_source', 'unknown')})"
         return None if value is None else {"point": value}
     return run["metrics"].get(metric)
 
@@ -386,7 +394,8 @@ def _ours(record: Mapping, decimals: int) -> str:
     if record["reason"]:
         return record["reason"]
     if record["metric"].startswith("cost."):
-        return f"{record['point']:.4g}"
+        point = record["point"]
+        return point if isinstance(point, str) else f"{point:.4g}"
     return (
         f"{100 * record['mean']:.{decimals}f} "
         f"[{100 * record['ci_low']:.{decimals}f}, {100 * record['ci_high']:.{decimals}f}]"
