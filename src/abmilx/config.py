@@ -280,6 +280,15 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
                 f"config key 'feature_sets/{name}/scale': scale '{feature_set['scale']}' is not "
                 f"tiled (tiling/scales has: {_one_of(tiled)})"
             )
+        if feature_set["source"] == "h5":
+            for key in ("h5_dir", "h5_coords_dir"):
+                folder = feature_set[key]
+                if folder is not None and not Path(folder).is_dir():
+                    yield (
+                        f"config key 'feature_sets/{name}/{key}': folder '{folder}' does not "
+                        f"exist (resolved to {Path(folder).resolve()})"
+                    )
+            continue
         problem = _weights_problem(feature_set["weights"], feature_set["encoder"], config)
         if problem is not None:
             yield f"config key 'feature_sets/{name}/weights': {problem}"
@@ -288,11 +297,12 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Checks the schema cannot express: scales that must be tiled, weights files that must
-    exist, `pretrain:<name>` weights naming a run of the same encoder, pretrain runs on a
-    pretraining cohort (which no experiment or table uses), split ratios that sum to 1.
-    (Experiments' datasets and feature sets are checked by abmilx.experiments while it resolves
-    them, figures' references by abmilx.report.figures.plan.)
+    """Checks the schema cannot express: scales that must be tiled, weights files and HDF5
+    feature folders that must exist, `pretrain:<name>` weights naming a run of the same
+    encoder, pretrain runs on a pretraining cohort (which no experiment or table uses), split
+    ratios that sum to 1. (Experiments' datasets and feature sets are checked by
+    abmilx.experiments while it resolves them, figures' references by
+    abmilx.report.figures.plan.)
 
     ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
     settings with defaults). Returns it; raises ConfigError listing every problem, each naming

@@ -259,8 +259,33 @@ def split_settings(dataset):
 
 
 # --- used by features.smk ---
-def feature_set_names():
-    return list(config["feature_sets"])
+def feature_set_names(source):
+    """Feature sets the workflow encodes (source encode) or imports (source h5)."""
+    return [n for n, fs in config["feature_sets"].items() if fs["source"] == source]
+
+
+def h5_feature_files(wildcards):
+    """The HDF5 files of the dataset's slides that exist (a changed file reruns the import;
+    the job names the missing ones of the slides that pass QC)."""
+    feature_set = config["feature_sets"][wildcards.feature_set]
+    folders = [feature_set["h5_dir"], feature_set["h5_coords_dir"]]
+    names = [
+        feature_set["h5_pattern"].format(slide_id=s)
+        for s in slide_ids(wildcards.dataset)
+    ]
+    paths = [Path(folder) / name for folder in folders if folder for name in names]
+    return [str(path) for path in paths if path.is_file()]
+
+
+def h5_import_settings(wildcards):
+    feature_set = config["feature_sets"][wildcards.feature_set]
+    keys = ("h5_dir", "h5_pattern", "h5_coords_dir", "scale", "encoder")
+    settings = {key: feature_set[key] for key in keys}
+    settings.update(
+        mpp=config["tiling"]["scales"][feature_set["scale"]],
+        patch_size=config["tiling"]["patch_size"],
+    )
+    return json.dumps(settings, sort_keys=True)
 
 
 # --- used by evaluation.smk ---

@@ -13,7 +13,7 @@ rule extract_features:
     benchmark:
         "results/benchmarks/extract_features/{dataset}/{feature_set}.tsv"
     wildcard_constraints:
-        feature_set=name_pattern(feature_set_names()),
+        feature_set=name_pattern(feature_set_names("encode")),
     conda:
         SHELL_ENV
     threads: job_threads("extract_features")
@@ -35,3 +35,30 @@ rule extract_features:
     shell:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {output:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+# Features computed elsewhere (CLAM/TRIDENT HDF5), checked against the slides that pass tiling
+# QC and the scale's µm/px and patch size, then written in the layout above.
+rule import_h5_features:
+    input:
+        qc=lambda w: tile_qc_files(w.dataset),
+        h5=h5_feature_files,
+    output:
+        directory("results/features/{dataset}/{feature_set}"),
+    log:
+        "results/logs/import_h5_features/{dataset}/{feature_set}.log",
+    benchmark:
+        "results/benchmarks/import_h5_features/{dataset}/{feature_set}.tsv"
+    wildcard_constraints:
+        feature_set=name_pattern(feature_set_names("h5")),
+    conda:
+        SHELL_ENV
+    threads: 1
+    resources:
+        **job_resources("import_h5_features"),
+    params:
+        settings=h5_import_settings,
+        code=code_digest("abmilx.features"),
+    shell:
+        "python -m abmilx.features import-h5 --qc-dir results/tiles/{wildcards.dataset:q}/slides"
+        " --out-dir {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -135,6 +135,12 @@ class TrainedRun:
         from abmilx.features.extract import extract, load_features
 
         record = load_features(first)
+        if record.get("source") == "h5":
+            raise ValueError(
+                f"{self.features_dir}: features imported from HDF5 files ({record['h5_file']}) "
+                "cannot be extracted again for new slides here; predict with an E2E run or a "
+                "two-stage run on features this workflow encodes"
+            )
         # What the files do not record (batch size, loader workers, AMP): the schema's defaults.
         recipe = schema_defaults("feature_set") | keyword_subset(record, extract)
         # Random encoder weights are drawn after seeding with the workflow's seed, which is

@@ -1,4 +1,5 @@
-"""CLI: python -m abmilx.features extract --store PATH --out-dir DIR --settings JSON --threads N"""
+"""CLI: python -m abmilx.features extract --store PATH --out-dir DIR --settings JSON --threads N
+python -m abmilx.features import-h5 --qc-dir DIR --out-dir DIR --settings JSON"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 
 from abmilx.features.extract import extract
+from abmilx.features.h5 import import_h5
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,9 +19,16 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out-dir", required=True, help="directory for <slide_id>.pt files")
     run.add_argument("--settings", default="{}", help="JSON object of extract() keyword arguments")
     run.add_argument("--threads", type=int, default=1)
+    h5 = commands.add_parser("import-h5", help="read CLAM/TRIDENT HDF5 feature files")
+    h5.add_argument("--qc-dir", required=True, help="tiling QC records (<slide_id>.json)")
+    h5.add_argument("--out-dir", required=True, help="directory for <slide_id>.pt files")
+    h5.add_argument("--settings", default="{}", help="JSON object of import_h5() keywords")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    extract(args.store, args.out_dir, threads=args.threads, **json.loads(args.settings))
+    if args.command == "extract":
+        extract(args.store, args.out_dir, threads=args.threads, **json.loads(args.settings))
+    else:
+        import_h5(args.out_dir, qc_dir=args.qc_dir, **json.loads(args.settings))
 
 
 if __name__ == "__main__":
