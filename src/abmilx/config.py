@@ -82,7 +82,11 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
-    """jsonschema's message, plus the allowed keys when a key is unknown."""
+    """jsonschema's message, plus the allowed keys when a key is unknown and what each
+    alternative wanted when a value fits none (an encoder name)."""
+    if error.validator == "anyOf" and error.context:
+        wanted = "; ".join(dict.fromkeys(e.message for e in error.context if e.validator != "type"))
+        return f"{error.instance!r} is none of the allowed forms: {wanted}"
     if error.validator != "additionalProperties" or "properties" not in error.schema:
         return error.message
     unknown = sorted(set(error.instance) - set(error.schema["properties"]))
@@ -163,6 +167,15 @@ def _one_of(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+H5_IMPORT_KEYS = ("source", "h5_dir", "h5_pattern", "h5_coords_dir")
+"""Feature-set keys of HDF5 imports (abmilx.features.h5), which encoding does not take."""
+
+
+def encode_settings(feature_set: Mapping[str, Any]) -> dict[str, Any]:
+    """A feature set's keys that abmilx.features.extract takes (all but the import keys)."""
+    return {k: v for k, v in feature_set.items() if k not in H5_IMPORT_KEYS}
+
+
 def pretrain_name(weights: Any) -> str | None:
     """The pretrain run a weights value names (``pretrain:<name>``), else None."""
     if isinstance(weights, str) and weights.startswith(PRETRAIN_PREFIX):
@@ -190,7 +203,7 @@ def _weights_problem(value: Any, encoder: str | None, config: Mapping) -> str | 
         return None
     if not isinstance(value, str) or value in WEIGHTS_KEYWORDS:
         return None
-    if Path(value).is_file():
+    if Path(value).exists():  # a checkpoint, or a downloaded hub repository folder
         return None
     return (
         f"weights file '{value}' does not exist (resolved to {Path(value).resolve()}); "

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from abmilx import progress
-from abmilx.config import schema_defaults
+from abmilx.config import encode_settings, schema_defaults
 from abmilx.e2e import predict, train
 from abmilx.features import extract
 
@@ -53,7 +53,10 @@ def test_training_and_prediction_log_progress(toy_dataset, tmp_path, every_updat
 
 def test_feature_extraction_logs_progress(toy_dataset, tmp_path, every_update_logged):
     store, _ = toy_dataset
-    settings = schema_defaults("feature_set") | {"weights": "random", "num_workers": 0}
+    settings = encode_settings(schema_defaults("feature_set")) | {
+        "weights": "random",
+        "num_workers": 0,
+    }
     settings |= {"encoder": "resnet18_layer3", "image_size": 32, "batch_size": 4}
     extract(store, tmp_path / "features", **settings, seed=1, device="cpu")
     lines = _lines(every_update_logged, "features resnet18_layer3")

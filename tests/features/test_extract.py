@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from abmilx.config import schema_defaults
+from abmilx.config import encode_settings, schema_defaults
 from abmilx.features import extract, load_features
 from abmilx.features.__main__ import main
 from abmilx.features.extract import partial_dir
@@ -27,7 +27,7 @@ def store(tmp_path):
     return path
 
 
-SETTINGS = schema_defaults("feature_set") | {
+SETTINGS = encode_settings(schema_defaults("feature_set")) | {
     "encoder": "resnet18_layer3",
     "weights": "random",
     "image_size": 40,

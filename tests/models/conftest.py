@@ -1,5 +1,10 @@
+import os
+
 import pytest
 import torch
+
+# No network in tests: a Hugging Face cache miss fails at once instead of retrying downloads.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from abmilx.config import (
     REPO_ROOT,
     ConfigError,
     check_config,
+    encode_settings,
     load_config,
     schema_defaults,
     validate_settings,
@@ -120,7 +121,7 @@ def test_checkpoint_loads_into_an_encoder_and_a_feature_set(pretrained, tmp_path
     assert encoder.load_report == {"missing": [], "unexpected": []}
     saved = torch.load(checkpoint, weights_only=True)
     assert all(torch.equal(v, saved[k]) for k, v in encoder.state_dict().items())
-    settings = schema_defaults("feature_set") | dict(
+    settings = encode_settings(schema_defaults("feature_set")) | dict(
         encoder="resnet18_layer3", image_size=PATCH, batch_size=64, num_workers=0
     )
     settings |= {"seed": 0, "device": "cpu"}

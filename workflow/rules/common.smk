@@ -10,6 +10,7 @@ import pandas as pd
 
 from abmilx.config import (
     check_config,
+    encode_settings,
     evaluation_datasets,
     naming_config_files,
     pretrain_name,

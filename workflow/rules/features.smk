@@ -22,7 +22,7 @@ rule extract_features:
     params:
         settings=lambda w: json.dumps(
             {
-                **config["feature_sets"][w.feature_set],
+                **encode_settings(config["feature_sets"][w.feature_set]),
                 "weights": weights_path(
                     config["feature_sets"][w.feature_set]["weights"]
                 ),

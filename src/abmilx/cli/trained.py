@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from abmilx.config import schema_defaults
+from abmilx.config import encode_settings, schema_defaults
 from abmilx.training.runs import load_run
 
 FOLD_DIR = re.compile(r"fold(\d+)$")
@@ -142,7 +142,7 @@ class TrainedRun:
                 "two-stage run on features this workflow encodes"
             )
         # What the files do not record (batch size, loader workers, AMP): the schema's defaults.
-        recipe = schema_defaults("feature_set") | keyword_subset(record, extract)
+        recipe = encode_settings(schema_defaults("feature_set")) | keyword_subset(record, extract)
         # Random encoder weights are drawn after seeding with the workflow's seed, which is
         # also the training seed recorded in the run's settings.
         recipe["seed"] = int(self.checkpoint["settings"]["seed"])

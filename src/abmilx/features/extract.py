@@ -39,14 +39,15 @@ def partial_dir(out_dir: str | Path) -> Path:
 
 def _fingerprint(store: PatchStore, settings: dict) -> dict:
     """What the features of a slide depend on: settings, the store's content list, the code,
-    and the bytes of a weights file (a retrained checkpoint at the same path)."""
+    and the bytes of a weights file or folder (a retrained checkpoint at the same path)."""
     weights = Path(settings["weights"])
+    files = sorted(weights.glob("*")) if weights.is_dir() else [weights]
     return fingerprint(
         {
             "settings": settings,
             "store": store.meta,
             "code": code_digest("abmilx.features"),
-            "weights_file": file_sha256(weights) if weights.is_file() else "",
+            "weights_file": [file_sha256(file) for file in files if file.is_file()],
         }
     )
 
@@ -81,7 +82,7 @@ def extract(
     encoder: str,
     weights: str,
     scale: str,
-    image_size: int,
+    image_size: int | None,
     batch_size: int,
     num_workers: int,
     channel_order: str,
@@ -96,9 +97,9 @@ def extract(
     (`$defs/feature_set`) holds their defaults (`abmilx.config.schema_defaults`).
 
     Each file holds {"features": float32 (n, d), "coords": int64 (n, 2), "encoder", "weights",
-    "scale", "mpp", "image_size", "channel_order"}. Random weights are drawn after seeding with
-    `seed`, so "random" features are reproducible, and a resumed run writes the same files as
-    an uninterrupted one. Returns {"patches", "seconds", "patches_per_second" (of the patches
+    "scale", "mpp", "image_size" (the encoder's input size when None), "channel_order"}.
+    Random weights are drawn after seeding with `seed`, so "random" features are reproducible,
+    and a resumed run writes the same files as an uninterrupted one. Returns {"patches", "seconds", "patches_per_second" (of the patches
     encoded by this call), "slides_encoded", "slides_skipped"}.
     """
     settings = {
@@ -114,6 +115,7 @@ def extract(
     seed_everything(seed)
     torch_device = resolve_device(device)
     model = create_encoder(encoder, weights=weights).to(torch_device).eval()
+    image_size = image_size or model.input_size
     amp_dtype = resolve_amp(amp, torch_device)
     encode = make_encode_fn(model, torch_device, amp_dtype, channels_last=True)
     patch_store = PatchStore(str(store))

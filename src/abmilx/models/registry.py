@@ -14,6 +14,7 @@ from torch import nn
 ModelFactory = TypeVar("ModelFactory", bound=Callable[..., nn.Module])
 
 _ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+_ENCODER_FAMILIES: dict[str, Callable[..., nn.Module]] = {}
 _MILS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -32,6 +33,12 @@ def register_encoder(name: str):
     return _register(_ENCODERS, "encoder", name)
 
 
+def register_encoder_family(prefix: str):
+    """Register `factory(name, weights="random", **options)` for every name starting with
+    `prefix` (e.g. "timm:"), models that exist outside this package."""
+    return _register(_ENCODER_FAMILIES, "encoder family", prefix)
+
+
 def register_mil(name: str):
     """Register `factory(in_dim, n_classes, **options) -> nn.Module` under `name`."""
     return _register(_MILS, "MIL model", name)
@@ -48,6 +55,9 @@ def _lookup(table: dict[str, Callable[..., nn.Module]], kind: str, name: str):
 
 def create_encoder(name: str, weights: str = "random", **kw) -> nn.Module:
     """Build a patch encoder: forward (B,3,H,W) normalised RGB -> (B, out_dim)."""
+    for prefix, factory in _ENCODER_FAMILIES.items():
+        if name.startswith(prefix):
+            return factory(name, weights=weights, **kw)
     return _lookup(_ENCODERS, "encoder", name)(weights=weights, **kw)
 
 

@@ -1,5 +1,5 @@
 """Patch encoders; importing this package registers them."""
 
-from . import resnet, swin, vit
+from . import hub, resnet, swin, vit
 
-__all__ = ["resnet", "swin", "vit"]
+__all__ = ["hub", "resnet", "swin", "vit"]

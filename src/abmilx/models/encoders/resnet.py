@@ -57,7 +57,7 @@ class ResNetEncoder(nn.Module):
         self.stages = [f"layer{i}" for i in range(1, last_stage + 1)]
         for stage in self.stages:
             setattr(self, stage, getattr(trunk, stage))
-        self.out_dim = self._infer_out_dim(trunk, last_stage)
+        self.out_dim, self.input_size = self._infer_out_dim(trunk, last_stage), 224
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
