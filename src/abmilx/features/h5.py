@@ -11,8 +11,8 @@ level-0 top-left corner of each patch). What the patches were cut at is recorded
   (`h5_coords_dir`), and their coords must be the feature file's.
 
 The files are checked like our own features before anything is written (every slide that
-passed tiling QC has a file; shapes agree; the patches have the resolution and size of the
-feature set's scale), then converted into `<slide_id>.pt` records of the layout
+passed tiling QC has a file; shapes agree; the patches cover what the feature set's scale
+covers), then converted into `<slide_id>.pt` records of the layout
 `abmilx.features.extract` writes, so two-stage training and evaluation read them unchanged.
 """
 
@@ -30,8 +30,10 @@ import torch
 log = logging.getLogger(__name__)
 
 MPP_TOLERANCE = 0.1
-"""Relative difference allowed between the files' patch resolution and the scale's (the
-tolerance with which tiling picks a pyramid level)."""
+"""Relative difference allowed between the files' patch footprint in µm and the scale's (the
+tolerance with which tiling picks a pyramid level). The footprint, not the pixel count, is
+compared: CLAM's 512 px patches of a 40x level cover what 256 px at 20x cover, and encoders
+resize either to their input size."""
 
 
 class H5FeatureError(ValueError):
@@ -46,7 +48,6 @@ class H5Slide:
     path: Path
     count: int
     dim: int
-    patch_mpp: float
 
 
 def _squeeze_batch(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -92,7 +93,7 @@ def inspect_slide(
     scale_mpp: float,
     patch_size: int,
 ) -> H5Slide:
-    """Check one file's shapes and patch geometry against the feature set's scale."""
+    """Check one file's shapes and patch footprint against the feature set's scale."""
     with h5py.File(path, "r") as handle:
         features = _dataset(handle, "features", path)
         shape = _squeeze_batch(features.shape)
@@ -127,19 +128,14 @@ def inspect_slide(
             "files set h5_coords_dir to the folder of create_patches_fp's patches/<slide>.h5"
         )
     pixels, level0 = geometry
-    patch_mpp = level0 * slide_mpp / pixels
-    if abs(patch_mpp - scale_mpp) > MPP_TOLERANCE * scale_mpp:
+    footprint, expected = level0 * slide_mpp, patch_size * scale_mpp
+    if abs(footprint - expected) > MPP_TOLERANCE * expected:
         raise H5FeatureError(
-            f"{source}: patches are at {patch_mpp:.3f} µm/px ({level0:g} level-0 px of a "
-            f"{slide_mpp:g} µm/px slide in {pixels:g} px), the feature set's scale is "
-            f"{scale_mpp:g} µm/px"
+            f"{source}: patches cover {footprint:g} µm ({pixels:g} px, {level0:g} level-0 px "
+            f"of a {slide_mpp:g} µm/px slide), the feature set's scale {expected:g} µm "
+            f"(tiling patch_size {patch_size} px at {scale_mpp:g} µm/px)"
         )
-    if round(pixels) != patch_size:
-        raise H5FeatureError(
-            f"{source}: patches are {pixels:g} px, the feature set's scale expects "
-            f"tiling patch_size {patch_size} px"
-        )
-    return H5Slide(slide_id, path, shape[0], shape[1], patch_mpp)
+    return H5Slide(slide_id, path, shape[0], shape[1])
 
 
 def read_slide_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
