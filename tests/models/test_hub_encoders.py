@@ -65,6 +65,35 @@ def test_resnets_equal_timm_with_the_same_random_weights(name):
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=0)
 
 
+def test_ctranspath_equals_timm_swin_with_its_stem():
+    """CTransPath = timm's Swin-T with the convolutional stem as patch embedding; timm 1.x
+    keeps each patch merging at the start of the next stage, the released layout at the end
+    of its own."""
+    from abmilx.models.encoders.swin import ConvStem
+
+    class Stem(ConvStem):
+        def __init__(self, img_size=(224, 224), patch_size=4, embed_dim=96, **_):
+            super().__init__(embed_dim)
+            self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+
+    options = {"embed_dim": 16, "depths": (1, 2, 1, 1), "num_heads": (1, 2, 2, 4)}
+    ours = create_encoder("chief", weights="random", **options).eval()
+    theirs = timm.create_model(
+        "swin_tiny_patch4_window7_224", num_classes=0, embed_layer=Stem, **options
+    ).eval()
+    state = {}
+    for key, value in ours.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "layers" and parts[2] == "downsample":
+            parts[1] = str(int(parts[1]) + 1)
+        state[".".join(parts)] = value
+    result = theirs.load_state_dict(state, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys, result
+    with torch.no_grad():
+        x = torch.randn(2, 3, 224, 224)
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=0)
+
+
 # Published sizes: UNI2-h ~681 M, Virchow2 ~632 M, H-optimus-0 ~1.1 B, CONCH v1.5 trunk ~303 M.
 NAMED = {
     "uni2_h": (681e6, 1536, 224, IMAGENET),
