@@ -265,6 +265,15 @@ def feature_set_names(source):
     return [n for n, fs in config["feature_sets"].items() if fs["source"] == source]
 
 
+def feature_set_weights(name):
+    """What a feature set's encoder ran with, as the run's metrics record it: its weights, or
+    the folder of imported HDF5 features."""
+    feature_set = config["feature_sets"].get(name or "", {})
+    if feature_set.get("source") == "h5":
+        return f"h5:{feature_set['h5_dir']}"
+    return feature_set.get("weights")
+
+
 def h5_feature_files(wildcards):
     """The HDF5 files of the dataset's slides that exist (a changed file reruns the import;
     the job names the missing ones of the slides that pass QC)."""
@@ -325,7 +334,7 @@ def evaluation_settings(wildcards):
             {"experiment": experiment, "dataset": dataset_config(wildcards.dataset)}
         ),
         "encoder_weights": experiment["settings"].get("encoder_weights")
-        or config["feature_sets"].get(experiment["features"] or "", {}).get("weights"),
+        or feature_set_weights(experiment["features"]),
     }
     return json.dumps(settings, sort_keys=True)
 
