@@ -34,6 +34,8 @@ SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 MODELS_SCHEMA_PATH = SCHEMA_DIR / "models.schema.yaml"
 WEIGHTS_KEYWORDS = ("imagenet", "random", "hub")
 """Weights that are not files; any other value is the path of a local checkpoint."""
+ENCODER_FAMILIES = ("timm:", "hf-hub:")
+"""Encoder names built from timm or the Hugging Face hub (abmilx.models.encoders.hub)."""
 PRETRAIN_PREFIX = "pretrain:"
 """``pretrain:<name>`` names the checkpoint of the config's pretrain run <name> (built first)."""
 PRETRAINING_TASK = "pretraining"
@@ -201,6 +203,12 @@ def _weights_problem(value: Any, encoder: str | None, config: Mapping) -> str | 
                 f"{encoder} that would load it"
             )
         return None
+    if value == "imagenet" and str(encoder).startswith(ENCODER_FAMILIES):
+        return (
+            f"imagenet names torchvision's weights; the {encoder.split(':')[0]} encoder "
+            f"{encoder} takes hub (its pretrained weights from the Hugging Face cache), random "
+            "or the path of a checkpoint or downloaded repository folder"
+        )
     if not isinstance(value, str) or value in WEIGHTS_KEYWORDS:
         return None
     if Path(value).exists():  # a checkpoint, or a downloaded hub repository folder

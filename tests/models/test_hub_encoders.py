@@ -204,12 +204,16 @@ def test_without_timm_the_error_names_the_hub_extra(monkeypatch):
 def test_config_accepts_timm_and_hub_names_without_importing_timm_or_torch():
     script = """
 import sys
-from abmilx.config import ConfigError, validate_config
+from abmilx.config import ConfigError, check_config, validate_config
 datasets = {"d": {"task": "subtyping", "classes": ["a", "b"], "synthetic": {}}}
 for name in ["timm:vit_small_patch16_224", "hf-hub:MahmoodLab/UNI2-h", "virchow2"]:
     validate_config({"datasets": datasets, "feature_sets": {"x": {"encoder": name}}})
 try:
     validate_config({"datasets": datasets, "feature_sets": {"x": {"encoder": "hf-hub:x"}}})
+except ConfigError as error:
+    print(error)
+try:
+    check_config(validate_config({"datasets": datasets, "feature_sets": {"x": {"encoder": "timm:resnet50"}}}))
 except ConfigError as error:
     print(error)
 print(sorted({"timm", "torch"} & set(sys.modules)))
@@ -218,4 +222,7 @@ print(sorted({"timm", "torch"} & set(sys.modules)))
     assert result.returncode == 0, result.stderr
     assert "'feature_sets/x/encoder': 'hf-hub:x' is none of the allowed forms" in result.stdout
     assert "does not match '^hf-hub:" in result.stdout
+    assert (
+        "'feature_sets/x/weights': imagenet names torchvision's weights; the timm" in result.stdout
+    )
     assert result.stdout.strip().endswith("[]"), result.stdout
