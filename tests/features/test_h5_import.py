@@ -18,7 +18,7 @@ import torch
 from abmilx.evaluation import evaluate
 from abmilx.features.__main__ import main
 from abmilx.features.h5 import H5FeatureError, import_h5
-from abmilx.training import load_run
+from abmilx.training.runs import load_run
 from abmilx.two_stage import train
 
 torch.set_num_threads(1)
@@ -114,7 +114,7 @@ def train_and_evaluate(features: Path, splits: Path, out: Path) -> tuple[dict, d
     train(features, splits, 0, out, **settings)
     metrics = evaluate(
         out, splits, 0, "two_stage", out / "eval", features_dir=features, n_boot=50, seed=3,
-        model_weights="main", device="cpu",
+        model_weights="main", device="cpu", paper_inference_time=False,
     )  # fmt: skip
     return load_run(out)["state_dict"], metrics["metrics"]
 
