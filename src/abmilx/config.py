@@ -431,7 +431,7 @@ def models_schema() -> dict[str, Any]:
         },
     }
     for name in mils:
-        defs[f"mil_{name}"] = _mil_options_schema(name, registry._MILS[name])
+        defs[f"mil_{name}"] = _mil_options_schema(name, registry.mil_factory(name))
     return {"$defs": defs}
 
 

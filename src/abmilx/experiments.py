@@ -20,11 +20,9 @@ are the old model's options). An empty ``title`` and a null ``datasets`` or ``fe
 from __future__ import annotations
 
 import copy
-import inspect
 import itertools
 import json
 import re
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -277,35 +275,16 @@ def _known_keys(experiment: dict, parts: list[str], schema: Mapping) -> set[str]
     for part in parts[1:-1]:
         node = (node.get("properties") or {}).get(part, {})
         if part == "mil_kwargs" and len(parts) == 3:
-            return _mil_options(experiment["settings"]["mil"])
+            return _mil_options(experiment["settings"]["mil"], schema)
     return set(node.get("properties") or {}) if "properties" in node else None
 
 
-def _mil_options(mil: str) -> set[str] | None:
-    """Keyword options of a registered MIL model (None when it takes any keyword).
-
-    Factories pass ``**options`` on to the class they annotate as their return type, whose
-    constructor then says what is allowed. Imports torch, so only grids over mil_kwargs pay it.
-    """
-    import abmilx.models  # noqa: F401  (registers the models)
-    from abmilx.models.registry import _MILS
-
-    target = _MILS.get(mil)
-    if target is None:
-        return None
-    if _takes_any_keyword(target):
-        target = typing.get_type_hints(target).get("return")
-        if not inspect.isclass(target) or _takes_any_keyword(target):
-            return None
-    names = inspect.signature(target).parameters
-    return {name for name in names if name not in ("in_dim", "n_classes")}
-
-
-def _takes_any_keyword(function) -> bool:
-    return any(
-        p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in inspect.signature(function).parameters.values()
-    )
+def _mil_options(mil: str, schema: Mapping) -> set[str] | None:
+    """Keyword options of a MIL model, from the schema generated from the registry
+    (``$defs/mil_<name>``), so that resolving a grid never imports torch; None for a model
+    registered at run time, whose options the schema does not know."""
+    options = schema["$defs"].get(f"mil_{mil}")
+    return None if options is None else set(options["properties"])
 
 
 def _axis_labels(axes: list[str]) -> dict[str, str]:

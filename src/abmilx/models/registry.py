@@ -66,6 +66,11 @@ def create_mil(name: str, in_dim: int, n_classes: int, **kw) -> nn.Module:
     return _lookup(_MILS, "MIL model", name)(in_dim, n_classes, **kw)
 
 
+def mil_factory(name: str) -> Callable[..., nn.Module]:
+    """The registered factory of a MIL model (its signature types the model's options)."""
+    return _lookup(_MILS, "MIL model", name)
+
+
 def list_encoders() -> list[str]:
     return sorted(_ENCODERS)
 
