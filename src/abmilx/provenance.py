@@ -146,22 +146,19 @@ def changed_parts(stored: Mapping[str, str], current: Mapping[str, str]) -> list
 
 @cache
 def git_commit() -> str:
-    """Commit of the working tree, with ``-dirty`` when it has uncommitted changes."""
+    """Commit of the checkout the package runs from, with ``-dirty`` when it has uncommitted
+    changes; ``unknown`` for an installed package (its files are tracked by no repository, even
+    in a virtual environment inside one) or without git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PACKAGE_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=PACKAGE_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PACKAGE_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        git("ls-files", "--error-unmatch", "__init__.py")
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit

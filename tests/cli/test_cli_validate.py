@@ -56,3 +56,9 @@ def test_python_m_abmilx_is_the_same_command():
     )
     assert result.returncode == 1
     assert "config file" in result.stderr and "missing.yaml does not exist" in result.stderr
+
+
+def test_a_missing_snakefile_is_named(tmp_path, capsys):
+    code = main(["validate", str(TINY_CONFIG), "--snakefile", str(tmp_path / "nowhere")])
+    assert code == 1
+    assert f"Snakefile {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err

@@ -1,7 +1,11 @@
 """The conda environments of `--sdm conda` (envs/*.yaml) pin what pyproject.toml pins."""
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -72,3 +76,70 @@ def test_a_changed_pin_is_caught(tmp_path):
     drifted = tmp_path / "abmilx.yaml"
     drifted.write_text(text.replace(f"torch=={pins['torch']}", "torch==0.0.1"))
     assert differences(drifted) == {"torch": ("0.0.1", pins["torch"])}
+
+
+def local_installs(path) -> dict[str, Path]:
+    """{pip entry: where it resolves when Snakemake builds the environment} for every entry
+    naming a local path (`-e ..`, `.`, `/abs/dir`, `file:...`). Snakemake creates an environment
+    from a copy of its file at `<workdir>/.snakemake/conda/<hash>.yaml` (only that file), and
+    conda runs pip in the copy's folder, so relative paths resolve there."""
+    dependencies = yaml.safe_load(path.read_text())["dependencies"]
+    pip = next((d["pip"] for d in dependencies if isinstance(d, dict) and "pip" in d), [])
+    copy_folder = Path("/workdir/.snakemake/conda")
+    found = {}
+    for entry in pip:
+        target = re.sub(r"^(-e|--editable)\s+", "", entry.strip()).removeprefix("file:")
+        if target.startswith((".", "/", "~")):
+            found[entry] = (copy_folder / target).resolve()
+    return found
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
+def test_environments_install_no_local_path(path):
+    """A path to the project in an env file never reaches the checkout from Snakemake's copy;
+    the jobs import the workflow's src/ instead (test below)."""
+    assert local_installs(path) == {}, f"{path.name}: local installs and where they resolve"
+
+
+def test_a_local_install_is_caught(tmp_path):
+    text = (REPO_ROOT / "envs" / "abmilx.yaml").read_text()
+    local = tmp_path / "abmilx.yaml"
+    local.write_text(text.replace("      - pillow==", "      - -e ..\n      - pillow=="))
+    assert local_installs(local) == {"-e ..": Path("/workdir/.snakemake")}
+
+
+# Snakemake parses the workflow in this process, then prints the PYTHONPATH its jobs inherit.
+JOBS_PYTHONPATH = """
+import os, sys
+from snakemake.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print("PYTHONPATH=" + os.environ.get("PYTHONPATH", ""))
+"""
+
+
+def jobs_pythonpath(tmp_path, pythonpath: str, *options: str) -> list[str]:
+    """The jobs' PYTHONPATH entries after Snakemake parsed the demo with ``options``."""
+    (tmp_path / "config.yaml").write_text((REPO_ROOT / "config.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-c", JOBS_PYTHONPATH, "--snakefile", str(REPO_ROOT / "Snakefile"),
+         "--directory", str(tmp_path), "--list-rules", *options],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": pythonpath},
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("PYTHONPATH="))
+    return [p for p in line.removeprefix("PYTHONPATH=").split(os.pathsep) if p]
+
+
+def test_conda_jobs_import_the_workflows_own_package(tmp_path):
+    """Under --sdm conda (the environment has no abmilx) the jobs find the checkout's src/,
+    after the PYTHONPATH the user set (here a link to the same package, so that Snakemake itself
+    parses); without conda the jobs' PYTHONPATH is left alone."""
+    mine = tmp_path / "my_src"
+    mine.symlink_to(REPO_ROOT / "src", target_is_directory=True)
+    conda = jobs_pythonpath(tmp_path, str(mine), "--sdm", "conda")
+    assert conda == [str(mine), str(REPO_ROOT / "src")]
+    assert (Path(conda[1]) / "abmilx" / "__init__.py").is_file()
+    assert jobs_pythonpath(tmp_path, str(mine)) == [str(mine)]

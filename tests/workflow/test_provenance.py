@@ -104,3 +104,35 @@ def test_static_closure_covers_every_module_the_command_loads():
 def test_digest_is_of_a_command_module():
     assert len(code_digest("abmilx.report")) == 16
     assert code_digest("abmilx.report") != code_digest("abmilx.tiling")
+
+
+def _copy_package(package: Path) -> Path:
+    """A copy of the package's __init__ and provenance modules at ``package``."""
+    package.mkdir(parents=True)
+    for name in ("__init__.py", "provenance.py"):
+        (package / name).write_bytes((PACKAGE_ROOT / name).read_bytes())
+    return package
+
+
+def _git_commit_of(package: Path) -> str:
+    probe = "from abmilx.provenance import git_commit; print(git_commit())"
+    env = {**os.environ, "PYTHONPATH": str(package.parent)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_git_commit_is_of_the_checkout_only_when_the_package_is_tracked(tmp_path):
+    """A package installed into a virtual environment that lies inside some git checkout (an
+    ignored .venv/) is not that checkout's code: its commit is unknown."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    checkout = _copy_package(tmp_path / "src" / "abmilx")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    installed = _copy_package(tmp_path / ".venv" / "lib" / "site-packages" / "abmilx")
+    assert _git_commit_of(checkout) == head.strip()
+    assert _git_commit_of(installed) == "unknown"

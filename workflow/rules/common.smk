@@ -7,38 +7,34 @@ from functools import cache
 from pathlib import Path
 
 import pandas as pd
+from snakemake.settings.types import DeploymentMethod
 
 from abmilx.config import (
-    check_config,
     encode_settings,
     evaluation_datasets,
     naming_config_files,
     pretrain_name,
-    validate_config,
 )
-from abmilx.experiments import resolve_experiments
 from abmilx.provenance import code_digest, config_hash
-from abmilx.report.figures.plan import plan_figures
-from abmilx.report.tables import plan_tables
 from abmilx.sheets import load_dataset_sheets
+from abmilx.workflow_plan import append_to_pythonpath, plan_workflow
 
-# Schema and defaults, runs, cross-key checks: mistakes fail here, naming the config file.
-# Sheets are checked in slide_table.
+# Under --sdm conda the jobs run in envs/abmilx.yaml, which holds the third-party packages only:
+# Snakemake copies that file alone under .snakemake/conda/, where a path in it to this checkout
+# would no longer point here. The jobs import the package from the workflow's own src/ instead,
+# after whatever PYTHONPATH already names (which wins, as it does for Snakemake itself).
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    append_to_pythonpath(Path(workflow.basedir) / "src")
+
+# Schema and defaults, presets, bases and grids resolved into runs (config["experiments"] is
+# replaced by them, so the rules only ever see runs), cross-key checks, declared tables and
+# figures resolved to runs: mistakes fail here, naming the config file. Sheets are checked in
+# slide_table.
 with naming_config_files(workflow.configfiles):
-    config.update(validate_config(config))
-    # presets, bases, grids -> one entry per run
-    EXPERIMENTS = resolve_experiments(config)
-    config["experiments"] = EXPERIMENTS.runs
-    check_config(config)
-    # declared tables resolved to runs and columns (unknown names fail here)
-    TABLE_PLANS = plan_tables(
-        config["tables"],
-        EXPERIMENTS,
-        {
-            name: config["datasets"][name]["task"]
-            for name in evaluation_datasets(config)
-        },
-    )
+    PLAN = plan_workflow(config)
+config.update(PLAN.config)
+EXPERIMENTS = PLAN.experiments
+TABLE_PLANS = PLAN.tables
 
 # Evaluation datasets get splits, runs and table columns; pretraining cohorts (task
 # pretraining) only go through cohort, segmentation and tiling, for the pretrain stage.
@@ -378,12 +374,7 @@ def table_settings():
 
 
 # --- used by figures.smk ---
-FIGURES = plan_figures(
-    config["figures"],
-    EXPERIMENTS,
-    {d: dataset_config(d)["task"] for d in DATASETS},
-    config["feature_sets"],
-)
+FIGURES = PLAN.figures
 FIGURE_CACHE = "results/.figures"
 
 

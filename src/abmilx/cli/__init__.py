@@ -18,7 +18,7 @@ from collections.abc import Sequence
 def _validate(args: argparse.Namespace) -> int:
     from abmilx.cli.validate import summary, validate
 
-    result = validate(args.config, args.targets, directory=args.directory)
+    result = validate(args.config, args.targets, directory=args.directory, snakefile=args.snakefile)
     print(summary(args.config, result), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("targets", nargs="*", help="targets to check (default: the whole demo)")
     check.add_argument(
         "--directory", default=".", help="working directory whose results/ count (default: .)"
+    )
+    check.add_argument(
+        "--snakefile",
+        help="the workflow to dry-run (a Snakefile or its checkout; default: the checkout this "
+        "package runs from; without one, only the package's checks run)",
     )
     check.set_defaults(handler=_validate)
 
