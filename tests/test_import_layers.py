@@ -32,8 +32,8 @@ STAGES = (
     "evaluation",
     "report",
 )
-# The user command sits above the stages and may call them.
-TOP = ("cli", "__main__")
+# The user command and the workflow's parse-time plan sit above the stages and may call them.
+TOP = ("cli", "__main__", "workflow_plan")
 KIND_STAGES = ("two_stage", "e2e")
 
 

@@ -165,13 +165,15 @@ def test_ctranspath_checkpoint_with_stored_buffers_loads_quietly(tmp_path):
     assert loaded.load_report == {"missing": [], "unexpected": []}
 
 
+@pytest.mark.parametrize("missing", ["timm", "huggingface_hub"])
 @pytest.mark.parametrize("name", ["uni", "gigapath"])
-def test_hub_without_timm_says_how_to_provide_the_weights(name, monkeypatch):
-    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
+def test_hub_without_timm_says_how_to_provide_the_weights(name, missing, monkeypatch):
+    monkeypatch.setitem(sys.modules, missing, None)  # import -> ImportError
     with pytest.raises(WeightsUnavailableError) as error:
         create_encoder(name, weights="hub", **TINY[name])
     message = str(error.value)
     assert "timm" in message and "pytorch_model.bin" in message and "file path" in message
+    assert "pip install 'abmilx[hub]'" in message
     assert "huggingface.co/" in message
 
 

@@ -71,11 +71,12 @@ def timm_hub_state_dict(hub_id: str, model_name: str, **timm_options) -> dict[st
         "weights: random."
     )
     try:
+        import huggingface_hub  # noqa: F401  (timm downloads through it)
         import timm
     except ImportError as error:
         raise WeightsUnavailableError(
             f"weights: hub needs the optional packages timm and huggingface_hub, which are not "
-            f"installed ({error}). {advice}"
+            f"installed ({error}): pip install 'abmilx[hub]'. {advice}"
         ) from error
     try:
         model = timm.create_model(hub_id, pretrained=True, **timm_options)
