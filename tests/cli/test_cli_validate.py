@@ -47,6 +47,7 @@ def test_a_bad_config_fails_with_the_key_and_exit_code_1(tmp_path, capsys):
     assert code == 1
     assert err.startswith(f"INVALID {bad}")
     assert "experiments/abmilx_e2e/settings" in err and "n_patchez" in err
+    assert err.count(f"{bad}:") == 1  # the file named once
     assert "Traceback" not in err
 
 

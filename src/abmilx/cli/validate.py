@@ -111,8 +111,10 @@ def validate(
     if not config.is_file():
         return Validation(False, f"config file {config} does not exist")
     try:
-        with contextlib.chdir(directory), naming_config_files([config]):
-            plan = plan_workflow(load_config(config))
+        with contextlib.chdir(directory):
+            settings = load_config(config)  # its errors name the file already
+            with naming_config_files([config]):
+                plan = plan_workflow(settings)
             warnings = check_inputs(plan.config)
     except (ValueError, OSError) as error:  # ConfigError and SheetError are ValueErrors
         return Validation(False, str(error))
