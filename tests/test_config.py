@@ -169,3 +169,10 @@ def test_bad_config_names_the_key(change, named):
 def test_dataset_needs_synthetic_or_sheets(tmp_path: Path):
     with pytest.raises(ConfigError, match="datasets/d"):
         validate_config({"datasets": {"d": {"task": "survival"}}})
+
+
+def test_a_figures_normalisation_defaults_to_percentile():
+    """The renderer reads it from the validated config (a default under a $ref was not
+    filled in: the tiny run failed in figure_attention_heatmaps)."""
+    config = load_config(REPO_ROOT / "tests" / "integration" / "tiny_config.yaml")
+    assert config["figures"]["attention_heatmaps"]["normalisation"] == "percentile"
