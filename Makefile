@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,slurm]'
+	$(BIN)/pip install --quiet -e '.[dev,slurm,hub]'
 	touch $(STAMP)
 
 results: $(STAMP)
@@ -31,7 +31,7 @@ slurm-test: $(STAMP)
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq slurmctld slurmd slurm-client munge; fi
 	$(BIN)/python -c 'import snakemake_executor_plugin_slurm' 2>/dev/null || \
-		$(BIN)/pip install --quiet -e '.[dev,slurm]'
+		$(BIN)/pip install --quiet -e '.[dev,slurm,hub]'
 	PATH=$(CURDIR)/$(BIN):$$PATH PYTHONPATH=$(CURDIR)/src timeout -s KILL 3600 \
 		$(BIN)/pytest -m slurm -p no:cacheprovider -rs -s tests/cluster/test_slurm.py
 
