@@ -2,6 +2,16 @@
 # The DAG: cohort -> segmentation -> tiling -> [pretrain ->] splits / features -> two_stage / e2e -> evaluation
 # -> report. Each stage is one rule file below and one sub-package of src/abmilx/.
 
+from pathlib import Path
+
+from abmilx.config import read_yaml
+
+# Config files through our loader first: a YAML mistake names file, line and column, and a key
+# given twice fails instead of keeping its later value (Snakemake's loader does neither).
+for _file in [*workflow.overwrite_configfiles, "config.yaml"]:
+    if Path(_file).is_file():
+        read_yaml(_file)
+
 
 configfile: "config.yaml"
 

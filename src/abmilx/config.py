@@ -13,6 +13,8 @@ import ast
 import copy
 import inspect
 import math
+import re
+import subprocess
 import sys
 import textwrap
 import types
@@ -41,6 +43,12 @@ PRETRAIN_PREFIX = "pretrain:"
 PRETRAINING_TASK = "pretraining"
 
 
+NAME_RULE = (
+    "a name starts with a letter or digit and holds only letters, digits, '.', '_', '+' and "
+    "'-', never '..' (names become file names and Snakemake wildcards)"
+)
+
+
 class ConfigError(ValueError):
     """The config is invalid; the message names each offending key path and what is allowed."""
 
@@ -65,6 +73,54 @@ DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+@cache
+def _name_pattern() -> re.Pattern:
+    return re.compile(cached_schema()["$defs"]["name"]["pattern"])
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a dataset, experiment, slide id or any other name that becomes a
+    path or a wildcard (the schema's ``$defs/name``), else None."""
+    if _name_pattern().search(name):
+        return None
+    return f"{name!r} is not allowed: {NAME_RULE}"
+
+
+class _StrictLoader(YAML_LOADER):
+    """YAML loader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping (first on line {seen[key]}); "
+                    "YAML would silently keep the later value",
+                    key_node.start_mark,
+                )
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a syntax error or a key given twice raises ConfigError naming
+    file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = "; ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """The config schema, with the generated per-model definitions (models.schema.yaml)."""
     with open(path) as handle:
@@ -83,9 +139,21 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     return schema
 
 
+def _where(error: jsonschema.ValidationError) -> str:
+    """The key path of an error; a rejected name is named as the key it would be."""
+    parts = [str(part) for part in error.absolute_path]
+    if "propertyNames" in error.absolute_schema_path:
+        parts.append(str(error.instance))
+    return "/".join(parts) or "<top level>"
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
-    """jsonschema's message, plus the allowed keys when a key is unknown and what each
-    alternative wanted when a value fits none (an encoder name)."""
+    """jsonschema's message, the naming rule for a rejected name, the allowed keys when a key
+    is unknown and what each alternative wanted when a value fits none (an encoder name)."""
+    if "propertyNames" in error.absolute_schema_path:
+        if error.validator == "not":
+            return f"name {error.instance!r} contains '__', which separates a grid's points"
+        return f"name {error.instance!r} is not allowed: {NAME_RULE}"
     if error.validator == "anyOf" and error.context:
         wanted = "; ".join(dict.fromkeys(e.message for e in error.context if e.validator != "type"))
         return f"{error.instance!r} is none of the allowed forms: {wanted}"
@@ -110,8 +178,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) ->
     if errors:
         lines = []
         for error in errors:
-            where = "/".join(str(part) for part in error.absolute_path) or "<top level>"
-            lines.append(f"  config key '{where}': {_describe(error)}")
+            lines.append(f"  config key '{_where(error)}': {_describe(error)}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     return instance
 
@@ -159,8 +226,9 @@ def naming_config_files(files: Iterable[str | Path]) -> Iterator[None]:
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it (experiments as written, not yet resolved)."""
-    with open(path) as handle:
-        raw = yaml.load(handle, Loader=YAML_LOADER) or {}
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, not a {type(raw).__name__}")
     with naming_config_files([path]):
         return validate_config(raw)
 
@@ -234,6 +302,7 @@ def _experiment_problems(name: str, experiment: Mapping, config: Mapping) -> Ite
             yield f"config key '{key}/settings/{option}': {problem}"
     if experiment["kind"] == "e2e":
         yield from _scale_problems(key, settings, config["tiling"]["scales"])
+    yield from _warmup_problems(f"{key}/settings", settings)
     for dataset in experiment["datasets"] or []:
         if config["datasets"].get(dataset, {}).get("task") == PRETRAINING_TASK:
             yield (
@@ -242,8 +311,19 @@ def _experiment_problems(name: str, experiment: Mapping, config: Mapping) -> Ite
             )
 
 
+def _warmup_problems(key: str, settings: Mapping) -> Iterator[str]:
+    """A warm-up longer than the training never reaches the peak learning rate."""
+    warmup, epochs = settings.get("warmup_epochs"), settings.get("epochs")
+    if warmup is not None and epochs is not None and warmup > epochs:
+        yield (
+            f"config key '{key}/warmup_epochs': {warmup} warm-up epochs exceed the {epochs} "
+            "training epochs (the learning rate would never reach its peak)"
+        )
+
+
 def _scale_problems(key: str, settings: Mapping, tiled: Mapping) -> Iterator[str]:
-    """E2E sampling needs its main scale, and its low scale unless scale_ratio is null."""
+    """E2E sampling needs its main scale, and its low scale, coarser than the main one, unless
+    scale_ratio is null."""
     scales = settings["scales"]
     have = _one_of(tiled)
     if scales["main"] not in tiled:
@@ -251,12 +331,20 @@ def _scale_problems(key: str, settings: Mapping, tiled: Mapping) -> Iterator[str
             f"config key '{key}/settings/scales/main': scale '{scales['main']}' is not tiled "
             f"(tiling/scales has: {have})"
         )
-    if settings["scale_ratio"] is not None and scales["low"] not in tiled:
+    if settings["scale_ratio"] is None:
+        return
+    if scales["low"] not in tiled:
         yield (
             f"config key '{key}/settings/scale_ratio': scale_ratio {settings['scale_ratio']} "
             f"samples the low scale '{scales['low']}', which is not tiled (tiling/scales has: "
             f"{have}); tile it, name a tiled scale in settings/scales/low, or set "
             "scale_ratio: null"
+        )
+    elif scales["main"] in tiled and tiled[scales["low"]] <= tiled[scales["main"]]:
+        yield (
+            f"config key '{key}/settings/scales/low': the low scale '{scales['low']}' "
+            f"({tiled[scales['low']]:g} µm/px) must be coarser than the main scale "
+            f"'{scales['main']}' ({tiled[scales['main']]:g} µm/px)"
         )
 
 
@@ -270,6 +358,7 @@ def _pretrain_problems(config: Mapping[str, Any]) -> Iterator[str]:
                 f"config key 'pretrain/{name}/dataset': {run['dataset']!r} is not a dataset with "
                 f"task {PRETRAINING_TASK} (pretraining cohorts: {_one_of(cohorts)})"
             )
+        yield from _warmup_problems(f"pretrain/{name}", run)
         if run["scale"] not in config["tiling"]["scales"]:
             yield (
                 f"config key 'pretrain/{name}/scale': scale '{run['scale']}' is not tiled "
@@ -284,9 +373,37 @@ def _pretrain_problems(config: Mapping[str, Any]) -> Iterator[str]:
                 )
 
 
+def _oversample_problems(name: str, dataset: Mapping) -> Iterator[str]:
+    """Oversampling names classes of a classification dataset (checked by the split job too,
+    against the labels, when the config lists no classes)."""
+    oversample = dataset["split"]["oversample"] or {}
+    if oversample and dataset["task"] == "survival":
+        yield (
+            f"config key 'datasets/{name}/split/oversample': survival has no classes to oversample"
+        )
+    elif dataset.get("classes") is not None:
+        for label in oversample:
+            if label not in dataset["classes"]:
+                yield (
+                    f"config key 'datasets/{name}/split/oversample/{label}': {label!r} is not "
+                    f"a class of {name} (classes: {', '.join(dataset['classes'])})"
+                )
+
+
+def _tiling_problems(tiling: Mapping) -> Iterator[str]:
+    scales = tiling["scales"]
+    if "low" in scales and scales["low"] <= scales["main"]:
+        yield (
+            f"config key 'tiling/scales/low': low ({scales['low']:g} µm/px) must be coarser "
+            f"than main ({scales['main']:g} µm/px): µm/px grows as magnification falls"
+        )
+
+
 def _problems(config: Mapping[str, Any]) -> Iterator[str]:
+    yield from _tiling_problems(config["tiling"])
     yield from _pretrain_problems(config)
     for name in evaluation_datasets(config):
+        yield from _oversample_problems(name, config["datasets"][name])
         split = config["datasets"][name]["split"]
         total = sum(split["ratios"])
         if split["scheme"] == "holdout" and not math.isclose(total, 1.0, abs_tol=1e-6):
@@ -318,12 +435,12 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Checks the schema cannot express: scales that must be tiled, weights files and HDF5
-    feature folders that must exist, `pretrain:<name>` weights naming a run of the same
-    encoder, pretrain runs on a pretraining cohort (which no experiment or table uses), split
-    ratios that sum to 1. (Experiments' datasets and feature sets are checked by
-    abmilx.experiments while it resolves them, figures' references by
-    abmilx.report.figures.plan.)
+    """Checks the schema cannot express: scales that must be tiled (low coarser than main),
+    weights files and HDF5 feature folders that must exist, `pretrain:<name>` weights naming a
+    run of the same encoder, pretrain runs on a pretraining cohort (which no experiment or table
+    uses), split ratios that sum to 1, oversampled classes that exist, warm-ups no longer than
+    the training. (Experiments' datasets and feature sets are checked by abmilx.experiments
+    while it resolves them, figures' references by abmilx.report.figures.plan.)
 
     ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
     settings with defaults). Returns it; raises ConfigError listing every problem, each naming
@@ -333,6 +450,25 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     return config
+
+
+def device_problem(config: Mapping[str, Any]) -> str | None:
+    """Why ``device: cuda`` cannot run here, else None. Asked only of a config that wants CUDA,
+    in a child process: the answer is the jobs' own (``torch.cuda.is_available()``, which a
+    driver file alone cannot tell for a CPU-only torch build), and parsing never imports torch."""
+    if config["device"] != "cuda":
+        return None
+    probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    if result.returncode == 0:
+        return None
+    reason = "no CUDA device is visible" if result.returncode == 3 else result.stderr.strip()
+    return (
+        f"config key 'device': cuda, but torch cannot use CUDA on this machine ({reason}); "
+        "set device: auto (CUDA where a GPU is visible, else CPU) or cpu"
+    )
 
 
 # --- per-model options, generated from the registries into abmilx/schemas/models.schema.yaml

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from abmilx.config import ConfigError, DefaultFillingValidator, load_schema
+from abmilx.config import ConfigError, DefaultFillingValidator, load_schema, name_problem
 from abmilx.provenance import config_hash
 
 # Keys of a resolved experiment: what the rules read, and what the run's provenance hashes.
@@ -103,6 +103,8 @@ def resolve_experiments(config: Mapping[str, Any]) -> ExperimentSet:
             point = dict(zip(axes, values, strict=True))
             words = [f"{labels[axis]}-{_value_label(value)}" for axis, value in point.items()]
             point_name = GRID_SEPARATOR.join([name, *words])
+            if (problem := name_problem(point_name)) is not None:
+                raise ConfigError(f"config key 'experiments/{name}/grid': grid point {problem}")
             if point_name in resolved:
                 raise ConfigError(
                     f"config key 'experiments/{name}/grid': two grid points are both named "

@@ -1,6 +1,7 @@
 """Slide and label sheets: loading and validation before any compute.
 
-The Snakefile calls these functions at parse time, so this module imports pandas only and reads
+The Snakefile calls these functions at parse time, so this module imports pandas (and the
+config's naming rule) only and reads
 the CSV itself with the `csv` module: that keeps the exact editor line number of every record
 (header = line 1), which every error message names together with the file and the column.
 """
@@ -17,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from abmilx.config import name_problem
+
 log = logging.getLogger(__name__)
 
 TASKS = ("classification", "survival")
 MAX_LISTED_PROBLEMS = 20
-# Characters that would break file names or LMDB keys built from ids (`<slide_id>/<scale>/...`).
-FORBIDDEN_ID_CHARS = ("/", "\\")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 CASE_LABEL_TASKS = ("subtyping", "grading")
 """Paper tasks whose label is a patient's property; a diagnosis (CAMELYON) is per slide."""
@@ -160,10 +161,12 @@ class _Sheet:
             else:
                 first_line[value] = line
 
-    def check_id_characters(self, column: str) -> None:
+    def check_names(self, column: str) -> None:
+        """Ids that become file names, wildcards and LMDB keys (`<slide_id>/<scale>/...`)
+        follow the config's naming rule."""
         for line, value in zip(self.lines, self.values(column), strict=True):
-            if any(char in value for char in FORBIDDEN_ID_CHARS):
-                self.error(line, column, f"id '{value}' contains '/' or '\\'")
+            if value and (problem := name_problem(value)) is not None:
+                self.error(line, column, f"id {problem}")
 
     def numbers(self, column: str) -> list[float]:
         """Parse a numeric column; unparsable or non-finite values are recorded as problems."""
@@ -263,7 +266,7 @@ def load_slide_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame
     for column in ("slide_id", "case_id", "path"):
         sheet.check_present(column)
     sheet.check_unique("slide_id")
-    sheet.check_id_characters("slide_id")
+    sheet.check_names("slide_id")
 
     base = sheet.path.resolve().parent
     resolved = [str((base / p).resolve()) if p else "" for p in sheet.values("path")]

@@ -10,8 +10,11 @@ import pandas as pd
 from snakemake.settings.types import DeploymentMethod
 
 from abmilx.config import (
+    ConfigError,
+    device_problem,
     encode_settings,
     evaluation_datasets,
+    name_problem,
     naming_config_files,
     pretrain_name,
 )
@@ -32,7 +35,10 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 # slide_table.
 with naming_config_files(workflow.configfiles):
     PLAN = plan_workflow(config)
-config.update(PLAN.config)
+    config.update(PLAN.config)
+    # jobs started on other machines (a cluster's nodes) parse again: only the main one asks
+    if workflow.is_main_process and (problem := device_problem(config)) is not None:
+        raise ConfigError(problem)
 EXPERIMENTS = PLAN.experiments
 TABLE_PLANS = PLAN.tables
 
@@ -135,6 +141,11 @@ def slide_table(dataset):
         slides = pd.DataFrame(
             adapted(dataset).slides, columns=["slide_id", "case_id", "path", "mpp"]
         )
+        for slide in slides["slide_id"]:
+            if (problem := name_problem(slide)) is not None:
+                raise ConfigError(
+                    f"config key 'datasets/{dataset}/adapter': slide id {problem}"
+                )
         return slides.set_index("slide_id", drop=False)
     slides, warnings = load_dataset_sheets(dataset_config(dataset), config["strict"])
     for warning in warnings:
