@@ -20,7 +20,7 @@ rule synthesize_slide:
         settings=lambda w: json.dumps(synthetic_settings(w.dataset), sort_keys=True),
         code=code_digest("abmilx.cohort"),
     shell:
-        "python -m abmilx.cohort slide --dataset {wildcards.dataset} --slide-id {params.slide_id}"
+        "python -m abmilx.cohort slide --dataset {wildcards.dataset:q} --slide-id {params.slide_id:q}"
         " --out {output.slide:q} --truth {output.truth:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"
 
@@ -40,8 +40,8 @@ rule cohort_sheets:
         settings=lambda w: json.dumps(synthetic_settings(w.dataset), sort_keys=True),
         code=code_digest("abmilx.cohort"),
     shell:
-        "python -m abmilx.cohort sheets --dataset {wildcards.dataset}"
-        " --out-dir results/cohort/{wildcards.dataset} --settings {params.settings:q}"
+        "python -m abmilx.cohort sheets --dataset {wildcards.dataset:q}"
+        " --out-dir results/cohort/{wildcards.dataset:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"
 
 
@@ -64,5 +64,5 @@ rule adapt_sheets:
         ),
         code=code_digest("abmilx.adapters"),
     shell:
-        "python -m abmilx.adapters {params.name} --out-dir results/cohort/{wildcards.dataset}"
+        "python -m abmilx.adapters {params.name:q} --out-dir results/cohort/{wildcards.dataset:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

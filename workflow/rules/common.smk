@@ -2,6 +2,7 @@
 import copy
 import json
 import re
+import shlex
 import sys
 from functools import cache
 from pathlib import Path
@@ -324,10 +325,12 @@ def evaluation_inputs(wildcards):
 
 
 def evaluation_source(wildcards, input):
+    """Arguments naming what a fold is evaluated on, each quoted (the rule's shell command
+    takes them as they are)."""
     kind = config["experiments"][wildcards.experiment]["kind"]
     if "store" in input.keys():
-        return f"--kind {kind} --store {input.store}"
-    return f"--kind {kind} --features-dir {input.features}"
+        return f"--kind {shlex.quote(kind)} --store {shlex.quote(input.store)}"
+    return f"--kind {shlex.quote(kind)} --features-dir {shlex.quote(input.features)}"
 
 
 def evaluation_settings(wildcards):

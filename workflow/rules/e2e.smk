@@ -31,7 +31,7 @@ rule train_e2e:
         code=code_digest("abmilx.e2e"),
     shell:
         "{params.launch} -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"
-        " --kind {params.kind} --fold {wildcards.fold} --out-dir {params.out_dir:q}"
+        " --kind {params.kind:q} --fold {wildcards.fold:q} --out-dir {params.out_dir:q}"
         " --settings {params.settings:q}"
-        " --threads $(( ({threads} + {params.processes} - 1) / {params.processes} ))"
+        " --threads $(( ({threads} + {params.processes:q} - 1) / {params.processes:q} ))"
         " > {log:q} 2>&1"

@@ -24,7 +24,7 @@ rule evaluate_fold:
         code=code_digest("abmilx.evaluation"),
     shell:
         "python -m abmilx.evaluation evaluate --run-dir {params.run_dir:q}"
-        " --splits {input.splits:q} --fold {wildcards.fold} {params.source}"
+        " --splits {input.splits:q} --fold {wildcards.fold:q} {params.source}"
         " --out-dir {params.run_dir:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
 

@@ -29,7 +29,7 @@ rule figure_umap_features:
         code=code_digest("abmilx.report.figures.umap_features"),
     shell:
         "python -m abmilx.report.figures.umap_features --settings {params.settings:q}"
-        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
 rule figure_attention_heatmaps:
@@ -58,7 +58,7 @@ rule figure_attention_heatmaps:
         code=code_digest("abmilx.report.figures.attention_heatmaps"),
     shell:
         "python -m abmilx.report.figures.attention_heatmaps --settings {params.settings:q}"
-        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
 rule figure_attention_dynamics:
@@ -87,7 +87,7 @@ rule figure_attention_dynamics:
         code=code_digest("abmilx.report.figures.attention_dynamics"),
     shell:
         "python -m abmilx.report.figures.attention_dynamics --settings {params.settings:q}"
-        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
 rule figure_performance_vs_cost:
@@ -116,7 +116,7 @@ rule figure_performance_vs_cost:
         code=code_digest("abmilx.report.figures.performance_vs_cost"),
     shell:
         "python -m abmilx.report.figures.performance_vs_cost --settings {params.settings:q}"
-        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
 rule figure_km_curves:
@@ -145,7 +145,7 @@ rule figure_km_curves:
         code=code_digest("abmilx.report.figures.km_curves"),
     shell:
         "python -m abmilx.report.figures.km_curves --settings {params.settings:q}"
-        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
 rule figure:

@@ -26,6 +26,6 @@ rule pretrain_encoder:
         settings=lambda w: json.dumps(pretrain_settings(w.name), sort_keys=True),
         code=code_digest("abmilx.pretrain"),
     shell:
-        "python -m abmilx.pretrain --store {input.store:q} --dataset {params.dataset}"
-        " --out-dir results/pretrain/{wildcards.name} --settings {params.settings:q}"
+        "python -m abmilx.pretrain --store {input.store:q} --dataset {params.dataset:q}"
+        " --out-dir results/pretrain/{wildcards.name:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -113,9 +113,9 @@ rule table:
         seed=config["evaluation"]["seed"],
         code=code_digest("abmilx.report"),
     shell:
-        "python -m abmilx.report table --name {wildcards.table} --plan {params.plan:q}"
+        "python -m abmilx.report table --name {wildcards.table:q} --plan {params.plan:q}"
         " --metrics {input.metrics:q} --attention {input.attention:q}"
-        " --n-boot {params.n_boot} --seed {params.seed} --out-dir {output:q}"
+        " --n-boot {params.n_boot:q} --seed {params.seed:q} --out-dir {output:q}"
         " > {log:q} 2>&1"
 
 

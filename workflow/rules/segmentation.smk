@@ -39,6 +39,6 @@ rule segment_tissue:
         code=code_digest("abmilx.segmentation"),
     shell:
         "python -m abmilx.segmentation segment --slide {input.slide:q}"
-        " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset} --mpp '{params.mpp}'"
+        " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset:q} --mpp={params.mpp:q}"
         " --geojson={params.geojson:q} --overrides={params.overrides:q}"
         " --out-prefix {params.prefix:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -20,5 +20,5 @@ rule make_splits:
         code=code_digest("abmilx.splits"),
     shell:
         "python -m abmilx.splits make --slides {input.slides:q} --labels {input.labels:q}"
-        " --task {params.task} --out {output.split:q} --settings {params.settings:q}"
-        " --qc-dir results/tiles/{wildcards.dataset}/slides > {log:q} 2>&1"
+        " --task {params.task:q} --out {output.split:q} --settings {params.settings:q}"
+        " --qc-dir results/tiles/{wildcards.dataset:q}/slides > {log:q} 2>&1"

@@ -26,7 +26,7 @@ rule tile_slide:
         code=code_digest("abmilx.tiling"),
     shell:
         "python -m abmilx.tiling tile --slide {input.slide:q} --slide-id {wildcards.slide:q}"
-        " --dataset {wildcards.dataset} --mpp '{params.mpp}' --segmentation {params.prefix:q}"
+        " --dataset {wildcards.dataset:q} --mpp={params.mpp:q} --segmentation {params.prefix:q}"
         " --out-store {output.store:q} --out-qc {output.qc:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
 

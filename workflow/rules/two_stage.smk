@@ -27,5 +27,5 @@ rule train_two_stage:
         code=code_digest("abmilx.two_stage"),
     shell:
         "python -m abmilx.two_stage train --features-dir {input.features:q}"
-        " --splits {input.splits:q} --fold {wildcards.fold} --out-dir {params.out_dir:q}"
+        " --splits {input.splits:q} --fold {wildcards.fold:q} --out-dir {params.out_dir:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
