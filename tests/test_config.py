@@ -8,14 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from abmilx.cli.validate import error_message, validate
 from abmilx.config import (
     MODELS_SCHEMA_PATH,
     REPO_ROOT,
     ConfigError,
     check_config,
+    device_problem,
     load_config,
     load_schema,
     models_schema,
+    name_problem,
+    read_yaml,
     validate_config,
 )
 from abmilx.experiments import resolve_experiments
@@ -176,3 +180,73 @@ def test_a_figures_normalisation_defaults_to_percentile():
     filled in: the tiny run failed in figure_attention_heatmaps)."""
     config = load_config(REPO_ROOT / "tests" / "integration" / "tiny_config.yaml")
     assert config["figures"]["attention_heatmaps"]["normalisation"] == "percentile"
+
+
+# --- names, YAML faults (issue #26) --------------------------------------------------------
+NAMES_IN_USE = [
+    "demo_subtyping", "abl_heads__n_heads-1", "table7", "r18_simclr", "main", "low",
+    "TCGA-A1-A0SB-01Z-00-DX1.9D6E6A6C-6B9F-4D60-9B1A-1C0B3F5F0B5E",  # TCGA diagnostic slide
+    "0005f7aaab2800f6170c399693a96917",  # PANDA image id
+    "tumor_001", "test_042", "patient_004_node_4", "ABMILX+", "1.0",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES_IN_USE)
+def test_the_naming_rule_admits_the_names_in_use(name):
+    assert name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["a&b", "a;b", "$(x)", "`x`", "a'b", 'a"b', "../x", "a/b", "-rf", ".hidden", "a..b",
+             "a b", "", "a\nb", "a*", "é"],
+)  # fmt: skip
+def test_the_naming_rule_rejects_what_a_shell_or_a_path_would_read(name):
+    assert "is not allowed" in name_problem(name)
+
+
+def test_every_name_in_the_shipped_configs_follows_the_rule():
+    for path in SHIPPED_CONFIGS:
+        config = load_config(path)
+        named = [
+            *config["datasets"], *config["feature_sets"], *config["pretrain"],
+            *config["tables"], *config["figures"], *config["tiling"]["scales"],
+            *resolve_experiments(config).experiments,
+        ]  # fmt: skip
+        assert [n for n in named if name_problem(n)] == [], path
+
+
+def test_a_key_given_twice_names_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets:\n  d:\n    task: subtyping\n    task: grading\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4:5: .*'task' appears twice.*line 3"):
+        read_yaml(path)
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 1\ntables: {t: {rows: [a]\n")
+    with pytest.raises(ConfigError, match=rf"{path}:3:1: invalid YAML"):
+        read_yaml(path)
+
+
+def test_equal_values_under_different_keys_are_fine(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("a: {x: 1}\nb: {x: 1}\n")
+    assert read_yaml(path) == {"a": {"x": 1}, "b": {"x": 1}}
+
+
+def test_validate_shows_a_yaml_error_with_line_and_column(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets:\n  d: {task: subtyping\n")
+    validation = validate(path, directory=tmp_path)
+    assert not validation.ok and f"{path}:3:1: invalid YAML" in validation.message
+
+
+def test_validate_keeps_the_first_line_of_snakemakes_message():
+    output = "Config file config.yaml is extended by additional config\nWorkflowError:\nboom\n"
+    assert error_message(output) == "WorkflowError:\nboom"
+    assert error_message("Config file is not valid JSON or YAML.\n") != ""
+
+
+def test_device_cuda_is_checked_only_when_asked():
+    assert device_problem({"device": "cpu"}) is None and device_problem({"device": "auto"}) is None

@@ -19,13 +19,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from abmilx.config import REPO_ROOT, load_config, naming_config_files
+from abmilx.config import REPO_ROOT, device_problem, load_config, naming_config_files
 from abmilx.sheets import load_dataset_sheets
 from abmilx.workflow_plan import WorkflowPlan, plan_workflow
 
 # Lines of Snakemake's own chatter, never part of an error message.
 _NOISE = re.compile(
-    r"^(Using workflow specific profile|Assuming unrestricted|Building DAG|Config file|"
+    r"^(Using workflow specific profile|Assuming unrestricted|Building DAG|"
+    r"Config file .* is (extended|replaced) by|"
     r"host:|Provided cores|Rules claiming|Select jobs|Nothing to be done|Complete log)"
 )
 
@@ -116,6 +117,8 @@ def validate(
             with naming_config_files([config]):
                 plan = plan_workflow(settings)
             warnings = check_inputs(plan.config)
+        if (problem := device_problem(plan.config)) is not None:
+            return Validation(False, problem)
     except (ValueError, OSError) as error:  # ConfigError and SheetError are ValueErrors
         return Validation(False, str(error))
     validation = Validation(True, warnings=warnings, **described(plan))
