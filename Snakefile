@@ -23,7 +23,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    dataset="|".join(ALL_DATASETS) or "no-dataset",
+    dataset=name_pattern(ALL_DATASETS),
     slide=r"[^/]+",
     file=r"[^/]+\.(svs|tif)",
     fold=r"\d+",

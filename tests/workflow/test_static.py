@@ -107,8 +107,9 @@ def test_one_table_target_builds_that_table_and_only_its_runs(tmp_path):
     assert "wildcards: table=table7" in output and "table=table5" not in output
 
 
-def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
-    """A dataset declared by an adapter gets its sheets from the adapt_sheets rule."""
+def _adapted_cohort(tmp_path, slide_ids) -> subprocess.CompletedProcess:
+    """Dry run of a cohort whose sheets the generic adapter builds from slides named by
+    ``slide_ids``."""
     import numpy as np
 
     from abmilx.cohort.slidefile import write_slide
@@ -116,11 +117,14 @@ def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
     image = np.full((200, 300, 3), 235, np.uint8)
     image[50:150, 50:250] = (200, 110, 180)
     labels = ["a", "b", "a", "b"]
-    for index in range(4):
-        write_slide(tmp_path / "slides" / f"s{index}.svs", image, mpp=0.5, downsamples=(1,))
+    for slide in slide_ids:
+        write_slide(tmp_path / "slides" / f"{slide}.svs", image, mpp=0.5, downsamples=(1,))
     (tmp_path / "labels.csv").write_text(
         "slide,patient,diagnosis\n"
-        + "".join(f"s{i},p{i},{label}\n" for i, label in enumerate(labels))
+        + "".join(
+            f"{s},p{i},{label}\n"
+            for i, (s, label) in enumerate(zip(slide_ids, labels, strict=True))
+        )
     )
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -135,11 +139,24 @@ def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
         "experiments:\n"
         "  x: {kind: e2e, settings: {encoder_weights: random}}\n"
     )
-    result = _run(
+    return _run(
         str(BIN / "snakemake"), "-n", "results/splits/mine.csv",
         "--directory", str(tmp_path), "--configfile", str(config),
     )  # fmt: skip
+
+
+def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
+    """A dataset declared by an adapter gets its sheets from the adapt_sheets rule."""
+    result = _adapted_cohort(tmp_path, ["s0", "s1", "s2", "s3"])
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "adapt_sheets" in output and "tile_slide" in output
     assert "synthesize_slide" not in output
+
+
+def test_adapted_slide_ids_follow_the_naming_rule(tmp_path):
+    """Slide ids an adapter reads from public label files become paths too."""
+    result = _adapted_cohort(tmp_path, ["s0", "s1", "s2", "-s3"])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in output, output
+    assert "config key 'datasets/mine/adapter': slide id '-s3' is not allowed" in output
