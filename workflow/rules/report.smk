@@ -56,7 +56,7 @@ rule segmentation_overview:
         code=code_digest("abmilx.report.segmentation_sheet"),
     shell:
         "python -m abmilx.report.segmentation_sheet --records {input.records:q}"
-        " --max-slides {params.max_slides} --out {output:q} > {log:q} 2>&1"
+        " --max-slides {params.max_slides:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule run_plots:
