@@ -432,6 +432,35 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
             yield f"config key 'feature_sets/{name}/weights': {problem}"
     for name, experiment in config["experiments"].items():
         yield from _experiment_problems(name, experiment, config)
+    for name, dataset in config["datasets"].items():
+        if dataset.get("annotations"):
+            yield from _annotation_problems(name, dataset)
+
+
+def _slides_present(dataset: Mapping) -> bool:
+    """Whether a real cohort's slides are here (its sheet or its adapter's slide folder)."""
+    if dataset.get("slides"):
+        return Path(dataset["slides"]).exists()
+    slide_dir = ((dataset.get("adapter") or {}).get("options") or {}).get("slide_dir")
+    return slide_dir is not None and Path(slide_dir).exists()
+
+
+def _annotation_problems(name: str, dataset: Mapping) -> Iterator[str]:
+    """An annotation pattern without {slide_id}, PANDA masks without their providers, and
+    (once the slides are here, so a config of absent data still parses) missing files."""
+    where = f"config key 'datasets/{name}/annotations"
+    spec = dataset["annotations"]
+    if spec["pattern"] is not None and "{slide_id}" not in spec["pattern"]:
+        yield f"{where}/pattern': {spec['pattern']!r} must contain {{slide_id}}"
+    if spec["format"] == "panda_mask" and not spec["providers"]:
+        yield (
+            f"{where}/providers': panda_mask needs PANDA's train.csv (image_id, data_provider): "
+            "the provider says which mask values are cancer"
+        )
+    if _slides_present(dataset):
+        for key in ("dir", "providers"):
+            if spec[key] and not Path(spec[key]).exists():
+                yield f"{where}/{key}': {spec[key]} not found"
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -439,8 +468,9 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     weights files and HDF5 feature folders that must exist, `pretrain:<name>` weights naming a
     run of the same encoder, pretrain runs on a pretraining cohort (which no experiment or table
     uses), split ratios that sum to 1, oversampled classes that exist, warm-ups no longer than
-    the training. (Experiments' datasets and feature sets are checked by abmilx.experiments
-    while it resolves them, figures' references by abmilx.report.figures.plan.)
+    the training, annotation folders that exist. (Experiments' datasets and feature sets are
+    checked by abmilx.experiments while it resolves them, figures' references by
+    abmilx.report.figures.plan.)
 
     ``config`` is validated, its ``experiments`` resolved into runs (kind, datasets, features and
     settings with defaults). Returns it; raises ConfigError listing every problem, each naming
