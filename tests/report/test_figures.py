@@ -10,15 +10,16 @@ import pytest
 from PIL import Image
 from scipy.stats import chi2
 
+from abmilx.annotations import read_truth
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import REPO_ROOT, ConfigError, load_config, validate_config
 from abmilx.experiments import resolve_experiments
-from abmilx.report.figures import KINDS, attention_dynamics, attention_heatmaps, km_curves
+from abmilx.report.figures import KINDS, attention_dynamics, attention_heatmaps, draw, km_curves
 from abmilx.report.figures.attention_heatmaps import choose_slides
-from abmilx.report.figures.draw import attention_map, lesion_fraction
+from abmilx.report.figures.draw import attention_map
 from abmilx.report.figures.performance_vs_cost import panel_points
 from abmilx.report.figures.plan import plan_figures
-from abmilx.report.figures.umap_features import NON_LESION, balanced_subsample
+from abmilx.report.figures.umap_features import NON_LESION, balanced_subsample, patch_classes
 from abmilx.report.publish import TIMESTAMP, publish
 
 # --- a one-slide cohort: slide file, sheet, QC record and a truth mask with one lesion ---------
@@ -108,7 +109,67 @@ def test_lesion_fraction_is_the_covered_share_of_each_patch(cohort):
     truth = os.path.join(cohort["truth_dir"], "s1.svs.npz")
     # lesion: level-0 x 240..360, y 200..280; patches of side 80
     coords = np.array([[240, 200], [200, 200], [0, 0], [320, 240]])
-    np.testing.assert_allclose(lesion_fraction(truth, coords, 80), [1.0, 0.5, 0.0, 0.25])
+    np.testing.assert_allclose(read_truth(truth).fraction(coords, 80), [1.0, 0.5, 0.0, 0.25])
+
+
+def _heatmap_title(cohort, tmp_path, monkeypatch, **extra):
+    """The default title of a heatmap figure of the cohort (drawn for real, title captured)."""
+    titles = []
+
+    def finish(figure, settings, title, out, dpi):
+        titles.append(title)
+        return draw.finish(figure, settings, title, out, dpi)
+
+    monkeypatch.setattr(attention_heatmaps, "finish", finish)
+    run = _run(tmp_path / "run", np.random.default_rng(0).random((1, len(COORDS))))
+    settings = {**cohort, **extra, "n_slides": 1, "runs": [run], "normalisation": "percentile"}
+    attention_heatmaps.render(settings, tmp_path / "heat.png")
+    return titles[0]
+
+
+def test_heatmaps_outline_annotations_and_say_when_a_slide_has_none(cohort, tmp_path, monkeypatch):
+    folder = tmp_path / "xml"
+    folder.mkdir()
+    (folder / "s1.xml").write_text(
+        '<ASAP_Annotations><Annotations><Annotation Name="a" PartOfGroup="Tumor"><Coordinates>'
+        + "".join(
+            f'<Coordinate Order="{i}" X="{x}" Y="{y}"/>'
+            for i, (x, y) in enumerate([(240, 200), (360, 200), (360, 280), (240, 280)])
+        )
+        + "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
+    )
+    spec = {"format": "camelyon_xml", "dir": str(folder)}
+    slides = draw.Slides({**cohort, "annotations": spec, "truth_dir": None})
+    (outline,) = slides.lesions("s1").outline(0.5)
+    # level-0 (240, 200)-(360, 280) at scale 0.5, through the edge pixels' centres
+    np.testing.assert_allclose(outline.min(axis=0), [120, 100], atol=0.5)
+    np.testing.assert_allclose(outline.max(axis=0), [180, 140], atol=0.5)
+    title = _heatmap_title(cohort, tmp_path / "a", monkeypatch, annotations=spec)
+    assert "from camelyon_xml annotations" in title and "without annotation" not in title
+    (folder / "s1.xml").unlink()  # the slide now has none: label only, and the title says so
+    title = _heatmap_title(cohort, tmp_path / "b", monkeypatch, annotations=spec)
+    assert "1 of 1 slides without annotation: label only" in title
+
+
+def test_umap_classes_come_from_the_annotation_classes(cohort, tmp_path):
+    folder = tmp_path / "geojson"
+    folder.mkdir()
+    ring = [[240, 200], [360, 200], [360, 280], [240, 280], [240, 200]]
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {"classification": {"name": "Gleason 4"}},
+    }
+    (folder / "s1.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [feature]})
+    )
+    slides = draw.Slides({**cohort, "annotations": {"format": "geojson", "dir": str(folder)}})
+    coords = np.array([[240, 200], [200, 200], [0, 0]])
+    classes = patch_classes(slides, "s1", "x", coords, threshold=0.5)
+    assert list(classes) == ["Gleason 4", "Gleason 4", NON_LESION]
+    generated = patch_classes(draw.Slides(cohort), "s1", "x", coords, threshold=0.6)
+    assert list(generated) == ["lesion (x)", NON_LESION, NON_LESION]
+    assert patch_classes(draw.Slides({**cohort, "truth_dir": None}), "s1", "x", coords, 0.5) is None
 
 
 # --- Kaplan-Meier and log-rank: against lifelines and a hand computation ------------------------

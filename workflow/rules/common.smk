@@ -405,14 +405,27 @@ def run_dir(dataset, run):
 
 
 def slide_inputs(dataset):
-    """Slide sheet, tiling QC records (slide mpp) and, for generated cohorts, lesion masks."""
+    """Slide sheet, tiling QC records (slide mpp) and lesions: the dataset's annotation folder
+    (and PANDA's providers CSV) when it has one, else a generated cohort's truth masks.
+    """
     inputs = {"sheet": slide_sheet_path(dataset), "qc": tile_qc_files(dataset)}
-    if is_synthetic(dataset):
+    annotations = dataset_config(dataset).get("annotations")
+    if annotations:
+        inputs["annotations"] = [annotations["dir"]]
+        if annotations["providers"]:
+            inputs["annotations"].append(annotations["providers"])
+    elif is_synthetic(dataset):
         inputs["truth"] = [
             f"results/cohort/{dataset}/truth/{Path(path).name}.npz"
             for path in slide_table(dataset)["path"]
         ]
     return inputs
+
+
+def umap_feature_sets(plan):
+    """The feature sets of a umap_features figure (one name or a list); none for other kinds."""
+    names = plan.get("features") or []
+    return [names] if isinstance(names, str) else names
 
 
 def figure_inputs(wildcards):
@@ -441,7 +454,9 @@ def figure_inputs(wildcards):
     else:  # umap_features
         inputs["model"] = [f"{run}/fold0/model.pt" for run in runs]
         inputs["store"] = f"results/tiles/{dataset}/patches.lmdb"
-        inputs["features"] = f"results/features/{dataset}/{plan['features']}"
+        inputs["features"] = [
+            f"results/features/{dataset}/{name}" for name in umap_feature_sets(plan)
+        ]
         inputs["splits"] = f"results/splits/{dataset}.csv"
     return inputs
 
@@ -465,7 +480,10 @@ def figure_settings(wildcards):
         main_mpp=config["tiling"]["scales"]["main"],
         store=f"results/tiles/{dataset}/patches.lmdb",
         splits=f"results/splits/{dataset}.csv",
-        features_dir=f"results/features/{dataset}/{plan.get('features')}",
+        features_dirs=[
+            f"results/features/{dataset}/{name}" for name in umap_feature_sets(plan)
+        ],
+        annotations=dataset_config(dataset).get("annotations"),
         seed=config["seed"],
         device=config["device"],
     )

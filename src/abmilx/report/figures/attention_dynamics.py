@@ -2,8 +2,8 @@
 
 Reads the engine's attention snapshots (``<run>/fold0/snapshots/attention_epoch{e}.npz``, written
 by :class:`abmilx.training.callbacks.AttentionSnapshot` for the same bags every few epochs) and
-draws, per snapshot slide: the attention mass on lesion patches (generated cohorts: the truth
-masks; the dashed line is the lesion share of the patches, what uniform attention would give),
+draws, per snapshot slide: the attention mass on lesion patches (the dataset's annotations, or
+the generator's truth masks; the dashed line is the lesion share of the patches, what uniform attention would give),
 the normalised entropy of the attention (1 = uniform, 0 = one patch), and, for the first slide,
 the sorted attention profile at each snapshot epoch.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from abmilx.report.figures.draw import Slides, finish, lesion_fraction, main
+from abmilx.report.figures.draw import Slides, finish, main
 
 SNAPSHOT = re.compile(r"attention_epoch(\d+)\.npz")
 
@@ -68,9 +68,9 @@ def dynamics(snapshots: Mapping[int, Mapping[str, np.ndarray]], slides: Slides |
     for slide_id in slide_ids:
         coords = last[f"{slide_id}/coords"]
         lesion = None
-        truth = slides.truth(slide_id) if slides is not None else None
-        if truth is not None:
-            lesion = lesion_fraction(truth, coords, slides.footprint(slide_id)) >= 0.5
+        lesions = slides.lesions(slide_id) if slides is not None else None
+        if lesions is not None:
+            lesion = lesions.fraction(coords, slides.footprint(slide_id)) >= 0.5
         entropy, mass = [], []
         for epoch in epochs:
             attention = slide_attention(snapshots[epoch], slide_id)
@@ -101,7 +101,7 @@ def render(settings: Mapping, out: Path) -> Path:
     mass_axis.set_title("attention mass on lesion patches\n(dashed: lesion share of patches)")
     mass_axis.set_ylim(-0.02, 1.02)
     if not any(mass_axis.get_lines()):
-        mass_axis.text(0.5, 0.5, "no lesion masks for these slides", ha="center")
+        mass_axis.text(0.5, 0.5, "no lesion annotation for these slides", ha="center")
     entropy_axis.set_title("normalised attention entropy (1 = uniform)")
     first = next(iter(result["slides"]), None)
     colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, len(epochs)))

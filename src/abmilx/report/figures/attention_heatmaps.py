@@ -2,8 +2,10 @@
 
 One row per slide (the first run's most confident correct test slides, classes in turn), the
 thumbnail first, then one column per run: attention (mean over heads, normalised per slide and run
-as the figure's ``normalisation`` says, with a colour bar) painted on each patch footprint. For generated cohorts the ground-truth lesion outline
-is drawn on every panel, so a reader sees which aggregator attends to the discriminative regions.
+as the figure's ``normalisation`` says, with a colour bar) painted on each patch footprint. The
+slide's lesion outline (the dataset's annotations, or the generator's masks) is drawn on every
+panel, so a reader sees which aggregator attends to the discriminative regions; a slide without
+one says so in its title and shows its label only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from abmilx.report.figures.draw import (
     attention_map,
     colour_bar,
     finish,
-    lesion_outline,
     main,
     overlay,
 )
@@ -73,6 +74,7 @@ def render(settings: Mapping, out: Path) -> Path:
     figure = Figure(figsize=(3.3 * columns, 2.9 * rows + 1.0))
     grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1.0] * rows + [0.05])
     axes = grid[:rows, :].subgridspec(rows, columns).subplots(squeeze=False)
+    missing = 0
     for row, slide_id in enumerate(chosen):
         thumbnail, scale = slides.thumbnail(slide_id)
         footprint = slides.footprint(slide_id)
@@ -94,9 +96,12 @@ def render(settings: Mapping, out: Path) -> Path:
             axes[row, column].set_title(
                 f"{run['title']}\npredicted {predicted.loc[slide_id, 'pred']}", fontsize=8
             )
-        truth = slides.truth(slide_id)
-        if truth is not None:
-            for contour in lesion_outline(truth, thumbnail.shape[:2]):
+        lesions = slides.lesions(slide_id)
+        if lesions is None:
+            axes[row, 0].set_title(f"{slide_id} (label {label}; no annotation)", fontsize=9)
+            missing += 1
+        else:
+            for contour in lesions.outline(scale):
                 for axis in axes[row]:
                     axis.plot(contour[:, 0], contour[:, 1], color=LESION_COLOUR, linewidth=0.8)
     for axis in axes.flat:
@@ -105,10 +110,12 @@ def render(settings: Mapping, out: Path) -> Path:
     if not chosen:
         axes[0, 0].text(0.5, 0.5, "no test slide with attention in every run", ha="center")
     names = " vs ".join(run["title"] for run in runs)
+    outlines = f"lesion outlines in {LESION_COLOUR} from {slides.lesion_source}"
+    if missing:
+        outlines += f"; {missing} of {len(chosen)} slides without annotation: label only"
     title = (
         f"Attention on {settings['dataset']} test slides: {names}\n"
-        f"(mean over heads, {COLOUR_BAR_LABELS[settings['normalisation']]}; lesion outlines in "
-        "cyan where known)"
+        f"(mean over heads, {COLOUR_BAR_LABELS[settings['normalisation']]}; {outlines})"
     )
     return finish(figure, settings, title, out, dpi=100)
 

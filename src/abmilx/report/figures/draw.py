@@ -1,5 +1,6 @@
 """What several figures share: the command line, saving PNG + PDF, thumbnails, attention painted
-at patch footprints, and the generator's lesion masks read at patch or thumbnail scale."""
+at patch footprints, and each slide's lesions (the dataset's annotations, else the generator's
+truth masks) read at patch or thumbnail scale."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+
+from abmilx.annotations import Annotations, LesionMap, read_truth
 
 THUMBNAIL_SIDE = 768
 # Fixed metadata: without it both formats stamp the time and version, and reruns differ in bytes.
@@ -99,37 +102,8 @@ def attention_map(
     return heat, covered
 
 
-def lesion_outline(truth_file: Path, shape: tuple) -> list[np.ndarray]:
-    """Lesion contours of a generated slide's truth mask, in thumbnail pixels (x, y)."""
-    import cv2
-
-    with np.load(truth_file) as truth:
-        lesion = truth["lesion"].astype(np.uint8)
-    lesion = cv2.resize(lesion, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(lesion, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c[:, 0, :] for c in contours]
-
-
-def lesion_fraction(truth_file: Path, coords: np.ndarray, footprint: float) -> np.ndarray:
-    """Share of each patch (level-0 top-left ``coords``, side ``footprint`` level-0 px) that the
-    generator drew as lesion, from its truth mask (``lesion`` at ``downsample`` of level 0)."""
-    with np.load(truth_file) as truth:
-        lesion = truth["lesion"].astype(np.float32)
-        downsample = int(truth["downsample"])
-    # Integral image: the mean over any block in O(1).
-    integral = np.pad(lesion.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    height, width = lesion.shape
-    x0 = np.clip(np.floor(coords[:, 0] / downsample).astype(int), 0, width)
-    y0 = np.clip(np.floor(coords[:, 1] / downsample).astype(int), 0, height)
-    x1 = np.clip(np.ceil((coords[:, 0] + footprint) / downsample).astype(int), 0, width)
-    y1 = np.clip(np.ceil((coords[:, 1] + footprint) / downsample).astype(int), 0, height)
-    area = np.maximum((x1 - x0) * (y1 - y0), 1)
-    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return inside / area
-
-
 class Slides:
-    """The slides of a figure's dataset: file, tiling QC record (mpp), patch footprint, truth."""
+    """The slides of a figure's dataset: file, tiling QC record (mpp), patch footprint, lesions."""
 
     def __init__(self, settings: Mapping) -> None:
         import pandas as pd
@@ -141,6 +115,8 @@ class Slides:
         )
         self.qc_dir = Path(settings["qc_dir"])
         self.truth_dir = Path(settings["truth_dir"]) if settings.get("truth_dir") else None
+        spec = settings.get("annotations")
+        self.annotations = Annotations(spec) if spec else None
         self.patch_side_um = settings["patch_size"] * settings["main_mpp"]
 
     def file(self, slide_id: str) -> Path:
@@ -153,12 +129,22 @@ class Slides:
         """Side of a main-scale patch in level-0 pixels."""
         return self.patch_side_um / self.record(slide_id)["mpp"]
 
-    def truth(self, slide_id: str) -> Path | None:
-        """The generator's truth masks of the slide, None for a cohort without them."""
+    def lesions(self, slide_id: str) -> LesionMap | None:
+        """The slide's lesions: its annotation file when the dataset has annotations, else the
+        generator's truth mask; None when neither exists (the figure falls back to the label)."""
+        if self.annotations is not None:
+            return self.annotations.read(slide_id)
         if self.truth_dir is None:
             return None
         path = self.truth_dir / f"{Path(self.sheet.loc[slide_id, 'path']).name}.npz"
-        return path if path.exists() else None
+        return read_truth(path) if path.exists() else None
+
+    @property
+    def lesion_source(self) -> str:
+        """Where the lesions come from, for captions."""
+        if self.annotations is not None:
+            return f"{self.annotations.format} annotations"
+        return "generator masks" if self.truth_dir is not None else "no annotations"
 
     def thumbnail(self, slide_id: str) -> tuple[np.ndarray, float]:
         """RGB thumbnail (longest side THUMBNAIL_SIDE) and its scale (thumbnail px per level-0 px)."""

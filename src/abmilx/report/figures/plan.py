@@ -45,11 +45,13 @@ def plan_figures(
                     f"{where}/experiment': {runs[0]['experiment']!r} is a {runs[0]['kind']} run; "
                     f"the figure needs a trained patch encoder ({', '.join(ENCODER_KINDS)})"
                 )
-            if spec["features"] not in feature_sets:
-                raise ValueError(
-                    f"{where}/features': no feature set {spec['features']!r}; "
-                    f"known: {', '.join(feature_sets) or 'none'}"
-                )
+            names = [spec["features"]] if isinstance(spec["features"], str) else spec["features"]
+            for feature_set in names:
+                if feature_set not in feature_sets:
+                    raise ValueError(
+                        f"{where}/features': no feature set {feature_set!r}; "
+                        f"known: {', '.join(feature_sets) or 'none'}"
+                    )
         if kind == "attention_dynamics":
             callbacks = experiments.experiments[runs[0]["experiment"]]["settings"].get("callbacks")
             if not (callbacks or {}).get("attention_every"):

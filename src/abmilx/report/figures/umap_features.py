@@ -1,9 +1,12 @@
-"""Figure ``umap_features``: UMAP of the same test-set patches embedded by the offline encoder
-(a feature set) and by the E2E-trained encoder (an E2E run's fold-0 model.pt), side by side.
+"""Figure ``umap_features``: UMAP of the same test-set patches embedded by offline encoders (one
+panel per feature set, e.g. ImageNet R50 and a foundation model) and by the E2E-trained encoder
+(an E2E run's fold-0 model.pt), side by side.
 
-Patches are coloured by their true class: for generated cohorts, a patch that the generator's
-lesion mask covers (at least ``lesion_threshold`` of it) is a lesion patch of its slide's class,
-any other a non-lesion tissue patch; cohorts without masks colour by the slide's label. The
+Patches are coloured by their true class: a patch whose slide's lesions (the dataset's
+annotations, or the generator's masks) cover at least ``lesion_threshold`` of it is a lesion
+patch, named by the annotation's class (PANDA's Gleason pattern) or, for unnamed lesions, by its
+slide's class; any other is non-lesion tissue. Slides without annotation colour by their label,
+and the title says how many. The
 patches are a deterministic subsample of at most ``max_patches`` (the same number per class where
 the classes allow), so the figure stays cheap; the E2E encoder embeds only those, with the exact
 preprocessing of its inference (eval size, channel order, normalisation, autocast).
@@ -18,7 +21,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from abmilx.report.figures.draw import Slides, finish, lesion_fraction, main
+from abmilx.annotations import UNCLASSIFIED
+from abmilx.report.figures.draw import Slides, finish, main
 
 NON_LESION = "non-lesion tissue"
 
@@ -48,14 +52,15 @@ def offline_features(features_dir: Path, slide_ids) -> dict[str, tuple[np.ndarra
 
 def patch_classes(
     slides: Slides, slide_id: str, label: str, coords: np.ndarray, threshold: float
-) -> np.ndarray:
-    """The true class of each patch: lesion of the slide's class, non-lesion tissue, or (no
-    masks) the slide's label."""
-    truth = slides.truth(slide_id)
-    if truth is None:
-        return np.full(len(coords), label, dtype=object)
-    lesion = lesion_fraction(truth, coords, slides.footprint(slide_id)) >= threshold
-    return np.where(lesion, f"lesion ({label})", NON_LESION).astype(object)
+) -> np.ndarray | None:
+    """The true class of each patch: its lesion class, or non-lesion tissue; None for a slide
+    without annotation."""
+    lesions = slides.lesions(slide_id)
+    if lesions is None:
+        return None
+    names, share = lesions.patch_classes(coords, slides.footprint(slide_id))
+    names = np.where(names == UNCLASSIFIED, f"lesion ({label})", names)
+    return np.where(share >= threshold, names, NON_LESION).astype(object)
 
 
 def balanced_subsample(classes: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -128,56 +133,65 @@ def embed(features: np.ndarray, settings: Mapping) -> np.ndarray:
     return reducer.fit_transform(scaled)
 
 
+def feature_sets(settings: Mapping) -> list[str]:
+    """The offline feature sets drawn, in panel order (``features``: one name or a list)."""
+    names = settings["features"]
+    return [names] if isinstance(names, str) else list(names)
+
+
 def render(settings: Mapping, out: Path) -> Path:
     slides = Slides(settings)
     test = fold0_test_slides(settings["splits"])
-    offline = offline_features(Path(settings["features_dir"]), test["slide_id"])
+    names = feature_sets(settings)
+    folders = settings["features_dirs"]
+    offline = [offline_features(Path(folder), test["slide_id"]) for folder in folders]
+    present = [s for s in test["slide_id"] if all(s in found for found in offline)]
     encoder = TrainedEncoder(settings)
-    store_coords = encoder.coords(list(offline))
+    store_coords = encoder.coords(present)
     frames = []
+    unannotated = 0
     for slide_id, label in test.itertuples(index=False):
-        if slide_id not in offline:
+        if slide_id not in present:
             continue
-        features, coords = offline[slide_id]
-        # the feature file's patches, found in the store by their level-0 coordinates
-        index = store_coords[slide_id].get
-        positions = np.array([index((int(x), int(y)), -1) for x, y in coords])
-        frames.append(
-            pd.DataFrame(
-                {
-                    "slide_id": slide_id,
-                    "index": positions,
-                    "row": np.arange(len(coords)),
-                    "class": patch_classes(
-                        slides, slide_id, label, coords, settings["lesion_threshold"]
-                    ),
-                }
-            )
-        )
+        coords = offline[0][slide_id][1]
+        # the first feature set's patches, found in the store and in the other feature sets by
+        # their level-0 coordinates
+        columns = {"slide_id": slide_id, "index": _positions(store_coords[slide_id], coords)}
+        for number, found in enumerate(offline):
+            rows = {(int(x), int(y)): i for i, (x, y) in enumerate(found[slide_id][1])}
+            columns[f"row{number}"] = _positions(rows, coords)
+        classes = patch_classes(slides, slide_id, label, coords, settings["lesion_threshold"])
+        if classes is None:
+            unannotated += 1
+            classes = np.full(len(coords), label, dtype=object)
+        frames.append(pd.DataFrame(columns | {"class": classes}))
     if not frames:
-        raise ValueError(f"{settings['features_dir']}: no features of any test slide")
+        raise ValueError(f"{', '.join(folders)}: no features of any test slide")
     patches = pd.concat(frames, ignore_index=True)
-    patches = patches[patches["index"] >= 0].reset_index(drop=True)
+    found_everywhere = patches.filter(regex="^(index|row\\d+)$").ge(0).all(axis=1)
+    patches = patches[found_everywhere].reset_index(drop=True)
     # sorted positions in slide-ordered rows: each slide's picks stay together, in one order
     picked = patches.iloc[
         balanced_subsample(patches["class"].to_numpy(), settings["max_patches"], settings["seed"])
     ].reset_index(drop=True)
-    before = np.concatenate(
-        [
-            offline[s][0][rows["row"].to_numpy()]
-            for s, rows in picked.groupby("slide_id", sort=False)
-        ]
-    )
-    after = encoder.features(picked)
-    figure = Figure(figsize=(12, 5.2))
-    axes = figure.subplots(1, 2)
+    panels = [
+        (
+            f"offline encoder ({name})",
+            np.concatenate(
+                [
+                    found[s][0][rows[f"row{number}"].to_numpy()]
+                    for s, rows in picked.groupby("slide_id", sort=False)
+                ]
+            ),
+        )
+        for number, (name, found) in enumerate(zip(names, offline, strict=True))
+    ]
+    panels.append((f"E2E-trained encoder ({settings['runs'][0]['title']})", None))
+    figure = Figure(figsize=(6 * len(panels), 5.2))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
     classes = sorted(set(picked["class"]), key=lambda name: (name != NON_LESION, name))
-    titles = (
-        f"offline encoder ({settings['features']})",
-        f"E2E-trained encoder ({settings['runs'][0]['title']})",
-    )
-    for axis, features, title in zip(axes, (before, after), titles, strict=True):
-        points = embed(features, settings)
+    for axis, (title, features) in zip(axes, panels, strict=True):
+        points = embed(encoder.features(picked) if features is None else features, settings)
         for colour, name in enumerate(classes):
             mask = (picked["class"] == name).to_numpy()
             axis.scatter(
@@ -193,12 +207,20 @@ def render(settings: Mapping, out: Path) -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
         axis.legend(fontsize=8, markerscale=2.5, loc="best")
+    colouring = f"true patch class from {slides.lesion_source}"
+    if unannotated:
+        colouring += f"; {unannotated} of {len(frames)} slides without annotation: slide label"
     return finish(
         figure,
         settings,
-        f"UMAP of {len(picked)} {settings['dataset']} test patches, coloured by true patch class",
+        f"UMAP of {len(picked)} {settings['dataset']} test patches, coloured by {colouring}",
         out,
     )
+
+
+def _positions(index: Mapping[tuple[int, int], int], coords: np.ndarray) -> np.ndarray:
+    """Each coordinate's position in ``index``, -1 where it has none."""
+    return np.array([index.get((int(x), int(y)), -1) for x, y in coords], dtype=np.int64)
 
 
 if __name__ == "__main__":
