@@ -314,6 +314,37 @@ def test_attention_dynamics_measures_the_mass_on_lesion_patches(cohort, tmp_path
     assert path.exists() and path.with_suffix(".pdf").exists()
 
 
+def _snapshot_run(folder, epochs):
+    snapshots = folder / "fold0" / "snapshots"
+    snapshots.mkdir(parents=True)
+    rng = np.random.default_rng(len(epochs))
+    for epoch in epochs:
+        np.savez(
+            snapshots / f"attention_epoch{epoch}.npz",
+            **{"s1/coords": COORDS, "s1/attention": rng.random((2, len(COORDS)), np.float32)},
+        )
+    return {"title": folder.name, "dir": str(folder)}
+
+
+def test_attention_dynamics_compares_runs_as_curves_and_as_heatmaps(cohort, tmp_path):
+    runs = [
+        _snapshot_run(tmp_path / "abmil", (0, 3)),
+        _snapshot_run(tmp_path / "abmilx", (0, 1, 3)),
+    ]
+    settings = {**cohort, "runs": runs, "n_slides": 1, "normalisation": "percentile"}
+    curves = attention_dynamics.render({**settings, "view": "curves"}, tmp_path / "c" / "d.png")
+    width, height = Image.open(curves).size
+    assert height > 0.5 * width  # two rows of three panels
+    heatmaps = {**settings, "view": "heatmaps", "epochs": None}
+    first = attention_dynamics.render(heatmaps, tmp_path / "h1" / "d.png")
+    second = attention_dynamics.render(heatmaps, tmp_path / "h2" / "d.png")
+    assert first.read_bytes() == second.read_bytes()
+    width, height = Image.open(first).size
+    assert height > 0.6 * width  # training and converged rows (one row: under 0.4)
+    with pytest.raises(ValueError, match=r"abmil: no attention snapshot of epoch\(s\) \[2\]"):
+        attention_dynamics.render({**heatmaps, "epochs": [2]}, tmp_path / "h3" / "d.png")
+
+
 def test_attention_dynamics_without_snapshots_says_how_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"callbacks\.attention_every"):
         attention_dynamics.load_snapshots(tmp_path)

@@ -53,12 +53,13 @@ def plan_figures(
                         f"known: {', '.join(feature_sets) or 'none'}"
                     )
         if kind == "attention_dynamics":
-            callbacks = experiments.experiments[runs[0]["experiment"]]["settings"].get("callbacks")
-            if not (callbacks or {}).get("attention_every"):
-                raise ValueError(
-                    f"{where}/experiment': {runs[0]['experiment']!r} writes no attention "
-                    "snapshots; set its settings.callbacks.attention_every (e.g. 2)"
-                )
+            for run in runs:
+                callbacks = experiments.experiments[run["experiment"]]["settings"].get("callbacks")
+                if not (callbacks or {}).get("attention_every"):
+                    raise ValueError(
+                        f"{where}/{key}': {run['experiment']!r} writes no attention "
+                        "snapshots; set its settings.callbacks.attention_every (e.g. 2)"
+                    )
         if kind == "km_curves" and plan["task"] != "survival":
             raise ValueError(
                 f"{where}/dataset': {plan['dataset']!r} is a {plan['task']} dataset; "
