@@ -14,7 +14,14 @@ from abmilx.annotations import read_truth
 from abmilx.cohort.slidefile import write_slide
 from abmilx.config import REPO_ROOT, ConfigError, load_config, validate_config
 from abmilx.experiments import resolve_experiments
-from abmilx.report.figures import KINDS, attention_dynamics, attention_heatmaps, draw, km_curves
+from abmilx.report.figures import (
+    KINDS,
+    attention_dynamics,
+    attention_heatmaps,
+    draw,
+    km_curves,
+    sparsity_vs_features,
+)
 from abmilx.report.figures.attention_heatmaps import choose_slides
 from abmilx.report.figures.draw import attention_map
 from abmilx.report.figures.performance_vs_cost import panel_points
@@ -350,6 +357,33 @@ def test_attention_dynamics_without_snapshots_says_how_to_get_them(tmp_path):
         attention_dynamics.load_snapshots(tmp_path)
 
 
+# --- sparsity vs feature quality (Fig. 2) -------------------------------------------------------
+
+
+def _two_stage_run(folder, mil, features, auc, attention):
+    (folder / "fold0").mkdir(parents=True)
+    summary = {"mean": auc, "ci_low": auc - 0.05, "ci_high": auc + 0.05}
+    (folder / "metrics.json").write_text(json.dumps({"metrics": {"auc": summary}}))
+    np.savez(folder / "fold0" / "attention.npz", **{"s1/attention": np.array([attention])})
+    return {"title": folder.name, "dir": str(folder), "mil": mil, "features": features}
+
+
+def test_sparsity_vs_features_reads_metric_and_attention_sparsity(tmp_path):
+    runs = [
+        # min-max normalised: one of four patches above 0.5 (sparsity 0.75), or three (0.25)
+        _two_stage_run(tmp_path / "a", "abmil", "r50", 0.7, [0.0, 0.1, 0.2, 1.0]),
+        _two_stage_run(tmp_path / "b", "abmil", "uni", 0.9, [0.0, 0.1, 0.2, 1.0]),
+        _two_stage_run(tmp_path / "c", "transmil", "r50", 0.8, [0.0, 0.9, 0.8, 1.0]),
+    ]
+    settings = {"dataset": "d", "title": "", "runs": runs, "metric": "auc", "seed": 0}
+    found = sparsity_vs_features.points(settings)
+    assert [p["metric"]["mean"] for p in found] == [0.7, 0.9, 0.8]
+    assert [p["sparsity"]["point"] for p in found] == [0.75, 0.75, 0.25]
+    first = sparsity_vs_features.render(settings, tmp_path / "f1" / "s.png")
+    second = sparsity_vs_features.render(settings, tmp_path / "f2" / "s.png")
+    assert first.read_bytes() == second.read_bytes()
+
+
 # --- UMAP patch subsample -----------------------------------------------------------------------
 
 
@@ -429,6 +463,9 @@ def _figure_config(figures, experiments=None):
         ({"kind": "attention_dynamics", "experiment": "e2e"}, "attention_every"),
         ({"kind": "umap_features", "experiment": "two", "features": "f"}, "trained patch encoder"),
         ({"kind": "umap_features", "experiment": "e2e", "features": "g"}, "no feature set 'g'"),
+        ({"kind": "umap_features", "experiment": "e2e", "features": ["f", "g"]}, "set 'g'"),
+        ({"kind": "sparsity_vs_features", "experiments": ["two", "e2e"]}, "'e2e' is a e2e run"),
+        ({"kind": "attention_dynamics", "experiments": ["e2e"]}, "attention_every"),
     ],
 )
 def test_figure_references_fail_at_parse_time_naming_the_key(figure, message):

@@ -443,6 +443,13 @@ def figure_inputs(wildcards):
     runs = [run_dir(dataset, run) for run in plan["runs"]]
     if kind == "km_curves":
         return {"predictions": [f"{run}/predictions.csv" for run in runs]}
+    if kind == "sparsity_vs_features":
+        return {
+            "metrics": [f"{run}/metrics.json" for run in runs],
+            "attention": [
+                f"{run}/fold{k}/attention.npz" for run in runs for k in folds(dataset)
+            ],
+        }
     inputs = slide_inputs(dataset)
     if kind == "attention_heatmaps":
         inputs["attention"] = [f"{run}/fold0/attention.npz" for run in runs]

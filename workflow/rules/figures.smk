@@ -148,6 +148,35 @@ rule figure_km_curves:
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
+rule figure_sparsity_vs_features:
+    input:
+        unpack(figure_inputs),
+    output:
+        report(
+            directory("results/.figures/{name}"),
+            patterns=["{file}.png"],
+            caption="../report/figures/sparsity_vs_features.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/figures/render/{name}.log",
+    benchmark:
+        "results/benchmarks/figures/{name}.tsv"
+    wildcard_constraints:
+        name=name_pattern(figures_of("sparsity_vs_features")),
+    conda:
+        SHELL_ENV
+    threads: 1
+    resources:
+        **job_resources("figures"),
+    params:
+        settings=figure_settings,
+        code=code_digest("abmilx.report.figures.sparsity_vs_features"),
+    shell:
+        "python -m abmilx.report.figures.sparsity_vs_features --settings {params.settings:q}"
+        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+
+
 rule figure:
     input:
         "results/.figures/{name}",

@@ -11,4 +11,5 @@ KINDS = (
     "attention_dynamics",
     "performance_vs_cost",
     "km_curves",
+    "sparsity_vs_features",
 )

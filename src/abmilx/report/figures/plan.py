@@ -60,6 +60,16 @@ def plan_figures(
                         f"{where}/{key}': {run['experiment']!r} writes no attention "
                         "snapshots; set its settings.callbacks.attention_every (e.g. 2)"
                     )
+        if kind == "sparsity_vs_features":
+            for run in runs:
+                resolved = experiments.experiments[run["experiment"]]
+                if run["kind"] != "two_stage":
+                    raise ValueError(
+                        f"{where}/experiments': {run['experiment']!r} is a {run['kind']} run; "
+                        "the figure places two-stage runs by their feature set"
+                    )
+                run.update(features=resolved["features"], mil=resolved["settings"]["mil"])
+            plan["metric"] = spec["metric"] or HEADLINE_METRIC[plan["task"]]
         if kind == "km_curves" and plan["task"] != "survival":
             raise ValueError(
                 f"{where}/dataset': {plan['dataset']!r} is a {plan['task']} dataset; "
