@@ -140,7 +140,8 @@ def test_dataset_annotations_read_per_slide_with_panda_providers(tmp_path):
     _panda_mask(tmp_path / "a1_mask.tiff")
     providers = tmp_path / "train.csv"
     providers.write_text("image_id,data_provider,isup_grade\na1,karolinska,2\n")
-    found = Annotations({"format": "panda_mask", "dir": tmp_path, "providers": providers})
+    spec = {"format": "panda_mask", "dir": [str(tmp_path / "x"), str(tmp_path)]}
+    found = Annotations(spec | {"providers": providers})  # the second folder has it
     assert found.read("a2") is None  # no file: the figure falls back to the slide label
     np.testing.assert_allclose(found.read("a1").fraction(PANDA_PATCHES[:2], FOOTPRINT), [0, 1])
 
@@ -170,6 +171,7 @@ def _config(tmp_path, annotations_block):
     [
         ({"format": "asap", "dir": "x"}, "annotations/format'"),
         ({"format": "camelyon_xml", "dir": "nowhere"}, "annotations/dir': nowhere not found"),
+        ({"format": "camelyon_xml", "dir": [".", "gone"]}, "annotations/dir': gone not found"),
         ({"format": "geojson", "dir": ".", "pattern": "a.json"}, r"must contain \{slide_id\}"),
         ({"format": "panda_mask", "dir": "."}, "annotations/providers': panda_mask needs"),
     ],

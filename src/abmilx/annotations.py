@@ -245,22 +245,29 @@ def read_geojson(
 
 class Annotations:
     """A dataset's annotations as its ``annotations`` config block says: one file per slide,
-    ``dir``/``pattern``; ``read(slide_id)`` is None for a slide without a file."""
+    ``<dir>/<pattern>`` in the first of the folders that has it (CAMELYON16 keeps training and
+    test annotations apart); ``read(slide_id)`` is None for a slide without a file."""
 
     def __init__(self, spec: Mapping) -> None:
         self.format = spec["format"]
-        self.dir = Path(spec["dir"])
+        folders = spec["dir"]
+        self.dirs = (
+            [Path(folders)]
+            if isinstance(folders, str | Path)
+            else [Path(folder) for folder in folders]
+        )
         self.pattern = spec.get("pattern") or PATTERNS[self.format]
         self.lesion_classes = spec.get("lesion_classes")
         self.exclude_classes = spec.get("exclude_classes") or []
         self.providers = _providers(spec["providers"]) if spec.get("providers") else {}
 
-    def file(self, slide_id: str) -> Path:
-        return self.dir / self.pattern.format(slide_id=slide_id)
+    def file(self, slide_id: str) -> Path | None:
+        name = self.pattern.format(slide_id=slide_id)
+        return next((folder / name for folder in self.dirs if (folder / name).exists()), None)
 
     def read(self, slide_id: str) -> LesionMap | None:
         path = self.file(slide_id)
-        if not path.exists():
+        if path is None:
             return None
         if self.format == "panda_mask":
             if slide_id not in self.providers:

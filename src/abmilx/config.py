@@ -458,9 +458,12 @@ def _annotation_problems(name: str, dataset: Mapping) -> Iterator[str]:
             "the provider says which mask values are cancer"
         )
     if _slides_present(dataset):
-        for key in ("dir", "providers"):
-            if spec[key] and not Path(spec[key]).exists():
-                yield f"{where}/{key}': {spec[key]} not found"
+        folders = [spec["dir"]] if isinstance(spec["dir"], str) else spec["dir"]
+        for key, path in [("dir", folder) for folder in folders] + [
+            ("providers", spec["providers"])
+        ]:
+            if path and not Path(path).exists():
+                yield f"{where}/{key}': {path} not found"
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:

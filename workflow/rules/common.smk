@@ -411,7 +411,8 @@ def slide_inputs(dataset):
     inputs = {"sheet": slide_sheet_path(dataset), "qc": tile_qc_files(dataset)}
     annotations = dataset_config(dataset).get("annotations")
     if annotations:
-        inputs["annotations"] = [annotations["dir"]]
+        folders = annotations["dir"]
+        inputs["annotations"] = [folders] if isinstance(folders, str) else list(folders)
         if annotations["providers"]:
             inputs["annotations"].append(annotations["providers"])
     elif is_synthetic(dataset):
