@@ -434,7 +434,7 @@ def test_shipped_figures_resolve(path):
         assert sorted(plans) == sorted(KINDS)
 
 
-def _figure_config(figures, experiments=None):
+def _figure_config(figures, experiments=None, unavailable=None):
     config = validate_config(
         {
             "datasets": {
@@ -451,7 +451,28 @@ def _figure_config(figures, experiments=None):
         }
     )
     tasks = {"sub": "subtyping", "surv": "survival"}
-    return plan_figures(config["figures"], resolve_experiments(config), tasks, {"f": {}})
+    return plan_figures(
+        config["figures"], resolve_experiments(config), tasks, {"f": {}}, unavailable
+    )
+
+
+def test_unavailable_columns_and_panels_are_left_out_with_their_reason():
+    missing = {"two": "weights/uni.bin not found", "uni": "weights/uni.bin not found"}
+    plans = _figure_config(
+        {
+            "heat": {"kind": "attention_heatmaps", "experiments": ["e2e", "two"]},
+            "umap": {"kind": "umap_features", "experiment": "e2e", "features": ["f", "uni"]},
+        },
+        unavailable=missing,
+    )
+    assert [run["experiment"] for run in plans["heat"]["runs"]] == ["e2e"]
+    assert plans["heat"]["left_out"] == {"two": missing["two"]}
+    assert plans["umap"]["features"] == ["f"] and plans["umap"]["left_out"] == {
+        "uni": missing["uni"]
+    }
+    assert draw.left_out_note(plans["heat"]) == "\nleft out: two (weights/uni.bin not found)"
+    with pytest.raises(ValueError, match="figures/x/experiments': every experiment is unavailable"):
+        _figure_config({"x": {"kind": "km_curves", "experiments": ["two"]}}, unavailable=missing)
 
 
 @pytest.mark.parametrize(

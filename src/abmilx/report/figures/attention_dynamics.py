@@ -29,6 +29,7 @@ from abmilx.report.figures.draw import (
     attention_map,
     colour_bar,
     finish,
+    left_out_note,
     main,
     overlay,
 )
@@ -148,7 +149,8 @@ def render(settings: Mapping, out: Path) -> Path:
         figure,
         settings,
         f"Attention over training: {names} on {settings['dataset']} "
-        f"(snapshot slides, mean over heads; lesions from {slides.lesion_source})",
+        f"(snapshot slides, mean over heads; lesions from {slides.lesion_source})"
+        f"{left_out_note(settings)}",
         out,
     )
 
@@ -235,7 +237,7 @@ def render_heatmaps(settings: Mapping, slides: Slides, out: Path) -> Path:
         settings,
         f"Attention during training and converged on {settings['dataset']}: {names}\n"
         f"(snapshot bags, mean over heads, {COLOUR_BAR_LABELS[normalisation]}; lesion outlines "
-        f"in {LESION_COLOUR} from {slides.lesion_source})",
+        f"in {LESION_COLOUR} from {slides.lesion_source}){left_out_note(settings)}",
         out,
         dpi=100,
     )

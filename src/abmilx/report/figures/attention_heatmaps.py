@@ -24,6 +24,7 @@ from abmilx.report.figures.draw import (
     attention_map,
     colour_bar,
     finish,
+    left_out_note,
     main,
     overlay,
 )
@@ -116,6 +117,7 @@ def render(settings: Mapping, out: Path) -> Path:
     title = (
         f"Attention on {settings['dataset']} test slides: {names}\n"
         f"(mean over heads, {COLOUR_BAR_LABELS[settings['normalisation']]}; {outlines})"
+        f"{left_out_note(settings)}"
     )
     return finish(figure, settings, title, out, dpi=100)
 

@@ -46,6 +46,14 @@ def finish(figure, settings: Mapping, default_title: str, out: str | Path, dpi: 
     return save(figure, out, dpi=dpi)
 
 
+def left_out_note(settings: Mapping) -> str:
+    """The caption's line on experiments or feature sets the figure leaves out, and why."""
+    left_out = settings.get("left_out") or {}
+    if not left_out:
+        return ""
+    return "\nleft out: " + "; ".join(f"{name} ({why})" for name, why in left_out.items())
+
+
 NORMALISATIONS = ("percentile", "minmax", "rank")
 # Percentile normalisation clips to this range: one hot patch no longer flattens the rest.
 PERCENTILE_RANGE = (1.0, 99.0)

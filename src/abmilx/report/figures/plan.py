@@ -19,9 +19,20 @@ ENCODER_KINDS = ("e2e", "c2c", "ft")
 
 
 def plan_figures(
-    figures: Mapping[str, Mapping], experiments, datasets: Mapping[str, str], feature_sets
+    figures: Mapping[str, Mapping],
+    experiments,
+    datasets: Mapping[str, str],
+    feature_sets,
+    unavailable: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """{figure name: plan} for the validated ``figures`` block; ``datasets`` maps name to task."""
+    """{figure name: plan} for the validated ``figures`` block; ``datasets`` maps name to task.
+
+    ``unavailable`` maps experiments and feature sets that cannot run here (a foundation model's
+    weights not given) to the reason: a list of experiments or feature sets drops them, and the
+    plan's ``left_out`` carries the reasons for the caption, so such a column or panel appears
+    once its input is there.
+    """
+    unavailable = unavailable or {}
     plans = {}
     for name, spec in figures.items():
         where = f"config key 'figures/{name}"
@@ -31,9 +42,28 @@ def plan_figures(
         plan = {key: value for key, value in spec.items() if key not in ("experiment", "dataset")}
         names = spec.get("experiments") or ([spec["experiment"]] if "experiment" in spec else [])
         key = "experiments" if "experiments" in spec else "experiment"
+        features = spec.get("features") or []
+        features = [features] if isinstance(features, str) else list(features)
+        plan["left_out"] = {n: unavailable[n] for n in [*names, *features] if n in unavailable}
+        names = [n for n in names if n not in unavailable]
+        if kind == "umap_features":
+            plan["features"] = [n for n in features if n not in unavailable]
+            if not plan["features"]:
+                raise ValueError(
+                    f"{where}/features': every feature set is unavailable: "
+                    + "; ".join(f"{n}: {r}" for n, r in plan["left_out"].items())
+                )
+        if kind != "performance_vs_cost" and not names:
+            raise ValueError(
+                f"{where}/{key}': every experiment is unavailable: "
+                + "; ".join(f"{n}: {r}" for n, r in plan["left_out"].items())
+            )
         runs = [_run(where, key, experiment, experiments) for experiment in names]
         if kind == "performance_vs_cost":
-            plan["panels"] = _cost_panels(where, spec, experiments, datasets)
+            chosen = None if spec["experiments"] is None else names
+            plan["panels"] = _cost_panels(
+                where, {**spec, "experiments": chosen}, experiments, datasets
+            )
         else:
             dataset = _dataset(where, spec.get("dataset"), runs, datasets)
             plan["dataset"] = dataset
@@ -45,8 +75,7 @@ def plan_figures(
                     f"{where}/experiment': {runs[0]['experiment']!r} is a {runs[0]['kind']} run; "
                     f"the figure needs a trained patch encoder ({', '.join(ENCODER_KINDS)})"
                 )
-            names = [spec["features"]] if isinstance(spec["features"], str) else spec["features"]
-            for feature_set in names:
+            for feature_set in plan["features"]:
                 if feature_set not in feature_sets:
                     raise ValueError(
                         f"{where}/features': no feature set {feature_set!r}; "

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from abmilx.report.figures.draw import finish, main
+from abmilx.report.figures.draw import finish, left_out_note, main
 from abmilx.report.sparsity import sparsity_summary
 
 N_BOOT = 1000
@@ -89,7 +89,8 @@ def render(settings: Mapping, out: Path) -> Path:
         figure,
         settings,
         f"Attention sparsity vs feature quality on {settings['dataset']}: "
-        f"{settings['metric']} and sparsity per aggregator and feature set",
+        f"{settings['metric']} and sparsity per aggregator and feature set"
+        f"{left_out_note(settings)}",
         out,
     )
 

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from abmilx.annotations import UNCLASSIFIED
-from abmilx.report.figures.draw import Slides, finish, main
+from abmilx.report.figures.draw import Slides, finish, left_out_note, main
 
 NON_LESION = "non-lesion tissue"
 
@@ -213,7 +213,8 @@ def render(settings: Mapping, out: Path) -> Path:
     return finish(
         figure,
         settings,
-        f"UMAP of {len(picked)} {settings['dataset']} test patches, coloured by {colouring}",
+        f"UMAP of {len(picked)} {settings['dataset']} test patches, coloured by {colouring}"
+        f"{left_out_note(settings)}",
         out,
     )
 
