@@ -16,30 +16,35 @@ from abmilx.config import ConfigError, check_config, validate_config
 FOOTPRINT = 256
 
 
-def _panda_mask(path: Path) -> Path:
-    """A PANDA-like mask: tiled RGB TIFF, labels in channel 0, pyramid at 4x and 16x."""
+def _panda_mask(path: Path, subifds: bool = True) -> Path:
+    """A PANDA-like mask: tiled RGB TIFF, labels in channel 0, pyramid at 4x and 16x (as SubIFDs
+    of the first page, or as pages of their own)."""
     mask = np.zeros((1024, 1536, 3), np.uint8)
     mask[:512, :512, 0] = 4  # Radboud Gleason 4 (Karolinska: not a label it uses)
     mask[:512, 512:1024, 0] = 2  # Radboud healthy epithelium, Karolinska cancer
     mask[512:, :256, 0] = 5  # Radboud Gleason 5
     mask[..., 1] = 7  # other channels carry nothing
     with tifffile.TiffWriter(path) as tiff:
-        tiff.write(mask, tile=(256, 256), photometric="rgb", subifds=2)
-        tiff.write(mask[::4, ::4], tile=(64, 64), photometric="rgb", subfiletype=1)
-        tiff.write(mask[::16, ::16], photometric="rgb", subfiletype=1)
+        tiff.write(mask, tile=(256, 256), photometric="rgb", subifds=2 if subifds else 0)
+        tiff.write(mask[::4, ::4], tile=(64, 64), photometric="rgb", subfiletype=int(subifds))
+        tiff.write(mask[::16, ::16], photometric="rgb", subfiletype=int(subifds))
     return path
 
 
 PANDA_PATCHES = np.array([[0, 0], [512, 0], [128, 512], [256, 384], [1280, 768]])
 
 
-@pytest.mark.parametrize("max_side", [4096, 400, 90, 30])
-def test_panda_mask_fractions_and_grades_at_any_pyramid_level(tmp_path, monkeypatch, max_side):
-    # 4096 reads level 0, 400 the 4x level, 90 the 16x level, 30 the 16x level decimated by 4
+@pytest.mark.parametrize("subifds", [True, False])
+@pytest.mark.parametrize("max_side", [4096, 400, 100, 30])
+def test_panda_mask_fractions_and_grades_at_any_pyramid_level(
+    tmp_path, monkeypatch, max_side, subifds
+):
+    # 4096 reads level 0, 400 the 4x level, 100 the 16x level, 30 the 16x level decimated by 4
     monkeypatch.setattr(annotations, "MAX_SIDE", max_side)
-    path = _panda_mask(tmp_path / "a1_mask.tiff")
+    path = _panda_mask(tmp_path / "a1_mask.tiff", subifds)
     radboud = read_panda_mask(path, "Radboud")
     assert max(radboud.labels.shape) <= max_side
+    assert radboud.downsample == {4096: 1, 400: 4, 100: 16, 30: 64}[max_side]
     # (0,0) all Gleason 4; (512,0) epithelium only; (128,512) half Gleason 5 (columns 128-255 of
     # 128-383); (256,384) rows 384-511 of 384-639 Gleason 4; (1280,768) background
     expected = [1.0, 0.0, 0.5, 0.5, 0.0]
@@ -50,6 +55,18 @@ def test_panda_mask_fractions_and_grades_at_any_pyramid_level(tmp_path, monkeypa
     np.testing.assert_allclose(
         karolinska.fraction(PANDA_PATCHES, FOOTPRINT), [0.0, 1.0, 0.0, 0.0, 0.0]
     )
+
+
+@pytest.mark.parametrize("subifds", [True, False])
+def test_a_fitting_pyramid_level_is_read_whole_not_level_0_decimated(
+    tmp_path, monkeypatch, subifds
+):
+    monkeypatch.setattr(annotations, "MAX_SIDE", 400)
+    tiff, page, downsample, step = annotations._tiff_level(
+        _panda_mask(tmp_path / "m.tiff", subifds)
+    )
+    with tiff:
+        assert page.shape[:2] == (256, 384) and (downsample, step) == (4, 1)
 
 
 def test_panda_mask_of_an_unknown_provider_fails_naming_the_file(tmp_path):

@@ -113,8 +113,16 @@ def _tiff_level(path: Path):
     import tifffile
 
     tiff = tifffile.TiffFile(path)
-    levels = tiff.series[0].levels
-    width0 = levels[0].shape[1]
+    levels = list(tiff.series[0].levels)
+    height0, width0 = levels[0].shape[:2]
+    if len(levels) == 1:  # levels stored as plain pages: each reduced copy is its own series
+        levels += [
+            series
+            for series in tiff.series[1:]
+            if series.shape[0] < height0
+            and abs(series.shape[1] / series.shape[0] - width0 / height0) < 0.02
+        ]
+        levels.sort(key=lambda level: -level.shape[0])
     fitting = [level for level in levels if max(level.shape[:2]) <= MAX_SIDE]
     level = fitting[0] if fitting else levels[-1]
     step = max(1, math.ceil(max(level.shape[:2]) / MAX_SIDE))
