@@ -174,7 +174,7 @@ rule figure_sparsity_vs_features:
         code=code_digest("abmilx.report.figures.sparsity_vs_features"),
     shell:
         "python -m abmilx.report.figures.sparsity_vs_features --settings {params.settings:q}"
-        " --out {output:q}/{wildcards.name}.png > {log:q} 2>&1"
+        " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
 
 
 rule figure:
