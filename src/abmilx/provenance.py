@@ -6,7 +6,7 @@ import ast
 import hashlib
 import json
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,29 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, cached within the process by (path, size, mtime).
+
+    Resume and rerun decisions key on what a file holds, not on its name: a checkpoint retrained
+    or replaced in place at the same path is another input. The cache only saves re-reading a
+    file that nothing touched since (same size and modification time)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
+
+
+def files_digest(paths: Iterable[str | Path]) -> dict[str, str]:
+    """{path: content digest} of the paths that are files; any other value (a weights name such
+    as "imagenet" or "random") stands for itself and maps to ""."""
+    return {str(path): content_digest(path) if Path(path).is_file() else "" for path in paths}
 
 
 def fingerprint(parts: Mapping[str, Any]) -> dict[str, str]:

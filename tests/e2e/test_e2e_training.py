@@ -8,6 +8,7 @@ from e2e_toy_store import write_toy_store
 
 from abmilx.e2e import predict, train
 from abmilx.e2e.data import MrisBags
+from abmilx.models import create_encoder
 from abmilx.patches.store import PatchStore
 from abmilx.training.runs import load_run
 
@@ -162,3 +163,46 @@ def test_predictions_are_bit_identical_across_runs(reference_run):
     second, again = predict(run_dir, store, ["s4", "s5"], device="cpu", num_workers=1)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
     np.testing.assert_array_equal(attention["s4"]["attention"], again["s4"]["attention"])
+
+
+def _encoder_checkpoint(path, seed):
+    """A resnet18_layer3 checkpoint with weights drawn from `seed` (a stand-in for pretraining)."""
+    torch.manual_seed(seed)
+    torch.save(create_encoder("resnet18_layer3", weights="random").state_dict(), path)
+
+
+def test_resume_after_the_checkpoint_changed_starts_over(
+    toy_dataset, tmp_path, monkeypatch, caplog
+):
+    """A pretrain checkpoint rewritten at the same path between a crash and the rerun: the
+    resume state belongs to the old weights, so training starts at epoch 0 and equals a clean
+    run on the new checkpoint bit for bit."""
+    store, splits = toy_dataset
+    weights = tmp_path / "encoder.pt"
+    settings = {**SETTINGS, "encoder_weights": str(weights)}
+    _encoder_checkpoint(weights, seed=1)
+    original = MrisBags.set_epoch
+
+    def crash_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        original(self, epoch)
+
+    monkeypatch.setattr(MrisBags, "set_epoch", crash_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(store, splits, 0, tmp_path / "run", **settings)
+    assert (tmp_path / "run" / ".resume" / "state.pt").exists()
+    _encoder_checkpoint(weights, seed=2)  # same path, same size, new content
+    started = []
+    monkeypatch.setattr(
+        MrisBags, "set_epoch", lambda self, epoch: (started.append(epoch), original(self, epoch))
+    )
+    with caplog.at_level("WARNING"):
+        train(store, splits, 0, tmp_path / "run", **settings)
+    assert started == [0, 1, 2, 3]
+    assert "files changed since it was written" in caplog.text
+    monkeypatch.setattr(MrisBags, "set_epoch", original)
+    train(store, splits, 0, tmp_path / "clean", **settings)
+    _assert_same_weights(
+        load_run(tmp_path / "clean")["state_dict"], load_run(tmp_path / "run")["state_dict"]
+    )

@@ -19,7 +19,7 @@ from abmilx.config import (
     naming_config_files,
     pretrain_name,
 )
-from abmilx.provenance import code_digest, config_hash
+from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.sheets import load_dataset_sheets
 from abmilx.workflow_plan import append_to_pythonpath, plan_workflow
 
@@ -239,6 +239,24 @@ def weights_inputs(weights):
     """The checkpoint a job waits for (the DAG edge to pretrain_encoder), or none."""
     name = pretrain_name(weights)
     return [] if name is None else [pretrain_checkpoint(name)]
+
+
+def weights_digest(weights):
+    """Content digest of a user's checkpoint file (a rule param): Snakemake reruns the job when
+    the file is replaced in place. A `pretrain:<name>` checkpoint is a tracked input instead.
+    """
+    if weights is None or pretrain_name(weights) is not None:
+        return ""
+    return files_digest([weights])[str(weights)]
+
+
+def e2e_weights_digest(wildcards):
+    settings = config["experiments"][wildcards.experiment]["settings"]
+    return weights_digest(settings.get("encoder_weights"))
+
+
+def feature_set_weights_digest(wildcards):
+    return weights_digest(config["feature_sets"][wildcards.feature_set]["weights"])
 
 
 def pretrain_settings(name):

@@ -28,6 +28,7 @@ rule train_e2e:
         kind=lambda w: config["experiments"][w.experiment]["kind"],
         processes=lambda w: max(1, training_gpus(w)),
         settings=training_settings,
+        weights_digest=e2e_weights_digest,
         code=code_digest("abmilx.e2e"),
     shell:
         "{params.launch} -m abmilx.e2e train --store {input.store:q} --splits {input.splits:q}"

@@ -31,6 +31,7 @@ rule extract_features:
             },
             sort_keys=True,
         ),
+        weights_digest=feature_set_weights_digest,
         code=code_digest("abmilx.features"),
     shell:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {output:q}"

@@ -97,6 +97,9 @@ class PatchTask(Task):
             "mtime_ns": stat.st_mtime_ns,
         }
 
+    def read_files(self) -> list[str]:
+        return [self.config.encoder_weights]
+
     def build_model(self, n_classes: int, *, pretrained: bool) -> nn.Module:
         config = self.config
         weights = config.encoder_weights if pretrained else "random"

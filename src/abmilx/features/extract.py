@@ -22,7 +22,7 @@ from abmilx.models import create_encoder
 from abmilx.patches.data import iter_slide_features, make_encode_fn
 from abmilx.patches.store import PatchStore
 from abmilx.progress import Progress
-from abmilx.provenance import changed_parts, code_digest, file_sha256, fingerprint
+from abmilx.provenance import changed_parts, code_digest, files_digest, fingerprint
 from abmilx.runtime.devices import resolve_amp, resolve_device, set_threads
 from abmilx.runtime.seeding import seed_everything
 
@@ -47,7 +47,7 @@ def _fingerprint(store: PatchStore, settings: dict) -> dict:
             "settings": settings,
             "store": store.meta,
             "code": code_digest("abmilx.features"),
-            "weights_file": [file_sha256(file) for file in files if file.is_file()],
+            "weights_file": files_digest(files),
         }
     )
 

@@ -1,8 +1,9 @@
 """Fingerprint of everything that determines a training run, kept with its resume state.
 
 A resume state is only reused when every part matches: the settings, the split file's rows of
-the fold, the identity of the data read (feature files or patch store), the code (the import
-closure of the kind's module) and the world size. Otherwise it is discarded, never reused.
+the fold, the identity of the data read (feature files or patch store), the content digest of
+every other file the kind reads (`Task.read_files`: encoder weights, user checkpoints), the code
+(the import closure of the kind's module) and the world size. Otherwise it is discarded, never reused.
 """
 
 from __future__ import annotations

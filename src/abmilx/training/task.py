@@ -69,6 +69,12 @@ class Task(ABC):
         """The model on self.device; `pretrained` loads initial weights (False: a checkpoint
         will be loaded into it)."""
 
+    def read_files(self) -> list[str]:
+        """Files the kind reads besides its data source and the split (encoder weights, user
+        checkpoints): their content digests join the resume fingerprint, so a file replaced at
+        the same path discards the resume state."""
+        return []
+
     def record(self) -> dict[str, Any]:
         """Extra settings saved in model.pt (e.g. the feature dimension)."""
         return {}

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from abmilx.progress import Progress
-from abmilx.provenance import changed_parts, fingerprint
+from abmilx.provenance import changed_parts, files_digest, fingerprint
 from abmilx.runtime.devices import autocast, resolve_amp, set_threads
 from abmilx.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 from abmilx.training.bags import load_fold, selection_bags
@@ -81,8 +81,9 @@ class Trainer:
     """Trains one fold of one kind into `out_dir` (model.pt, train_log.csv, snapshots/).
 
     Resume state in `<out_dir>/.resume/` is written after every epoch together with a
-    fingerprint of the run (settings, the fold's split rows, the data read, the code, the world
-    size); a state whose fingerprint differs is discarded with one log line naming what changed.
+    fingerprint of the run (settings, the fold's split rows, the data read, the content of the
+    other files read such as encoder weights, the code, the world size); a state whose
+    fingerprint differs is discarded with one log line naming what changed.
     """
 
     def __init__(
@@ -143,6 +144,7 @@ class Trainer:
                 "settings": config.as_dict(),
                 "split": split_rows_digest(splits, fold),
                 "data": self.task.identity(),
+                "files": files_digest(self.task.read_files()),
                 "code": code_closure_digest(task_type.__module__),
                 "world_size": self.ddp.world,
             }
