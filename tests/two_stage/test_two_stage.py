@@ -252,3 +252,21 @@ def test_a_killed_cli_run_resumes_in_a_new_process(toy, caplog):
     assert not _discard_lines(caplog)
     train(toy / "features", toy / "splits.csv", 0, toy / "clean", **settings)
     assert _same_weights(toy / "clean", toy / "run")
+
+
+def test_a_lost_feature_file_fails_naming_the_slide_unless_qc_left_it_out(toy, tmp_path):
+    """A split slide without a feature file is a lost intermediate, not a slide to skip."""
+    (toy / "features" / "s3.pt").unlink()
+    with pytest.raises(ValueError, match=r"1 slide\(s\) of .*splits.csv have no data in .*: s3\."):
+        train(toy / "features", toy / "splits.csv", 0, toy / "run", **SETTINGS)
+    sidecar = {"excluded": [{"slide_id": "s3", "status": "failed", "reason": "unreadable"}]}
+    (toy / "splits.json").write_text(json.dumps(sidecar))
+    train(toy / "features", toy / "splits.csv", 0, toy / "run", **SETTINGS)
+    assert load_run(toy / "run")["history"]
+
+
+def test_a_truncated_feature_file_is_named(toy):
+    path = toy / "features" / "s2.pt"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"s2\.pt: truncated torch checkpoint"):
+        train(toy / "features", toy / "splits.csv", 0, toy / "run", **SETTINGS)

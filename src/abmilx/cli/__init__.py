@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--weights", choices=("main", "ema"), default="main")
     apply.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     apply.add_argument("--threads", type=int, default=1)
+    apply.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 even when some slides could not be predicted (they are still listed)",
+    )
     apply.set_defaults(handler=_predict)
 
     show = commands.add_parser("info", help="what a patch store or run holds")
@@ -145,6 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (OSError, ValueError) as error:  # files not found, damaged, partial predictions
         print(f"abmilx {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from abmilx.cli.trained import run_directory, store_recipe, workflow_layout
+from abmilx.integrity import DamagedFileError
 
 
 def store_info(path: Path) -> dict[str, Any]:
@@ -107,6 +108,8 @@ def info(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: no model.pt here nor in fold*/: not a run folder")
     try:
         return store_info(path)
+    except DamagedFileError:
+        raise  # names the file and what is wrong with it already
     except Exception as error:
         raise ValueError(f"{path} is neither a patch store nor a run: {error}") from None
 

@@ -25,6 +25,23 @@ from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_ris
 log = logging.getLogger(__name__)
 
 
+class PartialPredictionError(ValueError):
+    """Some slides of the sheet got no prediction; the others' results are written."""
+
+    def __init__(self, left_out: list[str], records: list[Path], out: Path) -> None:
+        reasons = {}
+        for path in records:
+            record = json.loads(Path(path).read_text())
+            reasons[record["slide_id"]] = record["status"] + (
+                f": {record['reason']}" if record.get("reason") else ""
+            )
+        named = "; ".join(f"{slide} ({reasons.get(slide, 'no patches')})" for slide in left_out)
+        super().__init__(
+            f"{len(left_out)} slide(s) not predicted: {named}. The other slides' results are in "
+            f"{out}; pass --allow-partial to accept them"
+        )
+
+
 def prepare_slides(
     sheet: pd.DataFrame, out: Path, recipe: dict, dataset: str, threads: int = 1
 ) -> list[Path]:
@@ -187,8 +204,12 @@ def predict_slides(
     weights: str = "main",
     device: str = "auto",
     threads: int = 1,
+    allow_partial: bool = False,
 ) -> pd.DataFrame:
-    """Predict the slides of a slide sheet with a trained run; writes everything under `out`."""
+    """Predict the slides of a slide sheet with a trained run; writes everything under `out`.
+
+    A slide that could not be predicted (failed QC, no patches) is listed in predict.json and
+    slides.tsv; unless `allow_partial`, it then raises PartialPredictionError naming them."""
     from abmilx.kinds import predict
     from abmilx.patches.store import PatchStore, pack_stores
     from abmilx.provenance import git_commit
@@ -260,4 +281,6 @@ def predict_slides(
         "git_commit": git_commit(),
     }
     (out / "predict.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary["left_out"] and not allow_partial:
+        raise PartialPredictionError(summary["left_out"], records, out)
     return predictions

@@ -283,6 +283,7 @@ def evaluate(
     import torch
 
     from abmilx.kinds import load_trained, task_type
+    from abmilx.training.bags import require_slides
     from abmilx.training.predictions import predict_loaded
     from abmilx.training.runs import load_run
 
@@ -307,6 +308,7 @@ def evaluate(
     n_classes = len(checkpoint["classes"])
     started = time.perf_counter()  # building the model counts, as it did in `predict`
     task, model, _ = load_trained(checkpoint, source, model_weights, device)
+    require_slides(slide_ids, task.available(), splits, str(source))
     logits, attention = predict_loaded(task, model, n_classes, slide_ids, case_ids)
     seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
     on_gpu = device != "cpu" and torch.cuda.is_available()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from abmilx.integrity import load_torch_file
 from abmilx.models import create_encoder
 from abmilx.patches.data import iter_slide_features, make_encode_fn
 from abmilx.patches.store import PatchStore
@@ -184,4 +185,4 @@ def extract(
 
 def load_features(path: str | Path) -> dict:
     """Read one feature file written by `extract`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch_file(path)

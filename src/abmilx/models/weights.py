@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from abmilx.integrity import load_torch_file
+
 CHECKPOINT_PREFIXES = ("module.", "encoder.", "resnet.")
 """Wrappers that training code commonly adds in front of encoder keys (DDP, E2E model, ...)."""
 
@@ -43,7 +45,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             f"checkpoint file {path} does not exist; give the path of a local checkpoint, "
             "or choose weights: imagenet or weights: random"
         )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_torch_file(path, weights_only=True)
     for container_key in ("state_dict", "model"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(container_key), dict):
             checkpoint = checkpoint[container_key]

@@ -33,6 +33,7 @@ import numpy as np
 import simplejpeg
 
 import abmilx
+from abmilx.integrity import DamagedFileError, check_lmdb_file
 
 FORMAT = "abmilx-patches"
 FORMAT_VERSION = 1
@@ -322,9 +323,13 @@ def _acquire_environment(path: Path) -> tuple[tuple[int, int], lmdb.Environment]
     if entry is not None:
         # Inherited through fork: closing unmaps it in this process only (no locks are held).
         entry[1].close()
-    env = lmdb.open(
-        str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False
-    )
+    check_lmdb_file(path)  # mapping a truncated file would end in SIGBUS on first read
+    try:
+        env = lmdb.open(
+            str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False
+        )
+    except lmdb.Error as error:
+        raise DamagedFileError(path, f"unreadable LMDB store ({error})") from error
     _SHARED_ENVIRONMENTS[key] = [pid, env, 1]
     return key, env
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Collection
@@ -13,6 +14,10 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 TASKS = ("classification", "survival")
+
+
+class MissingSlidesError(ValueError):
+    """Slides the split file lists have no data (features, patches) and did not fail QC."""
 
 
 @dataclass(frozen=True)
@@ -62,17 +67,44 @@ def resolve_classes(table: pd.DataFrame, task: str, classes: list[str] | None) -
     return sorted(table["label"].astype(str).unique())
 
 
+def left_out_by_qc(splits: str | Path) -> set[str]:
+    """Slides the split's sidecar (`<splits>.json`, key "excluded") left out for failing QC."""
+    sidecar = Path(splits).with_suffix(".json")
+    if not sidecar.is_file():
+        return set()
+    return {entry["slide_id"] for entry in json.loads(sidecar.read_text()).get("excluded", [])}
+
+
+def require_slides(
+    slide_ids: Collection[str], available: Collection[str], splits: str | Path, where: str
+) -> None:
+    """Fail naming the slides the split lists but `where` (features, store) has no data for.
+
+    A lost intermediate must not silently shrink a training or test set; only slides that
+    failed QC (already left out of the split, listed in its sidecar) may lack data."""
+    missing = sorted(set(slide_ids) - set(available) - left_out_by_qc(splits))
+    if missing:
+        shown = ", ".join(missing[:20]) + (
+            f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        )
+        raise MissingSlidesError(
+            f"{len(missing)} slide(s) of {splits} have no data in {where}: {shown}. They did "
+            "not fail QC: the file was lost or is stale; rerun the workflow to rebuild it"
+        )
+
+
 def load_fold(
     splits: str | Path,
     fold: int,
     task: str,
     classes: list[str] | None = None,
     available: Collection[str] | None = None,
+    where: str = "the data",
 ) -> tuple[dict[str, list[Bag]], list[str]]:
     """Bags per split ("train", "val", "test") of `fold`, and the class names.
 
-    Slides not in `available` (failed slides: no features, no patches) are dropped with a warning;
-    a bag left without slides is dropped too. Training bags appear as many times as the split
+    `available` (slides with data) must hold every slide of the fold, except those the split's
+    sidecar lists as failing QC (`require_slides` raises MissingSlidesError naming the others). Training bags appear as many times as the split
     file's ``repeat`` column says (oversampling of a minority class, e.g. BRCA ILC to about 2:1).
     """
     if task not in TASKS:
@@ -83,14 +115,7 @@ def load_fold(
     if rows.empty:
         raise ValueError(f"{splits} has no rows for fold {fold}")
     if available is not None:
-        missing = sorted(set(rows["slide_id"]) - set(available))
-        if missing:
-            log.warning(
-                "%d slides of fold %d are unavailable and skipped: %s",
-                len(missing),
-                fold,
-                missing[:10],
-            )
+        require_slides(rows["slide_id"], available, splits, where)
         rows = rows[rows["slide_id"].isin(set(available))]
     bags: dict[str, list[Bag]] = {}
     for split, part in rows.groupby("split", sort=False):

@@ -15,10 +15,13 @@ from typing import Any
 
 import torch
 
+from abmilx.integrity import DamagedFileError, load_torch_file
+
 RUN_FILE = "model.pt"
 LOG_FILE = "train_log.csv"
 RESUME_DIR = ".resume"
 RESUME_FILE = "state.pt"
+RUN_KEYS = ("kind", "task", "classes", "settings", "state_dict")
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -63,7 +66,11 @@ def load_run(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / RUN_FILE
-    return torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_torch_file(path)
+    missing = [key for key in RUN_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise DamagedFileError(path, f"not a run checkpoint (no {', '.join(missing)})")
+    return checkpoint
 
 
 def write_train_log(out_dir: str | Path, history: list[dict]) -> None:
@@ -94,7 +101,7 @@ def load_resume(out_dir: str | Path) -> dict | None:
     path = resume_path(out_dir)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch_file(path)
 
 
 def clear_resume(out_dir: str | Path) -> None:

@@ -106,7 +106,7 @@ class Trainer:
         seed_everything(config.seed)  # identical initial weights (and EMA copies) on every rank
         self.task = task_type(source, config, self.device, resolve_amp(config.amp, self.device))
         self.bags, self.classes = load_fold(
-            splits, fold, config.task, config.classes, self.task.available()
+            splits, fold, config.task, config.classes, self.task.available(), str(source)
         )
         self.train_bags = self.bags.get("train", [])
         if not self.train_bags:

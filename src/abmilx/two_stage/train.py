@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from abmilx.integrity import load_torch_file
 from abmilx.models import MILOutput, create_mil
+from abmilx.provenance import files_digest
 from abmilx.runtime.devices import autocast
 from abmilx.training import trainer
 from abmilx.training.bags import Bag
@@ -37,7 +39,7 @@ class FeatureBank:
             raise FileNotFoundError(f"no feature files (*.pt) in {self.features_dir}")
 
     def load(self, slide_id: str) -> dict:
-        return torch.load(self.paths[slide_id], map_location="cpu", weights_only=False)
+        return load_torch_file(self.paths[slide_id])
 
     def bag(self, slide_ids: Sequence[str]) -> tuple[torch.Tensor, list[np.ndarray]]:
         """(N, d) features of the slides concatenated, and each slide's coords."""
@@ -63,8 +65,8 @@ class TwoStageTask(Task):
         return set(self.bank.paths)
 
     def identity(self) -> dict:
-        stats = {name: path.stat() for name, path in self.bank.paths.items()}
-        return {name: [stat.st_size, stat.st_mtime_ns] for name, stat in stats.items()}
+        digests = files_digest(self.bank.paths.values())  # content, not size and mtime
+        return {name: digests[str(path)] for name, path in self.bank.paths.items()}
 
     def record(self) -> dict:
         return {"in_dim": self.bank.in_dim()}
