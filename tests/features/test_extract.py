@@ -123,3 +123,29 @@ def test_unfinished_slides_of_other_settings_are_discarded(tmp_path, caplog):
     assert "settings changed" in caplog.text
     assert stats["slides_skipped"] == 0 and stats["slides_encoded"] == 4
     assert load_features(out / "a.pt")["image_size"] == 32
+
+
+def test_a_lost_slide_file_is_rebuilt_alone_and_equal(store, tmp_path):
+    """The manifest lists every slide file; `slides=` rebuilds a lost one, bit for bit."""
+    extract(store, tmp_path / "f", seed=3, device="cpu", **SETTINGS)
+    manifest = json.loads((tmp_path / "f.manifest.json").read_text())
+    assert sorted(manifest["slides"]) == ["a", "b"]
+    original = load_features(tmp_path / "f" / "b.pt")
+    (tmp_path / "f" / "b.pt").unlink()
+    before = (tmp_path / "f" / "a.pt").stat().st_mtime_ns
+    main(
+        [
+            "extract",
+            "--store", str(store),
+            "--out-dir", str(tmp_path / "f"),
+            "--settings", json.dumps({**SETTINGS, "seed": 3, "device": "cpu"}),
+            "--slides", "b",
+        ]
+    )  # fmt: skip
+    rebuilt = load_features(tmp_path / "f" / "b.pt")
+    assert torch.equal(rebuilt["features"], original["features"])
+    assert torch.equal(rebuilt["coords"], original["coords"])
+    assert (tmp_path / "f" / "a.pt").stat().st_mtime_ns == before  # the others untouched
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("f")) == [
+        "f", "f.manifest.json"
+    ]  # fmt: skip

@@ -242,7 +242,7 @@ def weights_inputs(weights):
 
 
 def weights_digest(weights):
-    """Content digest of a user's checkpoint file (a rule param): Snakemake reruns the job when
+    """Content digest of a user's checkpoint file (a param of the rules): Snakemake reruns the job when
     the file is replaced in place. A `pretrain:<name>` checkpoint is a tracked input instead.
     """
     if weights is None or pretrain_name(weights) is not None:
@@ -274,6 +274,53 @@ def e2e_weights_inputs(wildcards):
 
 def feature_set_weights_inputs(wildcards):
     return weights_inputs(config["feature_sets"][wildcards.feature_set]["weights"])
+
+
+# --- features.smk: one folder of <slide_id>.pt per feature set, listed by its manifest ---
+def features_dir(dataset, feature_set):
+    return f"results/features/{dataset}/{feature_set}"
+
+
+def feature_settings(wildcards):
+    """extract() keywords of a feature set: its config entry, the weights file, seed, device."""
+    feature_set = config["feature_sets"][wildcards.feature_set]
+    return json.dumps(
+        {
+            **encode_settings(feature_set),
+            "weights": weights_path(feature_set["weights"]),
+            "seed": config["seed"],
+            "device": config["device"],
+        },
+        sort_keys=True,
+    )
+
+
+def feature_inputs(dataset, feature_set):
+    """The feature set's manifest, plus every slide file it lists that is gone: naming the lost
+    file as an input makes Snakemake plan its rebuild (rule rebuild_feature_file) and rerun
+    what reads it, where a deleted file inside a folder output would go unnoticed."""
+    folder = Path(features_dir(dataset, feature_set))
+    manifest = Path(f"{folder}.manifest.json")
+    if not manifest.is_file():
+        return [str(manifest)]
+    slides = json.loads(manifest.read_text()).get("slides", {})
+    lost = [
+        f"{folder}/{slide}.pt"
+        for slide in slides
+        if not (folder / f"{slide}.pt").is_file()
+    ]
+    return [str(manifest), *lost]
+
+
+def run_model_files(dataset):
+    """Every fold's model.pt: requested by `all`, so a deleted one is rebuilt, where as an
+    intermediate behind up-to-date metrics Snakemake would leave it missing."""
+    return expand(
+        "results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
+        dataset=dataset,
+        experiment=experiments_for(dataset),
+        fold=folds(dataset),
+    )
 
 
 # --- used by splits.smk ---
@@ -336,9 +383,7 @@ def evaluation_inputs(wildcards):
     if experiment["kind"] in PATCH_KINDS:
         inputs["store"] = f"results/tiles/{wildcards.dataset}/patches.lmdb"
     else:
-        inputs["features"] = (
-            f"results/features/{wildcards.dataset}/{experiment['features']}"
-        )
+        inputs["features"] = feature_inputs(wildcards.dataset, experiment["features"])
     return inputs
 
 
@@ -348,7 +393,10 @@ def evaluation_source(wildcards, input):
     kind = config["experiments"][wildcards.experiment]["kind"]
     if "store" in input.keys():
         return f"--kind {shlex.quote(kind)} --store {shlex.quote(input.store)}"
-    return f"--kind {shlex.quote(kind)} --features-dir {shlex.quote(input.features)}"
+    features = features_dir(
+        wildcards.dataset, config["experiments"][wildcards.experiment]["features"]
+    )
+    return f"--kind {shlex.quote(kind)} --features-dir {shlex.quote(features)}"
 
 
 def evaluation_settings(wildcards):
@@ -481,7 +529,9 @@ def figure_inputs(wildcards):
         inputs["model"] = [f"{run}/fold0/model.pt" for run in runs]
         inputs["store"] = f"results/tiles/{dataset}/patches.lmdb"
         inputs["features"] = [
-            f"results/features/{dataset}/{name}" for name in umap_feature_sets(plan)
+            path
+            for name in umap_feature_sets(plan)
+            for path in feature_inputs(dataset, name)
         ]
         inputs["splits"] = f"results/splits/{dataset}.csv"
     return inputs

@@ -1,5 +1,7 @@
 # Offline patch features for the two-stage baselines, one file per slide. Resumable per slide:
-# finished slides wait in "<output>.partial/", which a failed job leaves for its rerun.
+# finished slides wait in "<folder>.partial/", which a failed job leaves for its rerun. The
+# declared output is the folder's manifest; a slide file it lists that is gone is rebuilt alone
+# by rebuild_feature_file (common.smk, feature_inputs).
 
 
 rule extract_features:
@@ -7,7 +9,7 @@ rule extract_features:
         store="results/tiles/{dataset}/patches.lmdb",
         weights=feature_set_weights_inputs,
     output:
-        directory("results/features/{dataset}/{feature_set}"),
+        "results/features/{dataset}/{feature_set}.manifest.json",
     log:
         "results/logs/extract_features/{dataset}/{feature_set}.log",
     benchmark:
@@ -20,21 +22,12 @@ rule extract_features:
     resources:
         **job_resources("extract_features"),
     params:
-        settings=lambda w: json.dumps(
-            {
-                **encode_settings(config["feature_sets"][w.feature_set]),
-                "weights": weights_path(
-                    config["feature_sets"][w.feature_set]["weights"]
-                ),
-                "seed": config["seed"],
-                "device": config["device"],
-            },
-            sort_keys=True,
-        ),
+        out_dir=lambda w: features_dir(w.dataset, w.feature_set),
+        settings=feature_settings,
         weights_digest=feature_set_weights_digest,
         code=code_digest("abmilx.features"),
     shell:
-        "python -m abmilx.features extract --store {input.store:q} --out-dir {output:q}"
+        "python -m abmilx.features extract --store {input.store:q} --out-dir {params.out_dir:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -63,3 +56,31 @@ rule import_h5_features:
     shell:
         "python -m abmilx.features import-h5 --qc-dir results/tiles/{wildcards.dataset:q}/slides"
         " --out-dir {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule rebuild_feature_file:
+    input:
+        store="results/tiles/{dataset}/patches.lmdb",
+        weights=feature_set_weights_inputs,
+    output:
+        "results/features/{dataset}/{feature_set}/{slide}.pt",
+    log:
+        "results/logs/rebuild_feature_file/{dataset}/{feature_set}/{slide}.log",
+    benchmark:
+        "results/benchmarks/rebuild_feature_file/{dataset}/{feature_set}/{slide}.tsv"
+    wildcard_constraints:
+        feature_set=name_pattern(feature_set_names("encode")),
+    conda:
+        SHELL_ENV
+    threads: job_threads("extract_features")
+    resources:
+        **job_resources("extract_features"),
+    params:
+        out_dir=lambda w: features_dir(w.dataset, w.feature_set),
+        settings=feature_settings,
+        weights_digest=feature_set_weights_digest,
+        code=code_digest("abmilx.features"),
+    shell:
+        "python -m abmilx.features extract --store {input.store:q} --out-dir {params.out_dir:q}"
+        " --slides {wildcards.slide:q} --settings {params.settings:q} --threads {threads}"
+        " > {log:q} 2>&1"

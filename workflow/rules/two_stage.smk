@@ -3,8 +3,9 @@
 
 rule train_two_stage:
     input:
-        features=lambda w: "results/features/{dataset}/%s"
-        % config["experiments"][w.experiment]["features"],
+        features=lambda w: feature_inputs(
+            w.dataset, config["experiments"][w.experiment]["features"]
+        ),
         splits="results/splits/{dataset}.csv",
     output:
         model="results/runs/{dataset}/{experiment}/fold{fold}/model.pt",
@@ -23,9 +24,12 @@ rule train_two_stage:
         gpu=training_gpus,
     params:
         out_dir="results/runs/{dataset}/{experiment}/fold{fold}",
+        features_dir=lambda w: features_dir(
+            w.dataset, config["experiments"][w.experiment]["features"]
+        ),
         settings=training_settings,
         code=code_digest("abmilx.two_stage"),
     shell:
-        "python -m abmilx.two_stage train --features-dir {input.features:q}"
+        "python -m abmilx.two_stage train --features-dir {params.features_dir:q}"
         " --splits {input.splits:q} --fold {wildcards.fold:q} --out-dir {params.out_dir:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

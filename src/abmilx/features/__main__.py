@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out-dir", required=True, help="directory for <slide_id>.pt files")
     run.add_argument("--settings", default="{}", help="JSON object of extract() keyword arguments")
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument(
+        "--slides", nargs="+", help="rebuild these slides' files only (lost intermediates)"
+    )
     h5 = commands.add_parser("import-h5", help="read CLAM/TRIDENT HDF5 feature files")
     h5.add_argument("--qc-dir", required=True, help="tiling QC records (<slide_id>.json)")
     h5.add_argument("--out-dir", required=True, help="directory for <slide_id>.pt files")
@@ -26,7 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "extract":
-        extract(args.store, args.out_dir, threads=args.threads, **json.loads(args.settings))
+        extract(
+            args.store,
+            args.out_dir,
+            threads=args.threads,
+            slides=args.slides,
+            **json.loads(args.settings),
+        )
     else:
         import_h5(args.out_dir, qc_dir=args.qc_dir, **json.loads(args.settings))
 

@@ -3,8 +3,10 @@
 Extraction is resumable per slide, as TRIDENT's: finished slides are written one by one to
 `<out_dir>.partial/` (which Snakemake does not delete when the job fails), with a fingerprint of
 everything that determines them; a rerun with the same fingerprint encodes only the slides not
-there yet, so a crash on slide 900 of 1,000 costs one slide. The folder becomes `out_dir` when
-every slide is done.
+there yet, so a crash on slide 900 of 1,000 costs one slide. The slides move into `out_dir`
+when every slide is done, and the manifest (`<out_dir>.manifest.json`, the workflow's declared
+output) lists them: a consumer compares it with the folder, and Snakemake rebuilds a lost file
+alone (`slides=[...]`: those slides only, written straight into `out_dir`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,33 @@ from abmilx.models import create_encoder
 from abmilx.patches.data import iter_slide_features, make_encode_fn
 from abmilx.patches.store import PatchStore
 from abmilx.progress import Progress
-from abmilx.provenance import changed_parts, code_digest, files_digest, fingerprint
+from abmilx.provenance import changed_parts, code_digest, content_digest, files_digest, fingerprint
 from abmilx.runtime.devices import resolve_amp, resolve_device, set_threads
 from abmilx.runtime.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint.json"
+
+
+def manifest_path(out_dir: str | Path) -> Path:
+    """The list of a feature folder's slide files, beside the folder."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".manifest.json")
+
+
+def write_manifest(out_dir: Path, slide_ids: list[str], settings: dict) -> None:
+    """Slide ids with their file's size and digest, and the settings that made them."""
+    files = {
+        slide_id: {"bytes": path.stat().st_size, "sha256": content_digest(path)}
+        for slide_id in slide_ids
+        if (path := out_dir / f"{slide_id}.pt").is_file()
+    }
+    text = json.dumps({"settings": settings, "slides": files}, indent=1, sort_keys=True)
+    manifest = manifest_path(out_dir)
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, manifest)
 
 
 def partial_dir(out_dir: str | Path) -> Path:
@@ -91,6 +113,7 @@ def extract(
     seed: int,
     device: str,
     threads: int = 1,
+    slides: list[str] | None = None,
 ) -> dict[str, float]:
     """Encode every patch at `scale` of every slide in `store`; write `<out_dir>/<slide_id>.pt`.
 
@@ -102,6 +125,9 @@ def extract(
     Random weights are drawn after seeding with `seed`, so "random" features are reproducible,
     and a resumed run writes the same files as an uninterrupted one. Returns {"patches", "seconds", "patches_per_second" (of the patches
     encoded by this call), "slides_encoded", "slides_skipped"}.
+
+    `slides` rebuilds those slides' files only (a lost intermediate), straight into `out_dir`;
+    otherwise every slide is encoded and `<out_dir>.manifest.json` lists them.
     """
     settings = {
         "encoder": encoder,
@@ -123,6 +149,13 @@ def extract(
     mpp = float(patch_store.meta["scales"][scale]["mpp"])
     slide_ids = list(patch_store.slide_ids)
     out_dir, work = Path(out_dir), partial_dir(out_dir)
+    if slides is not None:
+        unknown = sorted(set(slides) - set(slide_ids))
+        if unknown:
+            raise ValueError(f"{store} holds no slides {unknown}")
+        slide_ids = list(slides)
+        work = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
+        shutil.rmtree(work, ignore_errors=True)
     current = _fingerprint(patch_store, settings)
     finished = _finished_slides(work, current)
     todo = [slide_id for slide_id in slide_ids if slide_id not in finished]
@@ -170,9 +203,14 @@ def extract(
     progress.finish(slides=f"{slides_done} encoded, {len(finished)} skipped")
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if slides is None:  # a full run replaces the folder's files (stale slides included)
+        for file in out_dir.glob("*.pt"):
+            file.unlink()
     for file in work.glob("*.pt"):
         os.replace(file, out_dir / file.name)
     shutil.rmtree(work)
+    if slides is None:
+        write_manifest(out_dir, slide_ids, settings)
     rate = progress.done / seconds if seconds > 0 else float("nan")
     return {
         "patches": progress.done,
