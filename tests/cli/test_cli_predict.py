@@ -86,3 +86,24 @@ def test_a_bad_slide_sheet_fails_first_naming_file_row_and_column(tmp_path, caps
     assert code == 1
     err = capsys.readouterr().err
     assert str(sheet) in err and "line 2" in err and "'path'" in err and "missing.svs" in err
+
+
+@pytest.mark.integration
+def test_predict_fails_naming_slides_it_could_not_predict_unless_partial_is_allowed(
+    tiny_run, tmp_path, capsys
+):
+    slides, sheet = _new_slides(tiny_run, tmp_path)
+    (tmp_path / "broken.svs").write_bytes(b"II*\x00" + bytes(64))  # a TIFF header, no image
+    with open(sheet, "a") as handle:
+        handle.write(f"broken,broken_case,{tmp_path / 'broken.svs'}\n")
+    run = tiny_run / "results" / "runs" / "tiny" / "abmil_two_stage"
+    code = main(["predict", "--run", str(run), "--slides", str(sheet),
+                 "--out", str(tmp_path / "strict"), "--device", "cpu"])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 slide(s) not predicted: broken (failed" in err and "--allow-partial" in err
+    assert set(pd.read_csv(tmp_path / "strict" / "predictions.csv").slide_id) == set(slides)
+    code = main(["predict", "--run", str(run), "--slides", str(sheet),
+                 "--out", str(tmp_path / "partial"), "--device", "cpu", "--allow-partial"])  # fmt: skip
+    assert code == 0
+    assert set(pd.read_csv(tmp_path / "partial" / "predictions.csv").slide_id) == set(slides)
