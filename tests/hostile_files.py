@@ -260,6 +260,11 @@ def _split_cases() -> dict[str, Case]:
             "damaged split", damaged("splits.csv", lambda p: truncate(p, 0), two_stage),
             "job_error", names="splits.csv",
         ),
+        "split_truncated_mid_row": Case(
+            "damaged split",
+            damaged("splits.csv", lambda p: truncate(p, size(p) - 9), two_stage),
+            "job_error", names="splits.csv",
+        ),
         "split_zeroed": Case(
             "damaged split",
             damaged("splits.csv", lambda p: p.write_bytes(bytes(size(p))), two_stage),
@@ -288,7 +293,7 @@ import sys, os, torch
 from pathlib import Path
 from abmilx.training import Callback
 from abmilx.two_stage import train
-root, change = Path(sys.argv[1]), sys.argv[2]
+root, change, phase = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 settings = {"epochs": 3, "lr": 2e-3, "seed": 1, "classes": ["neg", "pos"]}
 
 class Kill(Callback):
@@ -296,11 +301,15 @@ class Kill(Callback):
         if epoch == 1:
             raise KeyboardInterrupt
 
-try:
-    train(root / "features", root / "splits.csv", 0, root / "out", extra_callbacks=[Kill()],
-          **settings)
-except KeyboardInterrupt:
-    pass
+if change == "settings_changed" and phase == "resume":
+    settings["lr"] = 1e-3
+if phase == "kill":
+    try:
+        train(root / "features", root / "splits.csv", 0, root / "out",
+              extra_callbacks=[Kill()], **settings)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
 state = root / "out" / ".resume" / "state.pt"
 if change == "feature_same_size_and_mtime":
     path = root / "features" / "s2.pt"
@@ -313,8 +322,6 @@ if change == "feature_same_size_and_mtime":
 elif change == "split_label_flipped":
     text = (root / "splits.csv").read_text().replace("s0,s0,neg", "s0,s0,pos")
     (root / "splits.csv").write_text(text)
-elif change == "settings_changed":
-    settings["lr"] = 1e-3
 elif change == "state_truncated":
     state.write_bytes(state.read_bytes()[:500])
 elif change == "state_zeroed":
@@ -336,7 +343,9 @@ sys.exit(0 if started[0] == 0 else 3)
 
 def _resume_cases() -> dict[str, Case]:
     def resume(change: str) -> Callable[[Path], list[str]]:
-        return lambda root: python("-c", RESUME_SCRIPT, str(root), change)
+        # The crash and the resume are two processes, as a killed job and its rerun are.
+        both = f'"{sys.executable}" -c "$0" "$1" "$2" kill; "{sys.executable}" -c "$0" "$1" "$2" resume'
+        return lambda root: ["sh", "-c", both, RESUME_SCRIPT, str(root), change]
 
     changes = (
         "feature_same_size_and_mtime",

@@ -134,18 +134,19 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def content_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, cached within the process by (path, size, mtime).
+    """SHA-256 of a file's bytes, cached within the process by path, size and times.
 
     Resume and rerun decisions key on what a file holds, not on its name: a checkpoint retrained
     or replaced in place at the same path is another input. The cache only saves re-reading a
-    file that nothing touched since (same size and modification time)."""
+    file nothing touched since: the key holds the inode and the change time, which every write
+    or replacement moves even when the modification time is set back."""
     path = Path(path).resolve()
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     if key not in _DIGESTS:
         _DIGESTS[key] = file_sha256(path)
     return _DIGESTS[key]

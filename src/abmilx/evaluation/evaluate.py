@@ -283,13 +283,13 @@ def evaluate(
     import torch
 
     from abmilx.kinds import load_trained, task_type
-    from abmilx.training.bags import require_slides
+    from abmilx.training.bags import read_split, require_slides
     from abmilx.training.predictions import predict_loaded
     from abmilx.training.runs import load_run
 
     task_type(kind)  # fails early on an unknown kind
     torch.set_num_threads(threads)
-    table = pd.read_csv(splits, dtype={"slide_id": str, "case_id": str, "label": str})
+    table = read_split(splits, {"slide_id": str, "case_id": str, "label": str})
     rows = table[(table["fold"] == fold) & (table["split"] == split)]
     if rows.empty:
         raise ValueError(f"{splits}: no '{split}' slides in fold {fold}")

@@ -67,6 +67,25 @@ def resolve_classes(table: pd.DataFrame, task: str, classes: list[str] | None) -
     return sorted(table["label"].astype(str).unique())
 
 
+SPLIT_COLUMNS = ("slide_id", "label", "split", "fold")
+
+
+def read_split(splits: str | Path, dtype: dict | None = None) -> pd.DataFrame:
+    """The split file as a table; an empty, damaged or foreign file fails naming it."""
+    dtype = {"slide_id": str, "case_id": str} if dtype is None else dtype
+    try:
+        table = pd.read_csv(splits, dtype=dtype)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{splits}: not a readable split file ({error})") from None
+    missing = [column for column in SPLIT_COLUMNS if column not in table]
+    if missing:
+        raise ValueError(f"{splits}: not a split file, no column {', '.join(missing)}")
+    if table[list(SPLIT_COLUMNS)].isna().any(axis=None):
+        row = int(table[list(SPLIT_COLUMNS)].isna().any(axis=1).idxmax()) + 2
+        raise ValueError(f"{splits}, line {row}: a split row with an empty field")
+    return table
+
+
 def left_out_by_qc(splits: str | Path) -> set[str]:
     """Slides the split's sidecar (`<splits>.json`, key "excluded") left out for failing QC."""
     sidecar = Path(splits).with_suffix(".json")
@@ -109,7 +128,7 @@ def load_fold(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    table = pd.read_csv(splits, dtype={"slide_id": str, "case_id": str})
+    table = read_split(splits)
     classes = resolve_classes(table, task, classes)
     rows = table[table["fold"].astype(int) == int(fold)]
     if rows.empty:
