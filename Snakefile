@@ -52,4 +52,4 @@ rule all:
         "results/qc/slides.tsv",
         expand("results/qc/segmentation/{dataset}.png", dataset=DATASETS),
         expand("results/report/{dataset}", dataset=DATASETS),
-        [f for d in DATASETS for f in run_model_files(d)],
+        [f for d in DATASETS for f in run_model_files(d) + lost_feature_files(d)],

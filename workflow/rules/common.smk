@@ -295,21 +295,23 @@ def feature_settings(wildcards):
     )
 
 
-def feature_inputs(dataset, feature_set):
-    """The feature set's manifest, plus every slide file it lists that is gone: naming the lost
-    file as an input makes Snakemake plan its rebuild (rule rebuild_feature_file) and rerun
-    what reads it, where a deleted file inside a folder output would go unnoticed."""
-    folder = Path(features_dir(dataset, feature_set))
-    manifest = Path(f"{folder}.manifest.json")
-    if not manifest.is_file():
-        return [str(manifest)]
-    slides = json.loads(manifest.read_text()).get("slides", {})
-    lost = [
-        f"{folder}/{slide}.pt"
-        for slide in slides
-        if not (folder / f"{slide}.pt").is_file()
-    ]
-    return [str(manifest), *lost]
+def feature_manifest(dataset, feature_set):
+    """What the jobs that read a feature set wait for (extract_features' output)."""
+    return f"{features_dir(dataset, feature_set)}.manifest.json"
+
+
+def lost_feature_files(dataset):
+    """Slide files that a feature set's manifest lists and that are gone: requested by `all`,
+    so rule rebuild_feature_file encodes them again (the same bytes: the jobs that read the
+    set need not rerun). A deleted file inside a folder would otherwise go unnoticed."""
+    lost = []
+    for feature_set in feature_set_names():
+        manifest = Path(feature_manifest(dataset, feature_set))
+        if manifest.is_file():
+            folder = features_dir(dataset, feature_set)
+            slides = json.loads(manifest.read_text()).get("slides", {})
+            lost += [f"{folder}/{slide}.pt" for slide in slides]
+    return [path for path in lost if not Path(path).is_file()]
 
 
 def run_model_files(dataset):
@@ -383,7 +385,7 @@ def evaluation_inputs(wildcards):
     if experiment["kind"] in PATCH_KINDS:
         inputs["store"] = f"results/tiles/{wildcards.dataset}/patches.lmdb"
     else:
-        inputs["features"] = feature_inputs(wildcards.dataset, experiment["features"])
+        inputs["features"] = feature_manifest(wildcards.dataset, experiment["features"])
     return inputs
 
 
@@ -529,9 +531,7 @@ def figure_inputs(wildcards):
         inputs["model"] = [f"{run}/fold0/model.pt" for run in runs]
         inputs["store"] = f"results/tiles/{dataset}/patches.lmdb"
         inputs["features"] = [
-            path
-            for name in umap_feature_sets(plan)
-            for path in feature_inputs(dataset, name)
+            feature_manifest(dataset, name) for name in umap_feature_sets(plan)
         ]
         inputs["splits"] = f"results/splits/{dataset}.csv"
     return inputs

@@ -1,7 +1,7 @@
 # Offline patch features for the two-stage baselines, one file per slide. Resumable per slide:
 # finished slides wait in "<folder>.partial/", which a failed job leaves for its rerun. The
 # declared output is the folder's manifest; a slide file it lists that is gone is rebuilt alone
-# by rebuild_feature_file (common.smk, feature_inputs).
+# by rebuild_feature_file (requested by `all`: common.smk, lost_feature_files).
 
 
 rule extract_features:

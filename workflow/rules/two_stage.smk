@@ -3,7 +3,7 @@
 
 rule train_two_stage:
     input:
-        features=lambda w: feature_inputs(
+        features=lambda w: feature_manifest(
             w.dataset, config["experiments"][w.experiment]["features"]
         ),
         splits="results/splits/{dataset}.csv",
