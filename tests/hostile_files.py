@@ -33,8 +33,7 @@ TRAIN = {"epochs": 3, "lr": 2e-3, "seed": 1, "classes": ["neg", "pos"]}
 
 def make_base(base: Path) -> Path:
     """A patch store, feature files with their split, and a trained two-stage run."""
-    from abmilx.tiling.store import PatchStoreWriter
-
+    from abmilx.patches.store import PatchStoreWriter
     from abmilx.two_stage import train
 
     rng = np.random.default_rng(0)
@@ -291,7 +290,7 @@ def _metrics_cases() -> dict[str, Case]:
 RESUME_SCRIPT = """
 import sys, os, torch
 from pathlib import Path
-from abmilx.training import Callback
+from abmilx.training.callbacks import Callback
 from abmilx.two_stage import train
 root, change, phase = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 settings = {"epochs": 3, "lr": 2e-3, "seed": 1, "classes": ["neg", "pos"]}

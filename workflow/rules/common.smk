@@ -296,8 +296,12 @@ def feature_settings(wildcards):
 
 
 def feature_manifest(dataset, feature_set):
-    """What the jobs that read a feature set wait for (extract_features' output)."""
-    return f"{features_dir(dataset, feature_set)}.manifest.json"
+    """What the jobs that read a feature set wait for: an encoded set's manifest
+    (extract_features), an imported set's folder (import_h5_features)."""
+    folder = features_dir(dataset, feature_set)
+    if config["feature_sets"][feature_set]["source"] == "h5":
+        return folder
+    return f"{folder}.manifest.json"
 
 
 def lost_feature_files(dataset):
@@ -305,7 +309,7 @@ def lost_feature_files(dataset):
     so rule rebuild_feature_file encodes them again (the same bytes: the jobs that read the
     set need not rerun). A deleted file inside a folder would otherwise go unnoticed."""
     lost = []
-    for feature_set in feature_set_names():
+    for feature_set in feature_set_names("encode"):
         manifest = Path(feature_manifest(dataset, feature_set))
         if manifest.is_file():
             folder = features_dir(dataset, feature_set)
