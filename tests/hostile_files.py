@@ -29,6 +29,13 @@ import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TRAIN = {"epochs": 3, "lr": 2e-3, "seed": 1, "classes": ["neg", "pos"]}
+EVALUATE = {
+    "n_boot": 10,
+    "seed": 0,
+    "device": "cpu",
+    "model_weights": "main",
+    "paper_inference_time": False,
+}
 
 
 def make_base(base: Path) -> Path:
@@ -97,7 +104,7 @@ def evaluate(root: Path) -> list[str]:
         "-m", "abmilx.evaluation", "evaluate", "--run-dir", str(root / "run"),
         "--splits", str(root / "splits.csv"), "--fold", "0", "--kind", "two_stage",
         "--features-dir", str(root / "features"), "--out-dir", str(root / "evaluated"),
-        "--settings", json.dumps({"n_boot": 10, "seed": 0, "device": "cpu", "model_weights": "main"}),
+        "--settings", json.dumps(EVALUATE),
     )  # fmt: skip
 
 

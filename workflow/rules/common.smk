@@ -306,7 +306,7 @@ def feature_manifest(dataset, feature_set):
 
 def lost_feature_files(dataset):
     """Slide files that a feature set's manifest lists and that are gone: requested by `all`,
-    so rule rebuild_feature_file encodes them again (the same bytes: the jobs that read the
+    so rebuild_feature_file encodes them again (the same bytes: the jobs that read the
     set need not rerun). A deleted file inside a folder would otherwise go unnoticed."""
     lost = []
     for feature_set in feature_set_names("encode"):
