@@ -13,8 +13,11 @@ timm's model variants) or from another experiment (**base**), override part of i
 A run's identity is the hash of its effective settings (kind, feature set, training settings), not
 its name: experiments with equal settings are one run (``heads__n_heads-8`` above is
 ``abmilx_brca``), so a row shared by several tables trains once. Overrides merge into the
-inherited settings key by key, except that ``mil_kwargs`` are dropped when ``mil`` changes (they
-are the old model's options). An empty ``title`` and a null ``datasets`` or ``features`` inherit.
+inherited settings key by key. When ``mil`` changes, the new aggregator receives the old one's
+shared MIL settings (activation, input norm, bias, width, dropout) under its own option names, as
+the official code hands them to every aggregator; the other options stay behind, and the resolved
+experiment lists both (``mil_handover``). An empty ``title`` and a null ``datasets`` or
+``features`` inherit.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from abmilx.config import ConfigError, DefaultFillingValidator, load_schema, nam
 from abmilx.provenance import config_hash
 
 # Keys of a resolved experiment: what the rules read, and what the run's provenance hashes.
-EXPERIMENT_KEYS = ("kind", "title", "datasets", "features", "settings", "gpus")
+# Keys a config's experiment may give (besides preset, base and grid).
+SPEC_KEYS = ("kind", "title", "datasets", "features", "settings", "gpus")
+# + what resolution adds: which MIL settings were handed to a changed aggregator, and which not.
+EXPERIMENT_KEYS = (*SPEC_KEYS, "mil_handover")
 # What makes two experiments the same run (title and datasets only label and place it; the
 # number of DDP processes changes BatchNorm statistics, so it is part of the run).
 IDENTITY_KEYS = ("kind", "features", "settings", "gpus")
@@ -172,7 +178,7 @@ class _Resolver:
             parent = self.effective(spec["base"])
         else:
             parent = None
-        own = {key: copy.deepcopy(spec[key]) for key in EXPERIMENT_KEYS if key in spec}
+        own = {key: copy.deepcopy(spec[key]) for key in SPEC_KEYS if key in spec}
         experiment = own if parent is None else _inherit(parent, own)
         self.done[name] = _validated(experiment, self.schema, name)
         self.active.pop()
@@ -202,10 +208,50 @@ def _inherit(parent: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
         if own.get(key) not in (None, ""):
             child[key] = own[key]
     settings = own.get("settings") or {}
-    if "mil" in settings and settings["mil"] != child["settings"].get("mil"):
-        child["settings"].pop("mil_kwargs", None)
+    old_mil = child["settings"].get("mil")
+    if "mil" in settings and settings["mil"] != old_mil:
+        old_options = child["settings"].pop("mil_kwargs", None) or {}
+        handed, left = hand_over_mil_settings(old_options, settings["mil"])
+        child["settings"]["mil_kwargs"] = handed
+        child["mil_handover"] = {
+            "from": old_mil,
+            "to": settings["mil"],
+            "handed": handed,
+            "left": left,
+        }
     child["settings"] = _merge(child["settings"], settings)
     return child
+
+
+# The MIL settings the official code gives every aggregator alike (`get_mil_model_params` in
+# modules/utils.py of github.com/DearCaat/E2E-WSI-ABMILX, used by `build_mil` in
+# modules/__init__.py): activation, input norm, bias, inner dimension and dropout. Each is
+# handed on under the new model's own option name (ABMILX says inner_dim, the others hidden_dim).
+SHARED_MIL_SETTINGS = {
+    "act": ("act",),
+    "mil_norm": ("mil_norm",),
+    "mil_bias": ("mil_bias",),
+    "inner_dim": ("inner_dim", "hidden_dim"),
+    "hidden_dim": ("inner_dim", "hidden_dim"),
+    "dropout": ("dropout",),
+}
+
+
+def hand_over_mil_settings(
+    options: Mapping[str, Any], mil: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The old model's shared MIL settings under `mil`'s option names, and the options left
+    behind: the old model's own options and the shared ones that `mil` does not have."""
+    accepted = set(load_schema()["$defs"][f"mil_{mil}"].get("properties") or {})
+    handed: dict[str, Any] = {}
+    left: dict[str, Any] = {}
+    for key, value in options.items():
+        names = [name for name in SHARED_MIL_SETTINGS.get(key, ()) if name in accepted]
+        if names:
+            handed[names[0]] = copy.deepcopy(value)
+        else:
+            left[key] = copy.deepcopy(value)
+    return handed, left
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,7 +266,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 def _validated(experiment: dict[str, Any], schema: Mapping[str, Any], where: str) -> dict:
     """Validate against the experiment schema, fill defaults, keep only EXPERIMENT_KEYS."""
-    instance = {key: experiment[key] for key in EXPERIMENT_KEYS if key in experiment}
+    instance = {key: experiment[key] for key in SPEC_KEYS if key in experiment}
     validator = DefaultFillingValidator({"$defs": schema["$defs"], "$ref": "#/$defs/experiment"})
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
@@ -241,7 +287,10 @@ def _validated(experiment: dict[str, Any], schema: Mapping[str, Any], where: str
             f"config key 'experiments/{where}/settings/ema': sampling 'attention' scores the "
             "patches with the EMA teacher, so ema must be a decay (e.g. 0.9997), not null"
         )
-    return {key: instance[key] for key in EXPERIMENT_KEYS}
+    return {
+        **{key: instance[key] for key in SPEC_KEYS},
+        "mil_handover": experiment.get("mil_handover"),
+    }
 
 
 def _set_path(experiment: dict, path: str, value: Any, name: str, schema: Mapping) -> None:
@@ -327,7 +376,15 @@ def _union_datasets(lists) -> list[str] | None:
 # which are the e2e_settings defaults. Model selection stays `last`: the official BRCA-subtyping
 # and survival configs select on the test set (`selection: test_official` reproduces that).
 
-_ABMILX_E2E_KWARGS = {"attn_plus": True, "mil_norm": "ln", "mil_bias": False}
+# What every official E2E config states for the MIL (act, mil_norm, no_mil_bias, abx_attn_plus;
+# dropout is options.py's default), handed on to any aggregator that replaces ABMILX.
+_ABMILX_E2E_KWARGS = {
+    "attn_plus": True,
+    "mil_norm": "ln",
+    "mil_bias": False,
+    "act": "gelu",
+    "dropout": 0.25,
+}
 
 
 def _abmilx_e2e(encoder: str, mil_kwargs: dict[str, Any], **settings: Any) -> dict[str, Any]:
