@@ -45,6 +45,7 @@ GRID_SEPARATOR = "__"
 GRID_PATH_ROOTS = ("settings", "features", "datasets")
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
+PROTOCOLS = ("clean", "official")
 
 
 def register_preset(factory: Callable[[], dict[str, Any]]):
@@ -59,11 +60,20 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
-def get_preset(name: str) -> dict[str, Any]:
-    """A fresh copy of a preset's experiment (kind, title, settings)."""
+def get_preset(name: str, protocol: str = "clean") -> dict[str, Any]:
+    """A fresh copy of a preset's experiment (kind, title, settings) under `protocol`: under
+    official its settings take the official configuration's own choices (``official``)."""
     if name not in _PRESETS:
         raise KeyError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    return _PRESETS[name]()
+    if protocol not in PROTOCOLS:
+        raise KeyError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    preset = _PRESETS[name]()
+    official = preset.pop("official", {})
+    if protocol == "official":
+        kind_overlay = OFFICIAL_KIND_SETTINGS.get(preset["kind"], {})
+        preset["settings"] = _merge(_merge(preset["settings"], kind_overlay), official)
+    preset["settings"]["protocol"] = protocol
+    return preset
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ def resolve_experiments(config: Mapping[str, Any]) -> ExperimentSet:
     resolved: dict[str, dict[str, Any]] = {}
     grids: dict[str, dict[str, Any]] = {}
     explicit: set[str] = set()
-    resolver = _Resolver(raw, schema)
+    resolver = _Resolver(raw, schema, config.get("protocol", PROTOCOLS[0]))
     for name, spec in raw.items():
         base = resolver.effective(name)
         grid = spec.get("grid") or {}
@@ -144,27 +154,35 @@ def resolve_experiments(config: Mapping[str, Any]) -> ExperimentSet:
 
 
 class _Resolver:
-    """Effective (inherited, validated, defaulted) experiment of each config entry."""
+    """Effective (inherited, validated, defaulted) experiment of each config entry.
 
-    def __init__(self, raw: Mapping[str, Any], schema: Mapping[str, Any]):
+    An experiment's protocol is its own, else the one a child asked of it, else its base's,
+    else the config's; a child that names a protocol resolves its whole chain under it, so that
+    a preset's official settings come before every override of the chain.
+    """
+
+    def __init__(self, raw: Mapping[str, Any], schema: Mapping[str, Any], protocol: str):
         self.raw = raw
         self.schema = schema
-        self.done: dict[str, dict[str, Any]] = {}
+        self.protocol = protocol
+        self.done: dict[tuple[str, str | None], dict[str, Any]] = {}
         self.active: list[str] = []
 
-    def effective(self, name: str) -> dict[str, Any]:
-        if name in self.done:
-            return copy.deepcopy(self.done[name])
+    def effective(self, name: str, asked: str | None = None) -> dict[str, Any]:
+        key = (name, asked)
+        if key in self.done:
+            return copy.deepcopy(self.done[key])
         if name in self.active:
             cycle = " -> ".join([*self.active, name])
             raise ConfigError(f"config key 'experiments/{name}/base': circular bases: {cycle}")
         self.active.append(name)
         spec = self.raw[name]
+        chosen = asked or spec.get("protocol")
         if spec.get("preset") and spec.get("base"):
             raise ConfigError(f"config key 'experiments/{name}': give a base or a preset, not both")
         if spec.get("preset"):
             try:
-                parent = get_preset(spec["preset"])
+                parent = get_preset(spec["preset"], chosen or self.protocol)
             except KeyError as error:
                 raise ConfigError(
                     f"config key 'experiments/{name}/preset': {error.args[0]}"
@@ -175,14 +193,29 @@ class _Resolver:
                     f"config key 'experiments/{name}/base': no experiment {spec['base']!r}; "
                     f"known: {', '.join(self.raw)}"
                 )
-            parent = self.effective(spec["base"])
+            parent = self.effective(spec["base"], chosen)
         else:
             parent = None
         own = {key: copy.deepcopy(spec[key]) for key in SPEC_KEYS if key in spec}
-        experiment = own if parent is None else _inherit(parent, own)
-        self.done[name] = _validated(experiment, self.schema, name)
+        if parent is not None and "protocol" in (own.get("settings") or {}):
+            raise ConfigError(
+                f"config key 'experiments/{name}/settings/protocol': set the experiment's "
+                "protocol (experiments/<name>/protocol), which also applies a preset's "
+                "official settings"
+            )
+        if parent is None:
+            experiment = own
+            protocol = chosen or self.protocol
+            if protocol == "official":
+                overlay = OFFICIAL_KIND_SETTINGS.get(own.get("kind"), {})
+                own["settings"] = _merge(copy.deepcopy(overlay), own.get("settings") or {})
+        else:
+            experiment = _inherit(parent, own)
+            protocol = parent["settings"]["protocol"]
+        experiment.setdefault("settings", {})["protocol"] = protocol
+        self.done[key] = _validated(experiment, self.schema, name)
         self.active.pop()
-        return copy.deepcopy(self.done[name])
+        return copy.deepcopy(self.done[key])
 
 
 def _check_references(name: str, experiment: Mapping[str, Any], config: Mapping) -> None:
@@ -372,9 +405,14 @@ def _union_datasets(lists) -> list[str] | None:
 
 
 # --- Presets: the paper's settings by name (the official configs, docs/paper.md) ---------
+# Each E2E preset is one config of config/e2e/ in github.com/DearCaat/E2E-WSI-ABMILX, each
+# two-stage preset one of config/feat/ (with options.py's defaults for what a config leaves out).
 # The official configs also set the encoder's ImageNet weights, AMP, channels_last and sync BN,
-# which are the e2e_settings defaults. Model selection stays `last`: the official BRCA-subtyping
-# and survival configs select on the test set (`selection: test_official` reproduces that).
+# which are the e2e_settings defaults. `batch_size` is the official GLOBAL batch: the README runs
+# train_dist.sh on 2 GPUs, so a step sees twice the config's per-GPU batch_size.
+# `official` holds what only the official protocol does (docs/protocol.md): the per-GPU batch
+# (accumulated to the global one on fewer processes), early stopping (`patient`, `max_epoch`),
+# and model selection, on the test set where the official config sets val2test or val_ratio 0.
 
 # What every official E2E config states for the MIL (act, mil_norm, no_mil_bias, abx_attn_plus;
 # dropout is options.py's default), handed on to any aggregator that replaces ABMILX.
@@ -385,9 +423,24 @@ _ABMILX_E2E_KWARGS = {
     "act": "gelu",
     "dropout": 0.25,
 }
+OFFICIAL_GPUS = 2
+
+# Official choices of every official E2E config, whatever the preset: the torchaug pipeline's
+# img_trans_chunk 4 (one crop box per chunk of the step's patches) and TurboJPEG's BGR decode
+# fed with RGB ImageNet statistics (datasets/dataset_img.py).
+OFFICIAL_KIND_SETTINGS: dict[str, dict[str, Any]] = {
+    "e2e": {"aug_chunks": 4, "channel_order": "bgr"},
+}
 
 
-def _abmilx_e2e(encoder: str, mil_kwargs: dict[str, Any], **settings: Any) -> dict[str, Any]:
+def _abmilx_e2e(
+    encoder: str,
+    mil_kwargs: dict[str, Any],
+    *,
+    official: dict[str, Any],
+    gpu_batch: int,
+    **settings: Any,
+) -> dict[str, Any]:
     short = {"resnet18_layer3": "R18", "resnet50_layer3": "R50"}[encoder]
     return {
         "kind": "e2e",
@@ -397,8 +450,18 @@ def _abmilx_e2e(encoder: str, mil_kwargs: dict[str, Any], **settings: Any) -> di
             "encoder_weights": "imagenet",
             "mil": "abmilx",
             "mil_kwargs": {**mil_kwargs, **_ABMILX_E2E_KWARGS},
+            "batch_size": gpu_batch * OFFICIAL_GPUS,
             **settings,
         },
+        "official": {"micro_batch_size": gpu_batch, **official},
+    }
+
+
+def _stopping(patience: int, max_epoch: int, selection: str) -> dict[str, Any]:
+    """Official early stopping (`patient`, `max_epoch`) and the set it watches."""
+    return {
+        "early_stopping": {"patience": patience, "after_epoch": max_epoch},
+        "selection": selection,
     }
 
 
@@ -436,10 +499,11 @@ def abmilx_e2e_r18_subtyping() -> dict[str, Any]:
         {"n_heads": 8, "inner_dim": 256},
         **_SUBTYPING,
         epochs=75,
-        batch_size=3,
+        gpu_batch=3,
         n_patches=512,
         scale_ratio=4,
         crop_scale=0.25,
+        official=_stopping(10, 50, "test_official"),
     )
 
 
@@ -451,10 +515,11 @@ def abmilx_e2e_r50_subtyping() -> dict[str, Any]:
         {"n_heads": 8, "inner_dim": 256},
         **_SUBTYPING,
         epochs=125,
-        batch_size=4,
+        gpu_batch=4,
         n_patches=128,
         scale_ratio=3,
         crop_scale=0.08,
+        official=_stopping(10, 125, "test_official"),
     )
 
 
@@ -467,7 +532,8 @@ def abmilx_e2e_r18_grading() -> dict[str, Any]:
         **_GRADING,
         weight_decay=0.00001,
         optimizer="adam",
-        batch_size=8,
+        gpu_batch=8,
+        official=_stopping(20, 120, "val"),
     )
 
 
@@ -480,7 +546,8 @@ def abmilx_e2e_r50_grading() -> dict[str, Any]:
         **_GRADING,
         weight_decay=0.01,
         optimizer="adamw",
-        batch_size=4,
+        gpu_batch=4,
+        official=_stopping(20, 200, "val"),
     )
 
 
@@ -495,36 +562,55 @@ def abmilx_e2e_r18_survival() -> dict[str, Any]:
         lr=0.00008,
         weight_decay=0.05,
         optimizer="adamw",
-        batch_size=2,
+        gpu_batch=2,
         n_patches=768,
         scale_ratio=10,
         crop_scale=0.08,
         patch_batch_size=2048,
         num_workers=6,
+        official=_stopping(10, 20, "test_official"),
     )
 
 
-def _two_stage(mil: str, title: str, **settings: Any) -> dict[str, Any]:
+def _two_stage(mil: str, title: str, official: dict[str, Any], **settings: Any) -> dict:
     """Two-stage MIL on full bags (AdamW, lr 2e-4, cosine, no warm-up: the defaults)."""
-    return {"kind": "two_stage", "title": title, "settings": {"mil": mil, **settings}}
+    return {
+        "kind": "two_stage",
+        "title": title,
+        "settings": {"mil": mil, **settings},
+        "official": official,
+    }
+
+
+# The official `abmil` is the plain (ungated) ABMIL of modules/abmil.py (DAttention).
+_PLAIN_ABMIL = {"mil": "abmil", "mil_kwargs": {}}
 
 
 @register_preset
 def abmil_two_stage_subtyping() -> dict[str, Any]:
-    """ABMIL in its gated form (the paper's "+0.66M" parameters), 75 epochs."""
-    return _two_stage("gated_abmil", "ABMIL (two-stage)", epochs=75)
+    """ABMIL in its gated form (the paper's "+0.66M" parameters), 75 epochs (fm_subtyping)."""
+    official = {**_PLAIN_ABMIL, **_stopping(20, 75, "test_official")}
+    return _two_stage("gated_abmil", "ABMIL (two-stage)", official, epochs=75)
 
 
 @register_preset
 def abmil_two_stage_grading() -> dict[str, Any]:
     """Gated ABMIL, the official PANDA feature config: 200 epochs, best validation epoch."""
-    return _two_stage("gated_abmil", "ABMIL (two-stage)", epochs=200, selection="val")
+    official = {**_PLAIN_ABMIL, **_stopping(20, 100, "val")}
+    return _two_stage("gated_abmil", "ABMIL (two-stage)", official, epochs=200, selection="val")
 
 
 @register_preset
 def abmil_two_stage_survival() -> dict[str, Any]:
     """Gated ABMIL, the official survival feature config: 30 epochs, GELU."""
-    return _two_stage("gated_abmil", "ABMIL (two-stage)", epochs=30, mil_kwargs={"act": "gelu"})
+    official = {
+        "mil": "abmil",
+        "mil_kwargs": {"act": "gelu"},
+        **_stopping(10, 30, "test_official"),
+    }
+    return _two_stage(
+        "gated_abmil", "ABMIL (two-stage)", official, epochs=30, mil_kwargs={"act": "gelu"}
+    )
 
 
 @register_preset
@@ -533,6 +619,7 @@ def abmilx_two_stage_subtyping() -> dict[str, Any]:
     return _two_stage(
         "abmilx",
         "ABMILX (two-stage)",
+        _stopping(20, 75, "test_official"),
         mil_kwargs={"n_heads": 8, "inner_dim": 512, "mil_bias": True, "attn_bias": True},
         epochs=75,
     )

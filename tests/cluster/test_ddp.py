@@ -1,6 +1,6 @@
 """Two DDP processes on CPU (torchrun, gloo) train the model that one process trains.
 
-2 ranks x batch 2 and 1 process x batch 4 see the same slides in every step; with augmentation
+2 ranks and 1 process with the global batch 4 see the same slides in every step; with augmentation
 that is the identity (full-size crop, no flips) and no dropout, the runs differ only by float
 summation order. Stated tolerance: weights within 1e-4, test logits within 1e-3, metrics equal.
 """
@@ -92,7 +92,7 @@ def run(folder: Path, name: str, processes: int, batch_size: int) -> Path:
 
 def test_two_processes_train_what_one_process_trains(dataset):
     single = run(dataset, "single", processes=1, batch_size=4)
-    ddp = run(dataset, "ddp", processes=2, batch_size=2)
+    ddp = run(dataset, "ddp", processes=2, batch_size=4)  # the global batch
 
     one, two = (torch.load(d / "model.pt", weights_only=False) for d in (single, ddp))
     assert (one["settings"]["world_size"], two["settings"]["world_size"]) == (1, 2)

@@ -13,12 +13,13 @@ from abmilx.config import ConfigError, load_schema
 from abmilx.kinds import predict, task_type
 from abmilx.models import create_mil
 from abmilx.provenance import PACKAGE_ROOT, code_digest, import_closure
-from abmilx.training.distributed import global_batches
+from abmilx.training.distributed import accumulation_plan, global_batches
 from abmilx.training.fingerprint import code_closure_digest
 from abmilx.training.runs import load_run
+from abmilx.training.selection import EarlyStopping
 from abmilx.training.settings import RUN_KEYS, TrainSettings, run_defaults
 from abmilx.training.task import BagResult, Task
-from abmilx.training.trainer import train
+from abmilx.training.trainer import Trainer, train
 
 torch.set_num_threads(1)
 
@@ -58,21 +59,37 @@ def test_schema_defaults_win_and_typos_fail():
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_world_g_with_batch_b_gives_the_global_batches_of_one_process_with_g_times_b(world):
+def test_every_plan_of_a_global_batch_sees_the_same_bags_per_step(world):
+    """G ranks, or one process accumulating G passes, split the same global batches."""
     for n_items, batch in [(23, 2), (12, 1), (5, 4)]:
         for epoch in (0, 1):
             single = global_batches(n_items, batch * world, 1, 0, 7, epoch)
-            ranks = [global_batches(n_items, batch, world, r, 7, epoch) for r in range(world)]
-            assert all(len(plan) == len(single) for plan in ranks)
+            accumulated = global_batches(n_items, batch * world, 1, 0, 7, epoch, world)
+            ranks = [
+                global_batches(n_items, batch * world, world, r, 7, epoch) for r in range(world)
+            ]
+            assert all(len(plan) == len(single) for plan in [accumulated, *ranks])
             if n_items >= batch * world:
-                for step, expected in enumerate(single):
-                    assert [i for plan in ranks for i in plan[step]] == expected
-                    assert all(len(plan[step]) == batch for plan in ranks)
+                for step, [expected] in enumerate(single):
+                    assert [i for plan in ranks for i in plan[step][0]] == expected
+                    assert [i for p in accumulated[step] for i in p] == expected
+                    assert [len(p) for p in accumulated[step]] == [batch] * world
+                    assert all(len(plan[step][0]) == batch for plan in ranks)
             else:  # one step, padded by wrapping around so no rank is empty
-                assert all(plan[0] for plan in ranks)
-                assert {i for plan in ranks for i in plan[0]} == set(single[0])
+                assert all(plan[0][0] for plan in ranks)
+                assert {i for plan in ranks for i in plan[0][0]} == set(single[0][0])
     first, second = global_batches(10, 1, 1, 0, 7, 0), global_batches(10, 1, 1, 0, 7, 1)
-    assert sorted(i for batch in first for i in batch) == list(range(10)) and first != second
+    assert sorted(i for [batch] in first for i in batch) == list(range(10)) and first != second
+
+
+def test_a_global_batch_the_processes_do_not_divide_fails_naming_the_key():
+    assert accumulation_plan(6, 3, 1) == (3, 2)
+    assert accumulation_plan(6, 3, 2) == (3, 1)
+    assert accumulation_plan(6, None, 2) == (3, 1)
+    with pytest.raises(ValueError, match="settings key 'batch_size'.*6.*4 process"):
+        accumulation_plan(6, None, 4)
+    with pytest.raises(ValueError, match="micro_batch_size 4"):
+        accumulation_plan(6, 4, 1)
 
 
 class ToySettings(TrainSettings):
@@ -190,3 +207,37 @@ def test_unreadable_or_unfingerprinted_resume_state_is_discarded(toy_kind, caplo
     reason = "unreadable" if content else "written without a fingerprint"
     assert len(lines) == 1 and f"({reason}" in lines[0], lines
     assert [row["epoch"] for row in load_run(toy_kind / "run")["history"]] == [0, 1]
+
+
+def test_early_stopping_follows_the_official_rule_on_a_scripted_sequence():
+    """Below the best counts, equal or above resets; stop at patience after after_epoch."""
+    scores = [0.5, 0.6, 0.6, 0.55, 0.54, 0.53, 0.7, 0.6, 0.6]
+
+    def stop_epoch(patience, after_epoch):
+        stopper = EarlyStopping(patience, after_epoch)
+        return next((e for e, s in enumerate(scores) if stopper.update(e, s)), None)
+
+    assert stop_epoch(2, 3) == 4  # 0.55, 0.54 below the best 0.6 (0.6 again reset the count)
+    assert stop_epoch(2, 4) == 5  # the count is 3 at epoch 5, the first after epoch 4
+    assert stop_epoch(2, 5) == 8  # 0.7 resets at epoch 6; 0.6, 0.6 count 2 at epoch 8
+    assert stop_epoch(4, 0) is None and stop_epoch(None, 0) is None
+    stopper = EarlyStopping(1, 0)
+    assert not stopper.update(0, 0.5) and not stopper.update(1, float("nan"))
+    assert stopper.update(2, 0.4)
+
+
+def test_the_trainer_stops_where_the_rule_stops(toy_kind, monkeypatch):
+    scores = iter([0.5, 0.6, 0.55, 0.54, 0.9, 0.9])
+    monkeypatch.setattr(Trainer, "validate", lambda self, module: next(scores))
+    settings = {
+        "epochs": 6,
+        "selection": "test_official",
+        "early_stopping": {"patience": 2, "after_epoch": 2},
+        "classes": ["a", "b"],
+    }
+    train(ToyTask, toy_kind / "toy.npz", toy_kind / "splits.csv", 0, toy_kind / "run", **settings)
+    run = load_run(toy_kind / "run")
+    assert [row["epoch"] for row in run["history"]] == [0, 1, 2, 3]
+    assert run["selection"]["stopped_early"] and run["selection"]["last_epoch"] == 3
+    assert run["selection"]["epoch"] == 1  # the best validation epoch
+    assert run["settings"]["accumulation_steps"] == 1 and run["settings"]["world_size"] == 1

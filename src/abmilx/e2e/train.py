@@ -39,6 +39,7 @@ class PatchSettings(TrainSettings):
     encoder: str
     encoder_weights: str
     batch_size: int
+    micro_batch_size: int | None
     scales: dict
     train_size: int
     eval_size: int
@@ -117,6 +118,9 @@ class PatchTask(Task):
 
     def batch_size(self) -> int:
         return self.config.batch_size
+
+    def micro_batch_size(self) -> int | None:
+        return self.config.micro_batch_size
 
     def collate(self) -> TrainCollate:
         config = self.config

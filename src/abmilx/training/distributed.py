@@ -1,12 +1,15 @@
-"""torchrun context and the global batch plan that makes G ranks equal one process with G*B.
+"""torchrun context and the global batch plan that makes any number of ranks train alike.
 
-Batches are cut from one permutation of the training bags seeded by (seed, epoch), also on a
-single process: step k takes positions [k*G*B, (k+1)*G*B) of it and rank r its r-th slice of B.
-A G-rank run with per-rank batch B therefore sees the same global batches (the same bags, and
-in E2E the same sampled patches, which are drawn per bag) as a 1-rank run with batch G*B, and
-gradients are averaged over ranks. What still differs: per-rank BatchNorm statistics, dropout
-draws (seeded by seed + rank) and E2E crop parameters, which are drawn per step from the step's
-bags (TrainCollate, as the official scheme).
+`batch_size` is the global batch: the bags of one optimisation step over all ranks. A rank runs
+them in `accumulation` forward passes of `micro` bags (gradient accumulation), so that
+world x accumulation x micro = batch_size on any number of processes: the official two-GPU
+batch of 6 is 2 ranks x 3 bags, or 1 rank x 2 passes of 3 bags. Batches are cut from one
+permutation of the training bags seeded by (seed, epoch): step k takes positions
+[k*B, (k+1)*B) of it, rank r its r-th slice, cut into its passes in order. Every plan with the
+same global batch therefore sees the same bags per step (and in E2E the same sampled patches,
+which are drawn per bag), and the gradient is the mean over the whole step. What still differs:
+BatchNorm statistics (per pass), dropout draws (seeded by seed + rank) and E2E crop parameters,
+which are drawn per pass from its bags (TrainCollate, as the official scheme per GPU).
 """
 
 from __future__ import annotations
@@ -25,31 +28,51 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def global_batches(
-    n_items: int, batch_size: int, world: int, rank: int, seed: int, epoch: int
-) -> list[list[int]]:
-    """This rank's batches (indices into the items) for `epoch`.
+def accumulation_plan(batch_size: int, micro_batch_size: int | None, world: int) -> tuple[int, int]:
+    """(bags per forward pass, passes per step) of one rank for a global `batch_size`."""
+    micro = micro_batch_size or max(1, batch_size // world)
+    if batch_size % (world * micro):
+        what = f"micro_batch_size {micro_batch_size}" if micro_batch_size else "the processes"
+        raise ValueError(
+            f"settings key 'batch_size': the global batch {batch_size} is not a multiple of "
+            f"{world} process(es) x {micro} slides ({what}); choose a batch_size that "
+            f"{world} x micro_batch_size divides"
+        )
+    return micro, batch_size // (world * micro)
 
-    Incomplete global batches are dropped when there is at least one full one; a tiny set (fewer
-    items than world * batch_size) makes one step, padded by wrapping around so that every rank
-    has a non-empty batch.
+
+def global_batches(
+    n_items: int,
+    batch_size: int,
+    world: int,
+    rank: int,
+    seed: int,
+    epoch: int,
+    accumulation: int = 1,
+) -> list[list[list[int]]]:
+    """This rank's steps for `epoch`, each a list of its forward passes (indices into the items).
+
+    `batch_size` is the global batch. Incomplete global batches are dropped when there is at
+    least one full one; a tiny set (fewer items than batch_size) makes one step, padded by
+    wrapping around so that every rank has a non-empty pass.
     """
     order = torch.randperm(
         n_items, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))
     )
     order = order.tolist()
-    step_size = batch_size * world
-    if n_items >= step_size:
-        n_steps = n_items // step_size
+    if n_items >= batch_size:
+        n_steps = n_items // batch_size
     else:
         n_steps = 1
         if world > 1:
-            order = [order[i % n_items] for i in range(max(step_size, world))]
+            order = [order[i % n_items] for i in range(max(batch_size, world))]
     plan = []
     for step in range(n_steps):
-        chunk = order[step * step_size : (step + 1) * step_size]
+        chunk = order[step * batch_size : (step + 1) * batch_size]
         per_rank = math.ceil(len(chunk) / world)
-        plan.append(chunk[rank * per_rank : (rank + 1) * per_rank])
+        mine = chunk[rank * per_rank : (rank + 1) * per_rank]
+        size = math.ceil(len(mine) / accumulation)
+        plan.append([mine[i : i + size] for i in range(0, len(mine), size)])
     return plan
 
 

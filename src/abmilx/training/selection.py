@@ -43,3 +43,37 @@ def selection_metric(
             return math.nan
         return float(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
     return float(balanced_accuracy_score(labels, logits.argmax(axis=1)))
+
+
+class EarlyStopping:
+    """The official early-stopping rule (`EarlyStopping` in utils.py of the official code).
+
+    A score below the best so far counts one; a score equal to or above it becomes the best and
+    resets the count. Training stops once the count reaches `patience` at an epoch after
+    `after_epoch` (the official `max_epoch`). NaN scores (a metric undefined on the set) are
+    skipped. `patience` None never stops.
+    """
+
+    def __init__(self, patience: int | None, after_epoch: int = 0) -> None:
+        self.patience = patience
+        self.after_epoch = after_epoch
+        self.best: float | None = None
+        self.count = 0
+
+    def update(self, epoch: int, score: float | None) -> bool:
+        """Record the score of a (0-based) epoch; True when training should stop now."""
+        if score is None or math.isnan(score):
+            return False
+        if self.best is None or score >= self.best:
+            self.best, self.count = score, 0
+            return False
+        self.count += 1
+        return (
+            self.patience is not None and self.count >= self.patience and epoch > self.after_epoch
+        )
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.count = state["best"], state["count"]

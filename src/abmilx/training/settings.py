@@ -51,6 +51,8 @@ class TrainSettings:
     ema: float | None
     sync_bn: bool
     callbacks: dict
+    protocol: str
+    early_stopping: dict
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> Self:

@@ -80,8 +80,12 @@ class Task(ABC):
         return {}
 
     def batch_size(self) -> int:
-        """Bags per rank per step."""
+        """Bags per optimisation step over all ranks (the global batch)."""
         return 1
+
+    def micro_batch_size(self) -> int | None:
+        """Bags one rank runs per forward; None: the global batch split over the ranks."""
+        return None
 
     # The trainer's EMA teacher (a `ModelEma`, or None), for kinds that sample with it.
     ema: Any = None

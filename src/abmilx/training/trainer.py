@@ -6,6 +6,7 @@ the same way for every kind. `train` is what `python -m abmilx.<kind> train` cal
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -26,7 +27,7 @@ from abmilx.runtime.devices import autocast, resolve_amp, set_threads
 from abmilx.runtime.seeding import capture_rng_state, restore_rng_state, seed_everything
 from abmilx.training.bags import load_fold, selection_bags
 from abmilx.training.callbacks import SNAPSHOT_DIR, Callback, builtin_callbacks
-from abmilx.training.distributed import Distributed, global_batches
+from abmilx.training.distributed import Distributed, accumulation_plan, global_batches
 from abmilx.training.ema import ModelEma
 from abmilx.training.fingerprint import code_closure_digest, split_rows_digest
 from abmilx.training.losses import bag_loss
@@ -41,7 +42,7 @@ from abmilx.training.runs import (
     save_run,
     write_train_log,
 )
-from abmilx.training.selection import selection_metric, selection_metric_name
+from abmilx.training.selection import EarlyStopping, selection_metric, selection_metric_name
 from abmilx.training.task import Task
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class Trainer:
         self.device = self.ddp.device
         seed_everything(config.seed)  # identical initial weights (and EMA copies) on every rank
         self.task = task_type(source, config, self.device, resolve_amp(config.amp, self.device))
+        self.micro_batch, self.accumulation = accumulation_plan(
+            self.task.batch_size(), self.task.micro_batch_size(), self.ddp.world
+        )
         self.bags, self.classes = load_fold(
             splits, fold, config.task, config.classes, self.task.available(), str(source)
         )
@@ -118,6 +122,8 @@ class Trainer:
             log.warning("selection 'val' requested but the fold has no val split: using 'last'")
             self.selection = "last"
         self.metric_name = selection_metric_name(config.task, len(self.classes))
+        if config.early_stopping["patience"] is not None and not self.val_bags:
+            log.warning("early stopping needs a validation set (selection val or test_official)")
         self.model = self.task.build_model(len(self.classes), pretrained=True)
         self.ema = ModelEma(self.model, config.ema) if config.ema else None
         self.task.ema = self.ema
@@ -147,6 +153,7 @@ class Trainer:
                 "files": files_digest(self.task.read_files()),
                 "code": code_closure_digest(task_type.__module__),
                 "world_size": self.ddp.world,
+                "accumulation": self.accumulation,
             }
         )
         self.callbacks = [*builtin_callbacks(config.callbacks, self.bags), *extra_callbacks]
@@ -184,7 +191,7 @@ class Trainer:
         return state
 
     def _train_epoch(self, epoch: int) -> float:
-        config, device = self.config, self.device
+        config = self.config
         steps = global_batches(
             len(self.train_bags),
             self.task.batch_size(),
@@ -192,30 +199,45 @@ class Trainer:
             self.ddp.rank,
             config.seed,
             epoch,
+            self.accumulation,
         )
         progress = Progress(f"epoch {epoch + 1}/{config.epochs}", len(steps), "steps")
         losses = []
         self.model.train()
-        for step, batch in enumerate(self.task.batches(self.train_bags, epoch, steps)):
-            inputs = batch["inputs"].to(device, non_blocking=True)
-            label = batch["label"].to(device)
-            with autocast(device, self.task.amp_dtype):
-                output = self.task.forward(self.wrapped, inputs, label)
-            loss = bag_loss(
-                config.task, output, label, batch["event"].to(device), config.aux_weight
-            )
+        passes = iter(self.task.batches(self.train_bags, epoch, [p for s in steps for p in s]))
+        for step, step_passes in enumerate(steps):
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            losses.append(self._backward_step([next(passes) for _ in step_passes]))
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.ema is not None:
                 self.ema.update(self.model)
-            losses.append(loss.item())
-            self.patches_seen += int(inputs.shape[0] * inputs.shape[1])
             progress.update(loss=f"{np.mean(losses):.4f}")
             for callback in self.callbacks:
                 callback.on_step(self, epoch, step, losses[-1])
         return float(np.mean(self.ddp.gather(losses)))  # over every rank's steps
+
+    def _backward_step(self, batches: list[dict]) -> float:
+        """Gradients of one optimisation step from this rank's forward passes: each pass's
+        loss over the number of passes, so that with DDP's mean over ranks the gradient is the
+        mean over the global batch (ranks synchronise on the last pass only)."""
+        config, device = self.config, self.device
+        total = 0.0
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = last or not isinstance(self.wrapped, DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.wrapped.no_sync():
+                inputs = batch["inputs"].to(device, non_blocking=True)
+                label = batch["label"].to(device)
+                with autocast(device, self.task.amp_dtype):
+                    output = self.task.forward(self.wrapped, inputs, label)
+                loss = bag_loss(
+                    config.task, output, label, batch["event"].to(device), config.aux_weight
+                )
+                self.scaler.scale(loss / len(batches)).backward()
+            total += loss.item() / len(batches)
+            self.patches_seen += int(inputs.shape[0] * inputs.shape[1])
+        return total
 
     def validate(self, module: nn.Module) -> float:
         """Selection metric of `module` on the selection bags, split over ranks."""
@@ -241,8 +263,9 @@ class Trainer:
         """Epochs [start, epochs), start from a matching resume state; returns the selection."""
         config, ema = self.config, self.ema
         best_main, best_ema = _Best(), _Best()
+        stopper = EarlyStopping(**config.early_stopping)
         history: list[dict] = []
-        train_seconds, start = 0.0, 0
+        train_seconds, start, stopped = 0.0, 0, False
         state = self._resume_state()
         if state is not None:
             self.model.load_state_dict(state["model"])
@@ -253,7 +276,8 @@ class Trainer:
                 ema.load_state_dict(state["ema"])
             best_main, best_ema = _Best(**state["best_main"]), _Best(**state["best_ema"])
             history, train_seconds = state["history"], state["train_seconds"]
-            start = state["next_epoch"]
+            start, stopped = state["next_epoch"], state["stopped"]
+            stopper.load_state_dict(state["early_stopping"])
             self.patches_seen = state["patches_seen"]
             self.task.patches_scored = state["patches_scored"]
             self.task.load_state_dict(state["task"])
@@ -262,6 +286,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_fit_start(self, start)
         for epoch in range(start, config.epochs):
+            if stopped:
+                break
             started = time.perf_counter()
             lr = self.schedule.set_epoch(epoch)
             for callback in self.callbacks:
@@ -273,6 +299,11 @@ class Trainer:
                 if ema is not None:
                     row[f"ema_val_{self.metric_name}"] = ema_metric = self.validate(ema.module)
                     best_ema.offer(ema_metric, epoch, ema.module)
+                # The official runs watch the EMA teacher when they keep one (both_ema).
+                watched = row[f"{'ema_' if ema is not None else ''}val_{self.metric_name}"]
+                stopped = stopper.update(epoch, watched)
+                if stopped:
+                    log.info("early stopping after epoch %d (%s)", epoch + 1, stopper.state_dict())
             row["seconds"] = seconds = time.perf_counter() - started
             train_seconds += seconds
             history.append(row)
@@ -294,6 +325,8 @@ class Trainer:
                     {
                         "fingerprint": self.fingerprint,
                         "next_epoch": epoch + 1,
+                        "stopped": stopped,
+                        "early_stopping": stopper.state_dict(),
                         "model": self.model.state_dict(),
                         "optimizer": self.optimizer.state_dict(),
                         "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -308,10 +341,12 @@ class Trainer:
                         "rng": capture_rng_state(),
                     },
                 )
-        return self._select(history, train_seconds, best_main, best_ema)
+        return self._select(history, train_seconds, best_main, best_ema, stopped)
 
-    def _select(self, history, train_seconds, best_main: _Best, best_ema: _Best) -> FitResult:
-        last_epoch = self.config.epochs - 1
+    def _select(
+        self, history, train_seconds, best_main: _Best, best_ema: _Best, stopped: bool
+    ) -> FitResult:
+        last_epoch = history[-1]["epoch"] if history else self.config.epochs - 1
         val = self.selection == "val"
         chosen, chosen_epoch = _cpu_state(self.model), last_epoch
         if val and best_main.state is not None:
@@ -321,7 +356,13 @@ class Trainer:
             ema_state, ema_epoch = _cpu_state(self.ema.module), last_epoch
             if val and best_ema.state is not None:
                 ema_state, ema_epoch = best_ema.state, best_ema.epoch
-        summary = {"mode": self.selection, "metric": self.metric_name, "epoch": chosen_epoch}
+        summary = {
+            "mode": self.selection,
+            "metric": self.metric_name,
+            "epoch": chosen_epoch,
+            "last_epoch": last_epoch,
+            "stopped_early": stopped,
+        }
         if val:
             summary["value"] = best_main.metric if best_main.state is not None else None
         if self.ema is not None:
@@ -354,6 +395,8 @@ class Trainer:
                     **self.task.record(),
                     "fold": self.fold,
                     "world_size": self.ddp.world,
+                    "process_batch_size": self.micro_batch,
+                    "accumulation_steps": self.accumulation,
                 },
                 state_dict=result.state_dict,
                 ema_state_dict=result.ema_state_dict,
