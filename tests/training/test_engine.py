@@ -86,7 +86,7 @@ def test_a_global_batch_the_processes_do_not_divide_fails_naming_the_key():
     assert accumulation_plan(6, 3, 1) == (3, 2)
     assert accumulation_plan(6, 3, 2) == (3, 1)
     assert accumulation_plan(6, None, 2) == (3, 1)
-    with pytest.raises(ValueError, match="settings key 'batch_size'.*6.*4 process"):
+    with pytest.raises(ValueError, match=r"settings key 'batch_size'.*6.*4 process"):
         accumulation_plan(6, None, 4)
     with pytest.raises(ValueError, match="micro_batch_size 4"):
         accumulation_plan(6, 4, 1)

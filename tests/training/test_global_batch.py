@@ -20,12 +20,10 @@ def _gradients(folder: Path, processes: int) -> dict:
     write_data(folder)
     path = os.pathsep.join([str(REPO_ROOT / "src"), str(WORKER.parent)])
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    launcher = (
-        [str(Path(sys.executable).parent / "torchrun"), "--standalone"]
-        + ["--nproc-per-node", str(processes)]
-        if processes > 1
-        else [sys.executable]
-    )
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher = [torchrun, "--standalone", "--nproc-per-node", str(processes)]
     command = [*launcher, "-m", WORKER.stem, str(folder / "grads.pt")]
     subprocess.run(command, env=env, check=True)
     return torch.load(folder / "grads.pt")
