@@ -64,6 +64,12 @@ def test_classification_outputs(tmp_path: Path) -> None:
     assert auc["ci_low"] <= auc["mean"] <= auc["ci_high"]
     assert auc["n"] == 30  # bootstrap units are cases
     assert set(metrics["metrics"]) == {"auc", "balanced_accuracy", "accuracy", "f1_macro"}
+    assert metrics["protocol"] == "clean"  # a checkpoint's settings without one: before #23
+    official = {**checkpoint, "settings": {**checkpoint["settings"], "protocol": "official"}}
+    _, again = evaluate_predictions(
+        logits, truth, official, fold=1, n_boot=10, seed=5, model_weights="main"
+    )
+    assert again["protocol"] == "official"
 
     attention = {
         sid: {"coords": np.arange(6).reshape(3, 2), "attention": np.full((2, 3), 0.5)}

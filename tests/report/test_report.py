@@ -146,3 +146,23 @@ def test_summary_quotes_each_datasets_headline_metric_from_the_metrics_files(tmp
     assert "| ABMIL † | `two` | 75.00 [65.00, 80.00] | 12 |" in text
     assert "selected on the test set" in text
     assert "pretrain:r18" in text
+
+
+def test_tables_say_which_protocol_made_each_number(tmp_path):
+    settings = {
+        "datasets": {"demo": "subtyping"},
+        "experiments": {"a": {"title": "A", "kind": "e2e"}, "b": {"title": "B", "kind": "e2e"}},
+    }
+    files = []
+    for name, protocol in [("a", None), ("b", "official")]:
+        metrics = _metrics(name, 0.8)
+        if protocol:
+            metrics["protocol"] = protocol
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(metrics))
+    write_tables(files[:1], tmp_path / "clean", settings)
+    assert "Protocol: clean" in (tmp_path / "clean" / "main.md").read_text()
+    assert set(pd.read_csv(tmp_path / "clean" / "main.csv").protocol) == {"clean"}
+    write_tables(files, tmp_path / "both", settings)
+    markdown = (tmp_path / "both" / "main.md").read_text()
+    assert "Protocol: clean for A; official for B." in markdown

@@ -67,6 +67,9 @@ def aggregate_metrics(fold_metrics: Sequence[Mapping[str, Any]], names: Sequence
     return {
         **{key: first.get(key) for key in IDENTITY_KEYS},
         "kind": first.get("kind"),
+        "protocol": first.get("protocol", "clean"),
+        "model_weights": first.get("model_weights"),
+        "selection": first.get("selection"),
         "folds": [run["fold"] for run in runs],
         "n": int(sum(run["n"] for run in runs)),
         "classes": first.get("classes"),

@@ -151,6 +151,8 @@ def evaluate_predictions(
         "dataset": dataset,
         "experiment": experiment,
         "kind": checkpoint.get("kind"),
+        # clean or official (docs/protocol.md); runs trained before the switch were clean
+        "protocol": train_settings.get("protocol", "clean"),
         "model_weights": model_weights,
         "task": task,
         "fold": int(fold),

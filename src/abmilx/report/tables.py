@@ -65,6 +65,7 @@ def main_table(runs: list[dict], settings: Mapping) -> pd.DataFrame:
                     "n_boot": summary["n_boot"],
                     "encoder_weights": run["provenance"].get("encoder_weights"),
                     "selection": (run.get("selection") or {}).get("protocol", ""),
+                    "protocol": run.get("protocol", "clean"),
                     "train_seconds": run["cost"].get("train_seconds"),
                     "params": run["cost"].get("params"),
                     "inference_seconds_per_slide": run["cost"].get("inference_seconds_per_slide"),
@@ -103,7 +104,24 @@ def headline_markdown(table: pd.DataFrame, settings: Mapping) -> str:
             "protocol): optimistic, shown for comparison with the paper only."
         )
     notes += encoder_provenance(zip(table["title"], table["encoder_weights"], strict=True))
+    notes.append(protocol_note(zip(table["title"], table["protocol"], strict=True)))
     return "\n".join(lines + notes) + "\n"
+
+
+PROTOCOL_WORDS = {
+    "clean": "clean (this project's choices)",
+    "official": "official (trained, selected and evaluated as the authors' code does)",
+}
+
+
+def protocol_note(rows: Iterable[tuple[str, str]]) -> str:
+    """Which protocol made the numbers (docs/protocol.md): one line for all rows, or per row."""
+    by_row = {row: protocol for row, protocol in rows if protocol}
+    protocols = sorted(set(by_row.values()))
+    if len(protocols) == 1:
+        return f"Protocol: {PROTOCOL_WORDS[protocols[0]]}; see docs/protocol.md."
+    rows_of = {p: ", ".join(row for row, q in by_row.items() if q == p) for p in protocols}
+    return "Protocol: " + "; ".join(f"{p} for {rows_of[p]}" for p in protocols) + "."
 
 
 def _describe_weights(weights: str) -> str:
@@ -384,6 +402,7 @@ def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -
                         else None
                     ),
                     "reason": reason or "",
+                    "protocol": run.get("protocol", "clean") if run else "",
                     "encoder_weights": (run or {}).get("provenance", {}).get("encoder_weights"),
                 }
             )
@@ -439,6 +458,8 @@ def _notes(cells: pd.DataFrame, plan: Mapping) -> list[str]:
     if any(column["metric"] == "sparsity" for column in plan["columns"]):
         notes.append(DEFINITION)
     notes += encoder_provenance(zip(cells["row"], cells["encoder_weights"], strict=True))
+    if cells["protocol"].any():
+        notes.append(protocol_note(zip(cells["row"], cells["protocol"], strict=True)))
     return notes
 
 
