@@ -30,7 +30,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from abmilx.config import ConfigError, DefaultFillingValidator, load_schema, name_problem
+from abmilx.config import (
+    ConfigError,
+    DefaultFillingValidator,
+    load_schema,
+    name_problem,
+    pretrain_name,
+)
 from abmilx.provenance import config_hash
 
 # Keys of a resolved experiment: what the rules read, and what the run's provenance hashes.
@@ -90,6 +96,37 @@ class ExperimentSet:
     run_of: dict[str, str]
     runs: dict[str, dict[str, Any]]
     grids: dict[str, dict[str, Any]]
+
+
+# Dataset tasks the trainers treat as classification (the others are survival).
+CLASSIFICATION_TASKS = ("subtyping", "grading", "diagnosis")
+
+
+def pretrain_checkpoint(name: str) -> str:
+    """The encoder checkpoint that `pretrain:<name>` weights load (written by pretrain.smk)."""
+    return f"results/pretrain/{name}/encoder.pt"
+
+
+def weights_path(weights: str) -> str:
+    """What an encoder loads: the checkpoint file of `pretrain:<name>`, else the value."""
+    name = pretrain_name(weights)
+    return weights if name is None else pretrain_checkpoint(name)
+
+
+def training_settings(config: Mapping[str, Any], run: Mapping[str, Any], dataset: str) -> dict:
+    """The settings a run's training job gets on a dataset (its `--settings`): the run's
+    settings plus what the dataset and the config decide (task, classes, seed, device)."""
+    settings = copy.deepcopy(dict(run["settings"]))
+    if "encoder_weights" in settings:
+        settings["encoder_weights"] = weights_path(settings["encoder_weights"])
+    spec = config["datasets"][dataset]
+    settings.update(
+        task="classification" if spec["task"] in CLASSIFICATION_TASKS else "survival",
+        classes=spec.get("classes"),
+        seed=config["seed"],
+        device=config["device"],
+    )
+    return settings
 
 
 def run_identity(experiment: Mapping[str, Any]) -> str:

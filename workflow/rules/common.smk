@@ -19,6 +19,12 @@ from abmilx.config import (
     naming_config_files,
     pretrain_name,
 )
+from abmilx.experiments import (
+    CLASSIFICATION_TASKS,
+    pretrain_checkpoint,
+    training_settings as run_training_settings,
+    weights_path,
+)
 from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.sheets import load_dataset_sheets
 from abmilx.workflow_plan import append_to_pythonpath, plan_workflow
@@ -47,7 +53,6 @@ TABLE_PLANS = PLAN.tables
 # pretraining) only go through cohort, segmentation and tiling, for the pretrain stage.
 DATASETS = evaluation_datasets(config)
 ALL_DATASETS = list(config["datasets"])
-CLASSIFICATION_TASKS = {"subtyping", "grading", "diagnosis"}
 SHELL_ENV = "../../envs/abmilx.yaml"
 # Run kinds trained from the patch store by train_e2e (abmilx.e2e.train.PATCH_KINDS, not
 # imported: that would load torch on every parse).
@@ -203,17 +208,9 @@ def folds(dataset):
 def training_settings(wildcards):
     """The experiment's settings plus what the dataset decides (task, classes, seed)."""
     experiment = config["experiments"][wildcards.experiment]
-    ds = dataset_config(wildcards.dataset)
-    settings = dict(experiment["settings"])
-    if "encoder_weights" in settings:
-        settings["encoder_weights"] = weights_path(settings["encoder_weights"])
-    settings.update(
-        task=model_task(wildcards.dataset),
-        classes=ds.get("classes"),
-        seed=config["seed"],
-        device=config["device"],
+    return json.dumps(
+        run_training_settings(config, experiment, wildcards.dataset), sort_keys=True
     )
-    return json.dumps(settings, sort_keys=True)
 
 
 def run_outputs(dataset):
@@ -225,16 +222,6 @@ def run_outputs(dataset):
 
 
 # --- pretrained stand-in weights (pretrain.smk): `pretrain:<name>` -> its checkpoint ---
-def pretrain_checkpoint(name):
-    return f"results/pretrain/{name}/encoder.pt"
-
-
-def weights_path(weights):
-    """What the encoder loads: the checkpoint file of `pretrain:<name>`, else the value."""
-    name = pretrain_name(weights)
-    return weights if name is None else pretrain_checkpoint(name)
-
-
 def weights_inputs(weights):
     """The checkpoint a job waits for (the DAG edge to pretrain_encoder), or none."""
     name = pretrain_name(weights)

@@ -5,6 +5,7 @@ abmilx predict --run RUN --slides SHEET --out DIR   apply a trained run to new s
 abmilx info STORE|RUN                 what a patch store or a run holds, how it was made
 abmilx export-qupath --run RUN --out DIR   a run's attention and tissue as QuPath GeoJSON
 abmilx heatmap --run RUN --slide ID --out PNG   one slide's attention, up to full patch scale
+abmilx settings CONFIG EXPERIMENT --dataset NAME [--protocol P]   its training job's settings
 """
 
 from __future__ import annotations
@@ -64,6 +65,26 @@ def _heatmap(args: argparse.Namespace) -> int:
         slide=args.slide_file,
     )
     print(f"wrote {path}")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> int:
+    import json
+
+    from abmilx.cli.settings import resolve_job_settings
+
+    settings, handover = resolve_job_settings(
+        args.config, args.experiment, args.dataset, args.protocol
+    )
+    print(json.dumps(settings, sort_keys=True, indent=2))
+    if handover:
+        print(
+            f"mil {handover['from']} -> {handover['to']}: handed on "
+            f"{json.dumps(handover['handed'], sort_keys=True)}; not handed (the new model has "
+            f"no such option, or they were {handover['from']}'s own): "
+            f"{json.dumps(handover['left'], sort_keys=True)}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -141,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     heat.add_argument("--slide-file", help="the slide (default: from the dataset's slide sheet)")
     heat.set_defaults(handler=_heatmap)
+
+    job = commands.add_parser(
+        "settings", help="the settings an experiment's training job gets on a dataset (JSON)"
+    )
+    job.add_argument("config", help="YAML config")
+    job.add_argument("experiment", help="experiment name (a grid point's name too)")
+    job.add_argument("--dataset", required=True, help="dataset of the config")
+    job.add_argument(
+        "--protocol",
+        choices=("clean", "official"),
+        help="as if the config's top-level protocol were this (default: the config's)",
+    )
+    job.set_defaults(handler=_settings)
     return parser
 
 
