@@ -109,3 +109,37 @@ def test_evaluate_cli_on_a_trained_two_stage_run(tmp_path: Path, task: str) -> N
         assert slides == set(test["slide_id"])
         first = sorted(slides)[0]
         assert npz[f"{first}/attention"].shape[-1] == npz[f"{first}/coords"].shape[0]
+
+
+def test_both_weights_report_the_ema_teacher_beside_the_model(tmp_path: Path) -> None:
+    """model_weights both (the official test of main and EMA): outputs are the model's,
+    metrics.json adds the teacher's metrics, the aggregate and the main table keep them."""
+    from abmilx.evaluation.aggregate import aggregate_metrics
+    from abmilx.evaluation.evaluate import evaluate
+    from abmilx.report.tables import headline_markdown, main_table
+
+    splits_path, features_dir = write_cohort(tmp_path, "classification")
+    run_dir = tmp_path / "run"
+    settings = {"mil": "abmil", "epochs": 2, "ema": 0.5, "lr": 0.01}
+    train(features_dir, splits_path, 0, run_dir, threads=1, task="classification", **settings)
+    common = {"n_boot": 20, "seed": 1, "device": "cpu", "dataset": "demo", "experiment": "x"}
+    both = evaluate(run_dir, splits_path, 0, "two_stage", tmp_path / "both",
+                    features_dir=features_dir, model_weights="both", **common)  # fmt: skip
+    main = evaluate(run_dir, splits_path, 0, "two_stage", tmp_path / "main",
+                    features_dir=features_dir, model_weights="main", **common)  # fmt: skip
+    ema = evaluate(run_dir, splits_path, 0, "two_stage", tmp_path / "ema",
+                   features_dir=features_dir, model_weights="ema", **common)  # fmt: skip
+    assert both["metrics"] == main["metrics"] and both["ema"]["metrics"] == ema["metrics"]
+    # ... and the teacher is another model: its probabilities differ from the model's
+    main_probs, ema_probs = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("main", "ema"))
+    assert not np.allclose(main_probs["prob_tumour"], ema_probs["prob_tumour"])
+    assert json.loads((tmp_path / "both" / "metrics.json").read_text())["ema"] == both["ema"]
+    folds = [both, {**both, "fold": 1}]
+    combined = aggregate_metrics(folds, ["f0", "f1"])
+    assert set(combined["ema"]["metrics"]) == set(both["metrics"])
+    table = main_table([combined], {"datasets": {"demo": "subtyping"}, "experiments": {}})
+    assert set(table.weights) == {"main", "ema"}
+    markdown = headline_markdown(
+        table, {"datasets": {"demo": "subtyping"}, "experiments": {"x": {"title": "X"}}}
+    )
+    assert "| X |" in markdown and "| X (EMA teacher) |" in markdown

@@ -78,11 +78,25 @@ def aggregate_metrics(fold_metrics: Sequence[Mapping[str, Any]], names: Sequence
             for metric in first["metrics"]
         },
         "bootstrap": first.get("bootstrap"),
+        **({"ema": _combine_ema(runs)} if "ema" in first else {}),
         "cost": cost,
         "provenance": {
             **first["provenance"],
             "seed": [run["provenance"].get("seed") for run in runs],
         },
+    }
+
+
+def _combine_ema(runs: Sequence[Mapping[str, Any]]) -> dict | None:
+    """The EMA teachers' metrics over the folds (model_weights both); None if one fold has none."""
+    if any(run.get("ema") is None for run in runs):
+        return None
+    metrics = runs[0]["ema"]["metrics"]
+    return {
+        "metrics": {
+            m: _combine_metric([run["ema"]["metrics"][m] for run in runs]) for m in metrics
+        },
+        "epoch": [run["ema"].get("epoch") for run in runs],
     }
 
 

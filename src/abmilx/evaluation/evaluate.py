@@ -280,7 +280,9 @@ def evaluate(
     """Predict the fold's `split` slides with the run's model.pt and write the three outputs.
 
     device: "auto" | "cpu" | "cuda", where the model runs. model_weights: "main" or "ema" (the
-    EMA teacher of an E2E run, when it kept one; two-stage runs have main weights only).
+    EMA teacher of an E2E run, when it kept one; two-stage runs have main weights only), or
+    "both": the outputs are the main model's and metrics.json adds the EMA teacher's metrics
+    under "ema" (null when the run kept no EMA), as the official code tests both.
     """
     import torch
 
@@ -308,8 +310,9 @@ def evaluate(
     # A survival case's slides form one bag.
     case_ids = rows["case_id"].tolist() if checkpoint["task"] == "survival" else None
     n_classes = len(checkpoint["classes"])
+    both = model_weights == "both"
     started = time.perf_counter()  # building the model counts, as it did in `predict`
-    task, model, _ = load_trained(checkpoint, source, model_weights, device)
+    task, model, _ = load_trained(checkpoint, source, "main" if both else model_weights, device)
     require_slides(slide_ids, task.available(), splits, str(source))
     logits, attention = predict_loaded(task, model, n_classes, slide_ids, case_ids)
     seconds_per_slide = (time.perf_counter() - started) / len(slide_ids)
@@ -339,6 +342,19 @@ def evaluate(
     )
     if metrics["cost"].get("train_seconds") is not None:
         metrics["cost"]["train_hours"] = metrics["cost"]["train_seconds"] / 3600
+    if both:
+        metrics["ema"] = None
+        if checkpoint.get("ema_state_dict") is not None:
+            _, ema_model, _ = load_trained(checkpoint, source, "ema", device)
+            ema_logits, _ = predict_loaded(task, ema_model, n_classes, slide_ids, case_ids)
+            _, ema = evaluate_predictions(
+                ema_logits, rows, checkpoint, fold=fold, n_boot=n_boot, seed=seed,
+                model_weights="ema",
+            )  # fmt: skip
+            metrics["ema"] = {
+                "metrics": ema["metrics"],
+                "epoch": (checkpoint.get("selection") or {}).get("ema_epoch"),
+            }
     write_outputs(out_dir, predictions, attention, metrics)
     summary = ", ".join(
         f"{name} {s['point']:.4f} [{s['ci_low']:.4f}, {s['ci_high']:.4f}]"

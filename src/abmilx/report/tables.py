@@ -47,11 +47,18 @@ def main_table(runs: list[dict], settings: Mapping) -> pd.DataFrame:
     rows = []
     for run in runs:
         experiment = settings["experiments"].get(run["experiment"], {})
-        for metric, summary in run["metrics"].items():
+        weights = [("main", run["metrics"])]
+        if run.get("ema"):  # evaluation.model_weights both: the EMA teacher too
+            weights.append(("ema", run["ema"]["metrics"]))
+        for which, metric, summary in (
+            (w, metric, summary) for w, m in weights for metric, summary in m.items()
+        ):
+            title = experiment.get("title", run["experiment"])
             rows.append(
                 {
                     "experiment": run["experiment"],
-                    "title": experiment.get("title", run["experiment"]),
+                    "weights": which,
+                    "title": title + (" (EMA teacher)" if which == "ema" else ""),
                     "kind": experiment.get("kind", ""),
                     "dataset": run["dataset"],
                     "task": settings["datasets"].get(run["dataset"], run.get("task", "")),
@@ -71,7 +78,7 @@ def main_table(runs: list[dict], settings: Mapping) -> pd.DataFrame:
                     "inference_seconds_per_slide": run["cost"].get("inference_seconds_per_slide"),
                 }
             )
-    columns = ["experiment", "dataset", "metric"]
+    columns = ["experiment", "weights", "dataset", "metric"]
     return pd.DataFrame(rows).sort_values(columns, kind="stable").reset_index(drop=True)
 
 
@@ -82,16 +89,17 @@ def headline_markdown(table: pd.DataFrame, settings: Mapping) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flagged = set(table.loc[table["selection"] == "test_official", "experiment"])
     for experiment, meta in settings["experiments"].items():
-        cells = [meta["title"] + (" †" if experiment in flagged else "")]
-        for dataset in datasets:
-            metric = HEADLINE_METRIC[settings["datasets"][dataset]]
-            match = table[
-                (table.experiment == experiment)
-                & (table.dataset == dataset)
-                & (table.metric == metric)
-            ]
-            cells.append(interval(match.iloc[0]) if len(match) else "n/a")
-        lines.append("| " + " | ".join(cells) + " |")
+        for weights in ("main", "ema"):
+            rows = table[(table.experiment == experiment) & (table.weights == weights)]
+            if weights == "ema" and rows.empty:
+                continue
+            title = meta["title"] + (" (EMA teacher)" if weights == "ema" else "")
+            cells = [title + (" †" if experiment in flagged else "")]
+            for dataset in datasets:
+                metric = HEADLINE_METRIC[settings["datasets"][dataset]]
+                match = rows[(rows.dataset == dataset) & (rows.metric == metric)]
+                cells.append(interval(match.iloc[0]) if len(match) else "n/a")
+            lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "",
         "Values: bootstrap mean over test-set resamples ×100, with the 2.5 and 97.5 percentiles "
