@@ -9,7 +9,13 @@ import pytest
 import yaml
 
 from abmilx.config import REPO_ROOT, ConfigError, load_config, validate_config
-from abmilx.experiments import get_preset, list_presets, resolve_experiments, run_identity
+from abmilx.experiments import (
+    evaluation_weights,
+    get_preset,
+    list_presets,
+    resolve_experiments,
+    run_identity,
+)
 from abmilx.models.mil.abmilx import ABMILX
 
 # The shipped configs' experiments before presets existed: presets must keep their settings.
@@ -338,3 +344,39 @@ def test_gpus_come_from_the_base_or_preset_unless_given():
     ).experiments
     gpus = {name: experiment["gpus"] for name, experiment in resolved.items()}
     assert gpus == {"root": 0, "child": 0, "two": 2, "from_preset": 1}
+
+
+def test_official_runs_evaluate_model_and_ema_unless_the_config_says_otherwise():
+    official = {"settings": {"protocol": "official"}}
+    clean = {"settings": {"protocol": "clean"}}
+    config = validate_config({"datasets": DATASETS})
+    assert config["evaluation"]["model_weights"] is None
+    assert evaluation_weights(config, official) == "both"
+    assert evaluation_weights(config, clean) == "main"
+    config["evaluation"]["model_weights"] = "ema"
+    assert evaluation_weights(config, official) == "ema"
+
+
+def test_an_experiment_protocol_wins_over_the_config_and_reaches_its_children():
+    resolved = _resolve(
+        {
+            "a": {"preset": "abmilx_e2e_r18_subtyping", "protocol": "official"},
+            "b": {"base": "a", "settings": {"epochs": 3}},
+            "c": {"base": "a", "protocol": "clean"},
+            "d": {"preset": "abmilx_e2e_r18_subtyping"},
+        }
+    ).experiments
+    assert {n: e["settings"]["protocol"] for n, e in resolved.items()} == {
+        "a": "official", "b": "official", "c": "clean", "d": "clean",
+    }  # fmt: skip
+    assert resolved["b"]["settings"]["early_stopping"]["patience"] == 10
+    assert resolved["b"]["settings"]["epochs"] == 3
+    assert resolved["c"]["settings"]["early_stopping"]["patience"] is None
+    assert resolved["c"]["settings"] == {**resolved["d"]["settings"]}
+
+
+def test_the_protocol_is_set_on_the_experiment_not_in_its_settings():
+    with pytest.raises(ConfigError, match="settings/protocol': set the experiment's protocol"):
+        _resolve(
+            {"a": {"preset": "abmilx_e2e_r18_subtyping", "settings": {"protocol": "official"}}}
+        )

@@ -129,6 +129,15 @@ def training_settings(config: Mapping[str, Any], run: Mapping[str, Any], dataset
     return settings
 
 
+def evaluation_weights(config: Mapping[str, Any], run: Mapping[str, Any]) -> str:
+    """The weights a run's evaluation tests: the config's choice, else both (model and EMA
+    teacher, as the official code) under protocol official and main under clean."""
+    chosen = (config.get("evaluation") or {}).get("model_weights")
+    if chosen:
+        return chosen
+    return "both" if run["settings"].get("protocol") == "official" else "main"
+
+
 def run_identity(experiment: Mapping[str, Any]) -> str:
     """Hash of what a run computes; equal for experiments that differ only in title or datasets."""
     return config_hash({key: experiment.get(key) for key in IDENTITY_KEYS})

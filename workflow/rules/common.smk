@@ -21,6 +21,7 @@ from abmilx.config import (
 )
 from abmilx.experiments import (
     CLASSIFICATION_TASKS,
+    evaluation_weights,
     pretrain_checkpoint,
     training_settings as run_training_settings,
     weights_path,
@@ -396,6 +397,7 @@ def evaluation_settings(wildcards):
     experiment = config["experiments"][wildcards.experiment]
     settings = {
         **config["evaluation"],
+        "model_weights": evaluation_weights(config, experiment),
         "dataset": wildcards.dataset,
         "device": config["device"],
         "experiment": wildcards.experiment,
