@@ -614,7 +614,7 @@ def abmilx_e2e_r18_survival() -> dict[str, Any]:
         crop_scale=0.08,
         patch_batch_size=2048,
         num_workers=6,
-        official=_stopping(10, 20, "test_official"),
+        official={**_stopping(10, 20, "test_official"), "fold_seed_step": 100},
     )
 
 
@@ -653,6 +653,7 @@ def abmil_two_stage_survival() -> dict[str, Any]:
         "mil": "abmil",
         "mil_kwargs": {"act": "gelu"},
         **_stopping(10, 30, "test_official"),
+        "fold_seed_step": 100,
     }
     return _two_stage(
         "gated_abmil", "ABMIL (two-stage)", official, epochs=30, mil_kwargs={"act": "gelu"}

@@ -241,3 +241,14 @@ def test_the_trainer_stops_where_the_rule_stops(toy_kind, monkeypatch):
     assert run["selection"]["stopped_early"] and run["selection"]["last_epoch"] == 3
     assert run["selection"]["epoch"] == 1  # the best validation epoch
     assert run["settings"]["accumulation_steps"] == 1 and run["settings"]["world_size"] == 1
+
+
+def test_official_survival_folds_train_with_seed_plus_100_k(toy_kind):
+    splits = pd.read_csv(toy_kind / "splits.csv")
+    pd.concat([splits, splits.assign(fold=1)]).to_csv(toy_kind / "splits.csv", index=False)
+    settings = {"epochs": 1, "classes": ["a", "b"], "seed": 2021}
+    for fold, step, seed in [(1, 100, 2121), (0, 100, 2021), (1, 0, 2021)]:
+        out = toy_kind / f"run{fold}{step}"
+        train(ToyTask, toy_kind / "toy.npz", toy_kind / "splits.csv", fold, out,
+              fold_seed_step=step, **settings)  # fmt: skip
+        assert load_run(out)["settings"]["seed"] == seed

@@ -52,6 +52,7 @@ class TrainSettings:
     sync_bn: bool
     callbacks: dict
     protocol: str
+    fold_seed_step: int
     early_stopping: dict
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import shutil
@@ -100,6 +101,8 @@ class Trainer:
         **settings,
     ) -> None:
         config = task_type.settings_type.from_settings(settings)
+        if config.fold_seed_step:  # the official survival folds: seed + 100 k
+            config = dataclasses.replace(config, seed=config.seed + config.fold_seed_step * fold)
         self.config, self.fold, self.out_dir = config, int(fold), Path(out_dir)
         set_threads(threads)
         self.ddp = Distributed(config.device)
