@@ -9,7 +9,7 @@ import copy
 import pytest
 import yaml
 
-from abmilx.config import validate_config
+from abmilx.config import REPO_ROOT, validate_config
 from abmilx.experiments import list_presets, resolve_experiments
 from abmilx.provenance import PACKAGE_ROOT
 
@@ -81,3 +81,22 @@ def test_clean_keeps_its_own_choices_where_official_differs():
         "micro_batch_size", "aug_chunks", "channel_order", "early_stopping.patience",
         "early_stopping.after_epoch", "selection",
     }  # fmt: skip
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "{}" if value == {} else str(value)
+
+
+def test_the_protocol_table_in_the_docs_shows_every_official_value():
+    doc = (REPO_ROOT / "docs" / "protocol.md").read_text()
+    for preset, official in OFFICIAL["presets"].items():
+        section = doc.split(f"### `{preset}`", 1)[1].split("\n### ", 1)[0]
+        for path, entry in official["settings"].items():
+            assert f"| `{path}` | {_shown(entry['value'])} | {entry['source']} |" in section, (
+                preset,
+                path,
+            )
