@@ -11,6 +11,7 @@ from abmilx.patches.augment import (
     random_flips,
     random_resized_crop_boxes,
     random_resized_crop_params,
+    random_shift,
     resized_crops,
     training_view,
 )
@@ -122,3 +123,29 @@ def test_crop_parameters_are_per_patch_or_per_chunk(chunks):
         assert all(len(set(part.tolist())) == 1 for part in upper_share.view(3, 3))
     else:
         assert len(set(upper_share.tolist())) > 3
+
+
+@pytest.mark.parametrize("chunks", [0, 4])
+def test_random_shift_translates_with_zero_fill_per_patch_or_per_chunk(chunks):
+    """The official R50 subtyping RandomAffine: whole-pixel shifts up to a fraction of the
+    side, zeros where the patch moved away; one shift per chunk in chunk mode."""
+    images = torch.randint(1, 256, (8, 3, 16, 16), dtype=torch.uint8)  # no zero pixel
+    shifted = random_shift(images, 0.25, torch.Generator().manual_seed(3), chunks)
+    found = []
+    for image, out in zip(images, shifted, strict=True):
+        rows = (out != 0).any(dim=(0, 2)).nonzero()[:, 0]
+        cols = (out != 0).any(dim=(0, 1)).nonzero()[:, 0]
+        dy = int(rows[0]) if rows[0] > 0 else int(rows[-1]) - 15
+        dx = int(cols[0]) if cols[0] > 0 else int(cols[-1]) - 15
+        assert abs(dy) <= 4 and abs(dx) <= 4
+        moved = torch.roll(image, (dy, dx), dims=(1, 2))
+        keep = out != 0
+        assert torch.equal(out[keep], moved[keep]) and keep.sum() == 3 * (16 - abs(dy)) * (
+            16 - abs(dx)
+        )
+        found.append((dy, dx))
+    if chunks:
+        assert [found[0], found[2], found[4], found[6]] == [found[1], found[3], found[5], found[7]]
+    assert len(set(found)) > 1
+    same = training_view(images, 16, 1.0, False, torch.Generator().manual_seed(3), chunks)
+    assert torch.equal(same, images)  # no shift by default (full crop, no flips: identity)

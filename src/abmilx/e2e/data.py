@@ -182,11 +182,14 @@ class TrainCollate:
     The views come out channels_last, (B, N, 3, S, S) with channel stride 1.
     """
 
-    def __init__(self, train_size: int, crop_scale: float, flips: bool, aug_chunks: int) -> None:
+    def __init__(
+        self, train_size: int, crop_scale: float, flips: bool, aug_chunks: int, shift: float = 0.0
+    ) -> None:
         self.train_size = train_size
         self.crop_scale = crop_scale
         self.flips = flips
         self.aug_chunks = aug_chunks
+        self.shift = shift
 
     def __call__(self, items: list[dict]) -> dict:
         images = torch.stack([item["images"] for item in items])
@@ -200,6 +203,7 @@ class TrainCollate:
             self.flips,
             generator,
             self.aug_chunks,
+            self.shift,
         )
         views = views.contiguous(memory_format=torch.channels_last)
         return {

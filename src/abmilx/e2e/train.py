@@ -46,6 +46,7 @@ class PatchSettings(TrainSettings):
     crop_scale: float
     flips: bool
     aug_chunks: int
+    shift: float
     channel_order: str
     patch_batch_size: int
     eval_patch_batch_size: int
@@ -124,7 +125,9 @@ class PatchTask(Task):
 
     def collate(self) -> TrainCollate:
         config = self.config
-        return TrainCollate(config.train_size, config.crop_scale, config.flips, config.aug_chunks)
+        return TrainCollate(
+            config.train_size, config.crop_scale, config.flips, config.aug_chunks, config.shift
+        )
 
     def load(self, dataset: Dataset, epoch: int, steps: list[list[int]]) -> Iterator[dict]:
         """The batches of `dataset` (a `StoreBags`) for `steps`, augmented by `TrainCollate`."""

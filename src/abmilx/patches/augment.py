@@ -1,4 +1,5 @@
-"""Training views of a batch of uint8 patches: RandomResizedCrop and flips (as the official code).
+"""Training views of a batch of uint8 patches: a shift, RandomResizedCrop and flips (as the
+official code).
 
 Everything is done for the whole batch at once, on whatever device the patches are: the crop
 parameters are drawn as tensors (torchvision's rule, vectorised), and all crops are resized in
@@ -111,6 +112,28 @@ def random_resized_crop(
     return resized_crops(images, boxes, size)
 
 
+def random_shift(
+    images: torch.Tensor, fraction: float, generator: torch.Generator, chunks: int = 0
+) -> torch.Tensor:
+    """Shift each patch (each chunk, with `chunks`) by a random whole number of pixels, up to
+    `fraction` of its side in each direction, filling with zeros: torchvision's RandomAffine
+    translate with no rotation, as the official R50 subtyping config's `weak_strong`."""
+    count, (height, width) = len(images), images.shape[-2:]
+    n_groups = min(chunks, count) if chunks > 0 else count
+    limits = torch.tensor([fraction * height, fraction * width])
+    shifts = torch.round((torch.rand(n_groups, 2, generator=generator) * 2 - 1) * limits).long()
+    sizes = [len(part) for part in torch.arange(count).tensor_split(n_groups)]
+    out = torch.zeros_like(images)
+    start = 0
+    for (dy, dx), size in zip(shifts.tolist(), sizes, strict=True):
+        rows = slice(start, start + size)
+        out[rows, :, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = images[
+            rows, :, max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
+        ]
+        start += size
+    return out
+
+
 def random_flips(images: torch.Tensor, generator: torch.Generator, chunks: int = 0) -> torch.Tensor:
     """Horizontal then vertical flip, each with probability 1/2 (exactly half in chunk mode)."""
     count = len(images)
@@ -132,12 +155,16 @@ def training_view(
     flips: bool,
     generator: torch.Generator,
     chunks: int = 0,
+    shift: float = 0.0,
 ) -> torch.Tensor:
-    """The training augmentation of a batch of patches (no colour augmentation, as the paper).
+    """The training augmentation of a batch of patches (no colour augmentation, as the paper):
+    an optional random shift, the random resized crop, optional flips.
 
     `generator` is a CPU generator (the parameters are drawn on the CPU, then moved): the same
     seed gives the same views on every device.
     """
+    if shift > 0:
+        images = random_shift(images, shift, generator, chunks)
     images = random_resized_crop(images, size, crop_scale, generator, chunks)
     if flips:
         images = random_flips(images, generator, chunks)
