@@ -146,6 +146,7 @@ def test_summary_quotes_each_datasets_headline_metric_from_the_metrics_files(tmp
     assert "| ABMIL † | `two` | 75.00 [65.00, 80.00] | 12 |" in text
     assert "selected on the test set" in text
     assert "pretrain:r18" in text
+    assert "Protocol: clean" in text  # runs from before the switch were clean
 
 
 def test_tables_say_which_protocol_made_each_number(tmp_path):

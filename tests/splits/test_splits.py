@@ -135,6 +135,29 @@ def test_repeated_holdout_gives_one_fold_per_seed() -> None:
     assert fold1.tolist() == single.set_index("slide_id")["split"].tolist()
 
 
+def test_repeated_kfold_partitions_each_repeat_and_differs_across_repeats() -> None:
+    """CAMELYON's 3 x 3-fold: k folds per seed, fold r * k + j; test folds disjoint and covering
+    every case within a repeat, different across repeats; each repeat equals a single k-fold."""
+    table = classification_table()
+    splits, info = make_splits(
+        table, "classification", scheme="kfold", k=3, repeats=[2021, 2022, 2023]
+    )
+    assert sorted(splits["fold"].unique()) == list(range(9))
+    assert info["fold_seeds"] == [2021, 2022, 2023] and info["folds_per_repeat"] == 3
+    tests = {
+        fold: frozenset(rows.loc[rows.split == "test", "case_id"])
+        for fold, rows in splits.groupby("fold")
+    }
+    for repeat in range(3):
+        parts = [tests[repeat * 3 + j] for j in range(3)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert frozenset().union(*parts) == frozenset(table["case_id"])
+    assert {tests[0], tests[1], tests[2]} != {tests[3], tests[4], tests[5]}
+    single, _ = make_splits(table, "classification", scheme="kfold", k=3, seed=2022)
+    second = splits[splits.fold.isin([3, 4, 5])].assign(fold=lambda f: f.fold - 3)
+    assert second.reset_index(drop=True).equals(single.reset_index(drop=True))
+
+
 def test_given_split_is_kept_and_checked() -> None:
     table = one_slide_per_case(6).assign(split=["train", "train", "val", "test", "test", "train"])
     splits, _ = make_splits(table, "classification", scheme="given")

@@ -202,8 +202,12 @@ def name_pattern(names):
 
 
 def folds(dataset):
+    """Fold numbers of the split file: k per seed for kfold, one per seed for holdout."""
     split = dataset_config(dataset)["split"]
-    return list(range(split["k"])) if split["scheme"] == "kfold" else [0]
+    if split["scheme"] == "given":
+        return [0]
+    seeds = len(split["repeats"] or [None])
+    return list(range(seeds * (split["k"] if split["scheme"] == "kfold" else 1)))
 
 
 def training_settings(wildcards):

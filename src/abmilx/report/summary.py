@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from abmilx.report.tables import HEADLINE_METRIC, METRIC_LABEL, encoder_provenance, interval
+from abmilx.report.tables import (
+    HEADLINE_METRIC,
+    METRIC_LABEL,
+    encoder_provenance,
+    interval,
+    protocol_note,
+)
 
 
 def summary_markdown(runs: Iterable[Mapping], settings: Mapping) -> str:
@@ -23,7 +29,7 @@ def summary_markdown(runs: Iterable[Mapping], settings: Mapping) -> str:
         "set ×100 [2.5th, 97.5th percentile]. Every metric, the cost and the paper's values "
         "are in `results/tables/`.",
     ]
-    used = []
+    used, protocols = [], []
     for dataset, task in settings["datasets"].items():
         metric = HEADLINE_METRIC[task]
         rows = []
@@ -36,6 +42,7 @@ def summary_markdown(runs: Iterable[Mapping], settings: Mapping) -> str:
             title = meta.get("title", experiment) + (" †" if test_selected else "")
             rows.append(f"| {title} | `{experiment}` | {interval(summary)} | {summary['n']} |")
             used.append((title, run["provenance"].get("encoder_weights")))
+            protocols.append((title, run.get("protocol", "clean")))
         if not rows:
             continue
         lines += [
@@ -51,6 +58,8 @@ def summary_markdown(runs: Iterable[Mapping], settings: Mapping) -> str:
     provenance = encoder_provenance(used)
     if provenance:
         lines += ["", *provenance]
+    if protocols:
+        lines += ["", protocol_note(protocols)]
     return "\n".join(lines) + "\n"
 
 

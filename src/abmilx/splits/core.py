@@ -169,8 +169,8 @@ def _validate_arguments(
         raise ValueError(f"kfold needs k >= 2, got {k}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if repeats is not None and (scheme != "holdout" or len(repeats) == 0):
-        raise ValueError("repeats (a list of seeds) applies to the holdout scheme only")
+    if repeats is not None and (scheme == "given" or len(repeats) == 0):
+        raise ValueError("repeats (a list of seeds) applies to the holdout and kfold schemes")
     if bins_from not in ("train", "all"):
         raise ValueError(f"bins_from must be 'train' or 'all', got '{bins_from}'")
     if task == "survival" and n_bins < 1:
@@ -209,7 +209,8 @@ def make_splits(
     (survival); `split` too for scheme "given".
     Schemes: "holdout" (one fold, `ratios` = [train, val, test]; with `repeats`, one fold per
     seed in the list), "kfold" (`k` folds whose test sets partition the cases; `val_fraction`
-    of each fold's training slides become val), "given" (use the table's `split` column).
+    of each fold's training slides become val; with `repeats`, k folds per seed, numbered
+    repeat * k + j), "given" (use the table's `split` column).
     Survival: `label` = bin index of `n_bins` quantile bins of uncensored times, edges from the
     fold's training cases (`bins_from="train"`) or all cases ("all", the official behaviour).
     `oversample` {class: ratio}: training rows of that class get `repeat` > 1 so that
@@ -238,24 +239,28 @@ def make_splits(
             cases = _case_table(table, task, classes)
             split_of_case = _holdout(cases, ratios, rng)
             folds.append(table.assign(split=table["case_id"].map(split_of_case), fold=fold))
-    else:
-        rng = np.random.default_rng(seed)
-        cases = _case_table(table, task, classes)
-        fold_of_case = _kfold(cases, k, rng)
-        for fold in range(k):
-            in_test = fold_of_case == fold
-            split_of_case = pd.Series("test", index=fold_of_case.index[in_test])
-            train_cases = cases.loc[fold_of_case.index[~in_test]]
-            if val_fraction > 0:
-                val_split = _holdout(train_cases, [1 - val_fraction, val_fraction, 0.0], rng)
-                split_of_case = pd.concat([split_of_case, val_split])
-            else:
-                split_of_case = pd.concat(
-                    [split_of_case, pd.Series("train", index=train_cases.index)]
-                )
-            folds.append(table.assign(split=table["case_id"].map(split_of_case), fold=fold))
+    else:  # k folds per seed: repeat r's fold j is fold r * k + j (RRT-MIL's 3 x 3-fold)
+        for repeat, fold_seed in enumerate(fold_seeds):
+            rng = np.random.default_rng(fold_seed)
+            cases = _case_table(table, task, classes)
+            fold_of_case = _kfold(cases, k, rng)
+            for part in range(k):
+                in_test = fold_of_case == part
+                split_of_case = pd.Series("test", index=fold_of_case.index[in_test])
+                train_cases = cases.loc[fold_of_case.index[~in_test]]
+                if val_fraction > 0:
+                    val_split = _holdout(train_cases, [1 - val_fraction, val_fraction, 0.0], rng)
+                    split_of_case = pd.concat([split_of_case, val_split])
+                else:
+                    split_of_case = pd.concat(
+                        [split_of_case, pd.Series("train", index=train_cases.index)]
+                    )
+                fold = repeat * k + part
+                folds.append(table.assign(split=table["case_id"].map(split_of_case), fold=fold))
 
     info: dict = {"task": task, "scheme": scheme, "seed": seed, "fold_seeds": fold_seeds}
+    if scheme == "kfold":
+        info["folds_per_repeat"] = k
     if task == "survival":
         info["survival_bins"] = []
     out = []
@@ -280,7 +285,9 @@ def make_splits(
             )
         if oversample:
             is_train = (fold_rows["split"] == "train").to_numpy()
-            rng = np.random.default_rng([fold_seeds[min(fold, len(fold_seeds) - 1)], fold, 1])
+            per_seed = k if scheme == "kfold" else 1
+            fold_seed = fold_seeds[min(fold // per_seed, len(fold_seeds) - 1)]
+            rng = np.random.default_rng([fold_seed, fold, 1])
             repeat = fold_rows["repeat"].to_numpy()
             repeat[is_train] = _oversample_repeats(fold_rows[is_train], oversample, rng)
             fold_rows["repeat"] = repeat
