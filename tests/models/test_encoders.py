@@ -8,7 +8,13 @@ import torchvision
 
 from abmilx.models import WeightsUnavailableError, count_flops, create_encoder, list_encoders
 
-OUT_DIMS = {"resnet18_layer3": 256, "resnet50_layer3": 1024, "resnet18": 512, "resnet50": 2048}
+OUT_DIMS = {
+    "resnet18_layer3": 256,
+    "resnet50_layer3": 1024,
+    "resnet50_layer3_v1": 1024,
+    "resnet18": 512,
+    "resnet50": 2048,
+}
 
 
 def test_registry_holds_the_resnets():
@@ -116,6 +122,12 @@ def test_imagenet_weights_are_read_from_the_torch_cache(tmp_path, monkeypatch):
     cache_dir.mkdir(parents=True)
     torch.save(cached, cache_dir / "resnet50-11ad3fa6.pth")  # the IMAGENET1K_V2 file name
     encoder = create_encoder("resnet50_layer3", weights="imagenet")
+    assert all(torch.equal(v, cached[k]) for k, v in encoder.state_dict().items())
+    # CLAM's truncated R50 of the two-stage baselines loads the V1 file instead
+    with pytest.raises(WeightsUnavailableError, match="resnet50-0676ba61.pth"):
+        create_encoder("resnet50_layer3_v1", weights="imagenet")
+    torch.save(cached, cache_dir / "resnet50-0676ba61.pth")  # the IMAGENET1K_V1 file name
+    encoder = create_encoder("resnet50_layer3_v1", weights="imagenet")
     assert all(torch.equal(v, cached[k]) for k, v in encoder.state_dict().items())
 
 

@@ -119,6 +119,13 @@ def resnet50_layer3(weights: str = "random") -> ResNetEncoder:
     return ResNetEncoder("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 3, weights)
 
 
+@register_encoder("resnet50_layer3_v1")
+def resnet50_layer3_v1(weights: str = "random") -> ResNetEncoder:
+    """ResNet-50 up to layer3, 1024-d, ImageNet = IMAGENET1K_V1: CLAM's truncated R50, the
+    feature extractor of the paper's two-stage baselines (the E2E R50 uses V2 weights)."""
+    return ResNetEncoder("resnet50", "ResNet50_Weights.IMAGENET1K_V1", 3, weights)
+
+
 @register_encoder("resnet18")
 def resnet18(weights: str = "random") -> ResNetEncoder:
     """Full ResNet-18 trunk (no fc), 512-d; ImageNet = IMAGENET1K_V1."""
