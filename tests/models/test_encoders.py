@@ -124,7 +124,7 @@ def test_imagenet_weights_are_read_from_the_torch_cache(tmp_path, monkeypatch):
     encoder = create_encoder("resnet50_layer3", weights="imagenet")
     assert all(torch.equal(v, cached[k]) for k, v in encoder.state_dict().items())
     # CLAM's truncated R50 of the two-stage baselines loads the V1 file instead
-    with pytest.raises(WeightsUnavailableError, match="resnet50-0676ba61.pth"):
+    with pytest.raises(WeightsUnavailableError, match=r"resnet50-0676ba61\.pth"):
         create_encoder("resnet50_layer3_v1", weights="imagenet")
     torch.save(cached, cache_dir / "resnet50-0676ba61.pth")  # the IMAGENET1K_V1 file name
     encoder = create_encoder("resnet50_layer3_v1", weights="imagenet")
