@@ -186,3 +186,45 @@ def test_survival_missing_column_and_bad_barcode(tmp_path, brca_slides):
     with pytest.raises(SheetError) as error:
         adapt("tcga_survival", tmp_path / "o", clinical=str(clinical), slide_dir=str(brca_slides))
     assert (error.value.row, error.value.column) == (3, "case_submitter_id")
+
+
+# The official split file's shape (labels/subtyping_tcga_brca_resample.csv, case, slide, label,
+# fold): a row repeated (its oversampling) counts once; C is excluded by the clinical table
+# anyway, TCGA-OL-A5RW (labelled, no slide) is missing from the file.
+OFFICIAL_SPLIT = f"""case,slide,label,fold
+{A},{slide(A).removesuffix(".svs")},IDC,train
+{B},{slide(B).removesuffix(".svs")},ILC,test
+{B},{slide(B).removesuffix(".svs")},ILC,test
+{C},{slide(C).removesuffix(".svs")},IDC,val
+"""
+
+
+def test_brca_official_split_file_round_trips_as_a_given_split(tmp_path, brca_slides):
+    from abmilx.config import schema_defaults
+    from abmilx.splits import make_splits
+
+    clinical = write(tmp_path / "clinical.tsv", GDC_BRCA)
+    split_file = write(tmp_path / "subtyping_tcga_brca_resample.csv", OFFICIAL_SPLIT)
+    slides_csv, labels_csv, report = adapt(
+        "tcga_brca", tmp_path / "out", clinical=str(clinical), slide_dir=str(brca_slides),
+        split_file=str(split_file),
+    )  # fmt: skip
+    table = joined(slides_csv, labels_csv, "classification", ["IDC", "ILC"])
+    assert dict(zip(table["case_id"], table["split"], strict=False)) == {A: "train", B: "test"}
+    splits, _ = make_splits(
+        table, "classification", **schema_defaults("split") | {"scheme": "given"}
+    )
+    assert dict(zip(splits["case_id"], splits["split"], strict=False)) == {A: "train", B: "test"}
+    assert "not in the split file" in reasons(report.excluded)["TCGA-OL-A5RW"]
+
+
+def test_brca_split_file_problems_name_the_line(tmp_path, brca_slides):
+    clinical = write(tmp_path / "clinical.tsv", GDC_BRCA)
+    bad = write(tmp_path / "split.csv", OFFICIAL_SPLIT + f"{A},{slide(A, 'DX2')},IDC,test\n")
+    with pytest.raises(SheetError, match=r"line 6.*case TCGA-A1-A0SB is test here but train"):
+        adapt("tcga_brca", tmp_path / "out", clinical=str(clinical), slide_dir=str(brca_slides),
+              split_file=str(bad))  # fmt: skip
+    unknown = write(tmp_path / "split2.csv", OFFICIAL_SPLIT.replace("test\n", "tset\n", 1))
+    with pytest.raises(SheetError, match="fold must be one of"):
+        adapt("tcga_brca", tmp_path / "out", clinical=str(clinical), slide_dir=str(brca_slides),
+              split_file=str(unknown))  # fmt: skip
