@@ -33,6 +33,7 @@ from typing import Any
 from abmilx.config import (
     ConfigError,
     DefaultFillingValidator,
+    cached_schema,
     load_schema,
     name_problem,
     pretrain_name,
@@ -321,7 +322,7 @@ def hand_over_mil_settings(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The old model's shared MIL settings under `mil`'s option names, and the options left
     behind: the old model's own options and the shared ones that `mil` does not have."""
-    accepted = set(load_schema()["$defs"][f"mil_{mil}"].get("properties") or {})
+    accepted = set(cached_schema()["$defs"][f"mil_{mil}"].get("properties") or {})
     handed: dict[str, Any] = {}
     left: dict[str, Any] = {}
     for key, value in options.items():
