@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 
 from abmilx.models import create_mil
-from abmilx.training import Task, TrainSettings
 from abmilx.training.distributed import global_batches
+from abmilx.training.settings import TrainSettings
+from abmilx.training.task import Task
 from abmilx.training.trainer import Trainer
 
 GLOBAL_BATCH, PASS = 4, 2
