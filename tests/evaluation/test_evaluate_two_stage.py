@@ -122,7 +122,8 @@ def test_both_weights_report_the_ema_teacher_beside_the_model(tmp_path: Path) ->
     run_dir = tmp_path / "run"
     settings = {"mil": "abmil", "epochs": 2, "ema": 0.5, "lr": 0.01}
     train(features_dir, splits_path, 0, run_dir, threads=1, task="classification", **settings)
-    common = {"n_boot": 20, "seed": 1, "device": "cpu", "dataset": "demo", "experiment": "x"}
+    common = {"n_boot": 20, "seed": 1, "device": "cpu", "dataset": "demo", "experiment": "x",
+              "paper_inference_time": False}  # fmt: skip
     both = evaluate(run_dir, splits_path, 0, "two_stage", tmp_path / "both",
                     features_dir=features_dir, model_weights="both", **common)  # fmt: skip
     main = evaluate(run_dir, splits_path, 0, "two_stage", tmp_path / "main",
