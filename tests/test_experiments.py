@@ -42,6 +42,8 @@ def _effective(experiment):
     experiment = {k: copy.deepcopy(v) for k, v in experiment.items() if k != "mil_handover"}
     settings = experiment["settings"]
     settings.pop("protocol", None)  # recorded since issue #23; clean, as before
+    # attention snapshots for the paper's figures (issue #22) record, they do not change training
+    settings.pop("callbacks", None)
     if settings["mil"] == "abmilx":
         parameters = inspect.signature(ABMILX).parameters
         for name in ("attn_plus", "act", "dropout"):
