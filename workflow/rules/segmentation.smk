@@ -6,9 +6,7 @@
 
 rule segment_tissue:
     input:
-        slide=slide_path,
-        geojson=lambda w: slide_table(w.dataset).get("geojson", {}).get(w.slide, "")
-        or [],
+        unpack(segment_inputs),
     output:
         multiext(
             "results/qc/segmentation/{dataset}/{slide}",
@@ -29,10 +27,8 @@ rule segment_tissue:
     params:
         prefix="results/qc/segmentation/{dataset}/{slide}",
         mpp=mpp_override,
-        geojson=lambda w: slide_table(w.dataset).get("geojson", {}).get(w.slide, ""),
-        overrides=lambda w: slide_table(w.dataset)
-        .get("segmentation", {})
-        .get(w.slide, ""),
+        geojson=slide_geojson,
+        overrides=slide_overrides,
         settings=json.dumps(
             {**config["segmentation"], "strict": config["strict"]}, sort_keys=True
         ),

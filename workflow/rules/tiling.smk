@@ -18,7 +18,7 @@ rule tile_slide:
     resources:
         **job_resources("tile_slide"),
     params:
-        prefix=lambda w, input: input.segmentation.removesuffix(".json"),
+        prefix="results/qc/segmentation/{dataset}/{slide}",
         mpp=mpp_override,
         settings=json.dumps(
             {**config["tiling"], "strict": config["strict"]}, sort_keys=True
