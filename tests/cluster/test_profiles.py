@@ -96,7 +96,7 @@ def dry_run(workdir: Path, config: dict, *targets: str, flag: str = "--profile")
     assert result.returncode == 0, output[-6000:]
     jobs: dict[str, list[dict]] = {}
     for block in output.split("\n\n"):
-        lines = block.strip().splitlines()
+        lines = [line.strip() for line in block.strip().splitlines()]  # group jobs are indented
         heads = [i for i, line in enumerate(lines) if line.startswith(("rule ", "localrule "))]
         if not heads:
             continue

@@ -21,10 +21,13 @@ from abmilx.config import REPO_ROOT
 pytestmark = pytest.mark.slurm
 BIN = Path(sys.executable).parent
 TARGETS = ["results/tables", "results/qc/slides.tsv"]
-CLUSTER_RULES = {"synthesize_slide", "segment_tissue", "tile_slide", "pack_tiles",
-                 "pretrain_encoder", "extract_features", "train_two_stage", "train_e2e",
-                 "evaluate_fold"}  # fmt: skip
+SLIDE_GROUPS = {"synthesis": "synthesize_slide", "segmentation": "segment_tissue",
+                "tiling": "tile_slide"}  # fmt: skip
+SLIDE_RULES = set(SLIDE_GROUPS.values())
+CLUSTER_RULES = SLIDE_RULES | {"pack_tiles", "pretrain_encoder", "extract_features",
+                               "train_two_stage", "train_e2e", "evaluate_fold"}  # fmt: skip
 LOCAL_RULES = {"cohort_sheets", "make_splits", "aggregate_folds", "qc_table", "tables"}
+SLIDES_PER_JOB = 4  # so that the tiny cohorts' 14 slides make several group jobs
 
 
 def cluster_config() -> dict:
@@ -84,6 +87,7 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
                 on_slurm,
                 "--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"),
                 "--jobs", "4", "--latency-wait", "5",
+                "--group-components", *(f"{group}={SLIDES_PER_JOB}" for group in SLIDE_GROUPS),
                 "--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "1",
                 "--slurm-keep-successful-logs",
@@ -94,8 +98,13 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     slurm_logs = on_slurm / ".snakemake" / "slurm_logs"
     submitted = {path.name.removeprefix("rule_") for path in slurm_logs.iterdir()}
-    assert submitted >= CLUSTER_RULES, submitted
-    assert not submitted & LOCAL_RULES, submitted
+    assert submitted >= CLUSTER_RULES - SLIDE_RULES, submitted
+    assert not submitted & (LOCAL_RULES | SLIDE_RULES), submitted  # per-slide work is grouped
+    # one sbatch (one SLURM log) per group job, each holding SLIDES_PER_JOB slides' jobs of its rule
+    n_slides = sum(d["synthetic"]["n_slides"] for d in config["datasets"].values())
+    for group, rule in SLIDE_GROUPS.items():
+        logs = [log for path in slurm_logs.glob(f"group_{group}_*") for log in path.rglob("*.log")]
+        assert len(logs) == -(-n_slides // SLIDES_PER_JOB), (rule, sorted(map(str, logs)))
 
     on_slurm_seconds = time.monotonic() - started
     reference = snakemake(local, "--cores", "2", env=dict(os.environ), timeout=1500)

@@ -1,5 +1,6 @@
 # Cohorts: the embedded synthetic one (real pyramidal slide files generated from a seed,
 # abmilx.cohort), and sheets adapted from the public label files of the paper's datasets.
+# Job group `synthesis`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
 
 
 rule synthesize_slide:
@@ -10,6 +11,8 @@ rule synthesize_slide:
         "results/logs/synthesize_slide/{dataset}/{file}.log",
     benchmark:
         "results/benchmarks/synthesize_slide/{dataset}/{file}.tsv"
+    group:
+        "synthesis"
     conda:
         SHELL_ENV
     threads: 1

@@ -2,6 +2,7 @@
 # Per-slide overrides come from optional slide-sheet columns (docs/architecture.md, Sheets):
 # `segmentation` (JSON object of settings replacing the config's) and `geojson` (a tissue
 # annotation replacing the computed mask); blank or absent (synthetic cohorts) means none.
+# Job group `segmentation`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
 
 
 rule segment_tissue:
@@ -19,6 +20,8 @@ rule segment_tissue:
         "results/logs/segment_tissue/{dataset}/{slide}.log",
     benchmark:
         "results/benchmarks/segment_tissue/{dataset}/{slide}.tsv"
+    group:
+        "segmentation"
     conda:
         SHELL_ENV
     threads: 1

@@ -1,4 +1,5 @@
 # Multi-scale tiling by exact µm/px into one LMDB per slide, then packed per dataset.
+# Job group `tiling`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
 
 
 rule tile_slide:
@@ -12,6 +13,8 @@ rule tile_slide:
         "results/logs/tile_slide/{dataset}/{slide}.log",
     benchmark:
         "results/benchmarks/tile_slide/{dataset}/{slide}.tsv"
+    group:
+        "tiling"
     conda:
         SHELL_ENV
     threads: 1

@@ -1,0 +1,277 @@
+"""What planning a paper-size cohort costs, and how many cluster jobs it submits.
+
+Lays out placeholder data the way the paper configs expect it (empty slide files: the adapters
+match file names and never open them, and a dry run reads nothing else), then times
+``snakemake -n`` on it, with and without ``profiles/slurm``, and once more with every per-slide
+output present (the no-op dry run after a finished run). Peak memory is the largest resident set
+of the snakemake process (``getrusage`` of the finished child). The job table counts what the
+SLURM profile would submit: jobs of one group count once, local rules not at all.
+
+Run: ``python -m bench.scale [--panda 10616] [--tcga 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from abmilx.config import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+PAPER = REPO_ROOT / "workflow" / "configs" / "paper"
+UUID = "0b1f2d3c-4a5b-6c7d-8e9f-000000000000"
+PLAN_LIMIT_S, PLAN_LIMIT_MB, NOOP_LIMIT_S = 20.0, 1024.0, 30.0
+SLIDES_PER_CLUSTER_JOB = 100  # at most one cluster job per this many slides, per per-slide rule
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _touch_all(paths: list[Path]) -> None:
+    for folder in {p.parent for p in paths}:
+        folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        path.write_bytes(b"")
+
+
+def panda_layout(root: Path, n: int) -> list[str]:
+    """Kaggle PANDA: ``train_images/<image_id>.tiff``, ``train.csv`` and the official 7:1:2
+    split file ``panda.csv``; returns the slide ids."""
+    ids = [hashlib.md5(str(k).encode()).hexdigest() for k in range(n)]
+    _touch_all([root / "data/panda/train_images" / f"{i}.tiff" for i in ids])
+    _write(
+        root / "data/panda/train.csv",
+        "image_id,data_provider,isup_grade,gleason_score\n"
+        + "".join(f"{i},radboud,{k % 6},3+3\n" for k, i in enumerate(ids)),
+    )
+    folds = ["train"] * 7 + ["val"] + ["test"] * 2
+    _write(
+        root / "data/panda/panda.csv",
+        "case,slide,label,fold\n"
+        + "".join(f"{i},{i},{k % 6},{folds[k % 10]}\n" for k, i in enumerate(ids)),
+    )
+    return ids
+
+
+def tcga_layout(root: Path, n: int) -> list[str]:
+    """GDC TCGA-BRCA: ``slides/<uuid>/<barcode>.<uuid>.svs`` and ``clinical.tsv``; returns the
+    case ids."""
+    cases = [f"TCGA-A1-{k:04d}" for k in range(n)]
+    _touch_all(
+        [root / f"data/tcga_brca/slides/{k}/{c}-01Z-00-DX1.{UUID}.svs" for k, c in enumerate(cases)]
+    )
+    diagnosis = ["Infiltrating duct carcinoma, NOS", "Lobular carcinoma, NOS"]
+    _write(
+        root / "data/tcga_brca/clinical.tsv",
+        "case_submitter_id\tproject_id\tprimary_diagnosis\tvital_status\tdays_to_death"
+        "\tdays_to_last_follow_up\n"
+        + "".join(
+            f"{c}\tTCGA-BRCA\t{diagnosis[k % 2]}\tAlive\t'--\t{200 + k}\n"
+            for k, c in enumerate(cases)
+        ),
+    )
+    return cases
+
+
+COHORTS = {
+    "panda": (panda_layout, PAPER / "panda.yaml"),
+    "tcga_brca": (tcga_layout, PAPER / "tcga_brca_subtyping.yaml"),
+}
+
+
+def local_rules() -> set[str]:
+    """The workflow's `localrules:` (they run where Snakemake runs, never submitted)."""
+    text = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
+    block = re.search(r"^localrules:\n((?:[ \t]+\w+,?\n)+)", text, re.MULTILINE)
+    return set(re.findall(r"\w+", block.group(1)))
+
+
+def snakemake(workdir: Path, *args: str) -> dict:
+    """``snakemake`` in ``workdir``: wall and CPU seconds, peak RSS (MB) and its output."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "snakemake"), "--directory", str(workdir), *args]
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        log.seek(0)
+        text = log.read().decode()
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{text[-4000:]}")
+    return {
+        "wall_s": seconds,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_mb": usage.ru_maxrss / 1024,
+        "output": text,
+    }
+
+
+def dry_run(workdir: Path, *args: str) -> dict:
+    return snakemake(workdir, "-n", *args)
+
+
+def submissions(output: str, local: set[str]) -> tuple[Counter, Counter]:
+    """Cluster submissions a dry run plans: (by rule outside groups, by group name), and the
+    rules each group holds as ``group:rule`` counts of groups in the second counter."""
+    by_rule: Counter = Counter()
+    by_group: Counter = Counter()
+    group = None
+    rules_in_group: set[str] = set()
+
+    def close() -> None:
+        if group is not None:
+            by_group[group] += 1
+            for rule in rules_in_group:
+                by_group[f"{group}:{rule}"] += 1
+
+    for line in output.splitlines():
+        head = re.search(r"Group job (\S+) \(jobs", line)
+        if head:
+            close()
+            group, rules_in_group = head.group(1), set()
+            continue
+        job = re.match(r"^(\s*)(?:local)?rule (\w+):", line)
+        if not job:
+            continue
+        indented, rule = bool(job.group(1)), job.group(2)
+        if indented and group is not None:
+            rules_in_group.add(rule)
+            continue
+        close()
+        group = None
+        if rule not in local and rule != "all":
+            by_rule[rule] += 1
+    close()
+    return by_rule, by_group
+
+
+def directory_outputs() -> re.Pattern:
+    """The rules' ``directory(...)`` outputs as one pattern (wildcards match a path part)."""
+    patterns = [
+        re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(found))
+        for rules in (REPO_ROOT / "workflow" / "rules").glob("*.smk")
+        for found in re.findall(r'directory\(\s*"([^"]+)"', rules.read_text())
+    ]
+    return re.compile("|".join(patterns))
+
+
+def finish(workdir: Path, planned: str) -> dict:
+    """Every planned job's outputs present and up to date, nothing computed: empty files (a
+    directory for directory outputs) from the dry run's ``output:`` lines, then ``snakemake
+    --touch`` to give them the DAG's order of modification times."""
+    directories = directory_outputs()
+    for line in planned.splitlines():
+        line = line.strip()
+        if not line.startswith("output: "):
+            continue
+        for name in line.removeprefix("output: ").split(", "):
+            path = workdir / name
+            if directories.fullmatch(name):
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+    return snakemake(workdir, "--touch", "--cores", "1")
+
+
+def measure(name: str, n: int, root: Path, noop: bool) -> dict:
+    """Lay out the cohort, dry-run it three ways and count the submissions."""
+    layout, config = COHORTS[name]
+    workdir = root / name
+    start = time.perf_counter()
+    layout(workdir, n)
+    (workdir / "config.yaml").write_text(config.read_text())
+    row = {"cohort": name, "slides": n, "layout_s": time.perf_counter() - start}
+    plain = dry_run(workdir)
+    row["plain"] = {k: v for k, v in plain.items() if k != "output"}
+    slurm = dry_run(workdir, "--profile", "profiles/slurm")
+    row["slurm"] = {k: v for k, v in slurm.items() if k != "output"}
+    row["by_rule"], row["by_group"] = submissions(slurm["output"], local_rules())
+    if noop:
+        row["touch"] = {k: v for k, v in finish(workdir, plain["output"]).items() if k != "output"}
+        after = dry_run(workdir, "--profile", "profiles/slurm")
+        row["noop"] = {k: v for k, v in after.items() if k != "output"}
+        row["noop_jobs"] = sum(submissions(after["output"], set())[0].values())
+    return row
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def report(row: dict) -> None:
+    n = row["slides"]
+    print(f"-- {row['cohort']}: {n} placeholder slides (layout {row['layout_s']:.1f} s)")
+    for key, label, limit in [
+        ("plain", "dry run", None),
+        ("slurm", "dry run, profiles/slurm", PLAN_LIMIT_S),
+        ("noop", "no-op dry run after a finished run", NOOP_LIMIT_S),
+    ]:
+        if key not in row:
+            continue
+        run = row[key]
+        line = (
+            f"{label:38s} wall {run['wall_s']:6.1f} s  CPU {run['cpu_s']:6.1f} s"
+            f"  peak {run['peak_mb']:6.0f} MB"
+        )
+        if limit is not None:
+            ok = run["wall_s"] <= limit and (key == "noop" or run["peak_mb"] <= PLAN_LIMIT_MB)
+            memory = "" if key == "noop" else f", {PLAN_LIMIT_MB:.0f} MB"
+            line += f"  (limit {limit:.0f} s{memory}: {verdict(ok)})"
+        print(line, flush=True)
+    if "noop" in row:
+        print(f"{'jobs left after the finished run':38s} {row['noop_jobs']}")
+    print("cluster submissions under profiles/slurm (a job group counts once):")
+    groups = {k: v for k, v in row["by_group"].items() if ":" not in k}
+    for group, count in sorted(groups.items()):
+        rules = sorted(k.split(":", 1)[1] for k in row["by_group"] if k.startswith(f"{group}:"))
+        per_rule = {rule: row["by_group"][f"{group}:{rule}"] for rule in rules}
+        limit = -(-n // SLIDES_PER_CLUSTER_JOB)
+        ok = all(v <= limit for v in per_rule.values())
+        print(
+            f"  group {group:18s} {count:6d}  ({', '.join(rules)}; limit {limit} per rule:"
+            f" {verdict(ok)})"
+        )
+    for rule, count in sorted(row["by_rule"].items()):
+        print(f"  {rule:24s} {count:6d}")
+    total = sum(groups.values()) + sum(row["by_rule"].values())
+    print(f"  {'total':24s} {total:6d}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--panda", type=int, default=10616, help="PANDA-like slides (paper: 10,616)"
+    )
+    parser.add_argument(
+        "--tcga", type=int, default=1000, help="TCGA-BRCA-like slides (paper: ~1,000)"
+    )
+    parser.add_argument(
+        "--no-noop", action="store_true", help="skip the touch and the no-op dry run after it"
+    )
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="abmilx-scale-") as tmp:
+        for name, n in [("panda", args.panda), ("tcga_brca", args.tcga)]:
+            if n <= 0:
+                continue
+            row = measure(name, n, Path(tmp), noop=not args.no_noop)
+            report(row)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
