@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bootstrap_metrics, e2e_step, inference, mil_memory, segmentation, tiling
+from bench import bootstrap_metrics, e2e_step, inference, mil_memory, scale, segmentation, tiling
 
 BENCHES = {
     "tiling": ("Tiling per slide, end to end, vs the decode-once-plus-encode limit", tiling),
@@ -28,6 +28,7 @@ BENCHES = {
         "Bootstrap of every metric, 1000 resamples of 2,000 cases",
         bootstrap_metrics,
     ),
+    "scale": ("Planning a paper-size cohort: dry-run time, memory, cluster submissions", scale),
 }
 
 

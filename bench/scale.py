@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from abmilx.config import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -186,7 +188,13 @@ def finish(workdir: Path, planned: str) -> dict:
     return snakemake(workdir, "--touch", "--cores", "1")
 
 
-def measure(name: str, n: int, root: Path, noop: bool) -> dict:
+def slide_groups() -> dict[str, int]:
+    """The per-slide job groups and their slides per cluster job, as profiles/slurm sets them."""
+    profile = yaml.safe_load((REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    return {group: int(n) for group, n in (item.split("=") for item in profile["group-components"])}
+
+
+def measure(name: str, n: int, root: Path, noop: bool, slides_per_job: int | None) -> dict:
     """Lay out the cohort, dry-run it three ways and count the submissions."""
     layout, config = COHORTS[name]
     workdir = root / name
@@ -196,12 +204,15 @@ def measure(name: str, n: int, root: Path, noop: bool) -> dict:
     row = {"cohort": name, "slides": n, "layout_s": time.perf_counter() - start}
     plain = dry_run(workdir)
     row["plain"] = {k: v for k, v in plain.items() if k != "output"}
-    slurm = dry_run(workdir, "--profile", "profiles/slurm")
+    slurm_args = ["--profile", "profiles/slurm"]
+    if slides_per_job is not None:
+        slurm_args += ["--group-components", *(f"{g}={slides_per_job}" for g in slide_groups())]
+    slurm = dry_run(workdir, *slurm_args)
     row["slurm"] = {k: v for k, v in slurm.items() if k != "output"}
     row["by_rule"], row["by_group"] = submissions(slurm["output"], local_rules())
     if noop:
         row["touch"] = {k: v for k, v in finish(workdir, plain["output"]).items() if k != "output"}
-        after = dry_run(workdir, "--profile", "profiles/slurm")
+        after = dry_run(workdir, *slurm_args)
         row["noop"] = {k: v for k, v in after.items() if k != "output"}
         row["noop_jobs"] = sum(submissions(after["output"], set())[0].values())
     return row
@@ -261,13 +272,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--no-noop", action="store_true", help="skip the touch and the no-op dry run after it"
     )
+    parser.add_argument(
+        "--slides-per-job",
+        type=int,
+        default=None,
+        help="slides per cluster job of each per-slide group (default: profiles/slurm's)",
+    )
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="abmilx-scale-") as tmp:
         for name, n in [("panda", args.panda), ("tcga_brca", args.tcga)]:
             if n <= 0:
                 continue
-            row = measure(name, n, Path(tmp), noop=not args.no_noop)
+            row = measure(name, n, Path(tmp), not args.no_noop, args.slides_per_job)
             report(row)
             rows.append(row)
     return rows
