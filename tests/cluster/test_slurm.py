@@ -88,6 +88,7 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
                 "--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"),
                 "--jobs", "4", "--latency-wait", "5",
                 "--group-components", *(f"{group}={SLIDES_PER_JOB}" for group in SLIDE_GROUPS),
+                "--cores", "1",  # a group job's slides one at a time, on the 2-CPU node
                 "--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "1",
                 "--slurm-keep-successful-logs",
