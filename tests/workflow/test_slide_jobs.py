@@ -53,4 +53,4 @@ def test_segmentation_jobs_take_their_sheet_row(tmp_path):
         f"--mpp=0.5 --geojson={data / 'a.geojson'} --overrides='{{\"working_mpp\": 8.0}}'"
         in shells["a"]
     )
-    assert "--mpp='' --geojson='' --overrides=''" in shells["b"]
+    assert "--mpp= --geojson= --overrides= " in shells["b"]  # empty: none
