@@ -51,6 +51,7 @@ def panda_layout(root: Path, n: int) -> list[str]:
     split file ``panda.csv``; returns the slide ids."""
     ids = [hashlib.md5(str(k).encode()).hexdigest() for k in range(n)]
     _touch_all([root / "data/panda/train_images" / f"{i}.tiff" for i in ids])
+    (root / "data/panda/train_label_masks").mkdir(parents=True, exist_ok=True)  # annotations
     _write(
         root / "data/panda/train.csv",
         "image_id,data_provider,isup_grade,gleason_score\n"

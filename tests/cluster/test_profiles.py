@@ -81,6 +81,10 @@ def fake_paper_data(root: Path) -> None:
             f"patient_00{k}_node_{k}.tif,{'macro' if k % 2 else 'negative'}\n" for k in range(4)
         ),
     )
+    # the annotation folders the paper configs' figures read (docs/annotations.md)
+    for folder in ("data/panda/train_label_masks", "data/camelyon16/training/lesion_annotations",
+                   "data/camelyon16/testing/lesion_annotations", "data/camelyon17/annotations"):  # fmt: skip
+        (root / folder).mkdir(parents=True, exist_ok=True)
 
 
 def dry_run(workdir: Path, config: dict, *targets: str, flag: str = "--profile") -> dict:
