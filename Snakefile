@@ -28,7 +28,7 @@ wildcard_constraints:
     file=r"[^/]+\.(svs|tif)",
     fold=r"\d+",
     experiment=name_pattern(list(config["experiments"])),
-    table=name_pattern(list(TABLE_PLANS)),
+    table=name_pattern([*TABLE_PLANS, "coverage"]),
 
 
 include: "workflow/rules/cohort.smk"

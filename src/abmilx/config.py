@@ -279,12 +279,65 @@ def _weights_problem(value: Any, encoder: str | None, config: Mapping) -> str | 
         )
     if not isinstance(value, str) or value in WEIGHTS_KEYWORDS:
         return None
-    if Path(value).exists():  # a checkpoint, or a downloaded hub repository folder
-        return None
+    if Path(value).exists() or config.get("missing_weights") == "unavailable":
+        return None  # a checkpoint or hub repository folder; unavailable: runs left out
     return (
         f"weights file '{value}' does not exist (resolved to {Path(value).resolve()}); "
         f"give {', '.join(WEIGHTS_KEYWORDS)} or the path of a local checkpoint"
     )
+
+
+WEIGHTS_LABELS = {
+    "uni": "UNI",
+    "chief": "CHIEF",
+    "gigapath": "Prov-GigaPath",
+    "chief_aggregator": "CHIEF slide aggregator",
+    "gigapath_slide": "Prov-GigaPath slide encoder",
+}
+
+
+def _missing_file(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value not in WEIGHTS_KEYWORDS
+        and pretrain_name(value) is None
+        and not Path(value).is_file()
+    )
+
+
+def _not_found(model: str, path: str) -> str:
+    return (
+        f"{WEIGHTS_LABELS.get(model, model)} weights not found at {path}; give a local path "
+        "(or hub, for a model on the Hugging Face hub)"
+    )
+
+
+def unavailable_for_weights(
+    config: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Feature sets and resolved experiments left out for weights files that do not exist, each
+    with the reason (``missing_weights: unavailable``; with ``error`` none are, check_config
+    reports them). An experiment is out when its feature set is, or its own weights are missing."""
+    if config["missing_weights"] != "unavailable":
+        return {}, {}
+    feature_sets = {
+        name: _not_found(feature_set["encoder"], feature_set["weights"])
+        for name, feature_set in config["feature_sets"].items()
+        if _missing_file(feature_set["weights"])
+    }
+    out = {}
+    for name, experiment in experiments.items():
+        settings = experiment["settings"]
+        if experiment.get("features") in feature_sets:
+            out[name] = feature_sets[experiment["features"]]
+        elif _missing_file(settings.get("encoder_weights")):
+            out[name] = _not_found(settings.get("encoder", ""), settings["encoder_weights"])
+        else:
+            for option, value in (settings.get("mil_kwargs") or {}).items():
+                if option.endswith("weights") and _missing_file(value):
+                    out[name] = _not_found(settings["mil"], value)
+                    break
+    return feature_sets, out
 
 
 def _experiment_problems(name: str, experiment: Mapping, config: Mapping) -> Iterator[str]:

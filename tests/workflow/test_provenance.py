@@ -33,7 +33,7 @@ def test_reruns_follow_real_imports(rule_commands):
 
     assert importers("segmentation/tissue.py") == {"segment_tissue"}
     assert {"segment_tissue", "tile_slide"} <= importers("geometry.py")
-    assert importers("report/tables.py") == {"qc_table", "table", "tables"}
+    assert importers("report/tables.py") == {"qc_table", "table", "tables", "coverage"}
     assert importers("report/figures/km_curves.py") == {"figure_km_curves"}
     assert importers("report/figures/draw.py") == {f"figure_{kind}" for kind in KINDS} | {
         "run_plots",

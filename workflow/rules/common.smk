@@ -27,6 +27,7 @@ from abmilx.experiments import (
     weights_path,
 )
 from abmilx.provenance import code_digest, config_hash, files_digest
+from abmilx.report.coverage import encode as encode_coverage
 from abmilx.sheets import load_dataset_sheets
 from abmilx.workflow_plan import append_to_pythonpath, plan_workflow
 
@@ -49,6 +50,7 @@ with naming_config_files(workflow.configfiles):
         raise ConfigError(problem)
 EXPERIMENTS = PLAN.experiments
 TABLE_PLANS = PLAN.tables
+COVERAGE = PLAN.coverage
 
 # Evaluation datasets get splits, runs and table columns; pretraining cohorts (task
 # pretraining) only go through cohort, segmentation and tiling, for the pretrain stage.
@@ -70,6 +72,7 @@ localrules:
     make_splits,
     aggregate_folds,
     qc_table,
+    coverage,
     tables,
     table,
     table_file,
@@ -460,7 +463,9 @@ def table_inputs(wildcards):
     runs in its sparsity columns."""
     plan = TABLE_PLANS[wildcards.table]
     metrics, attention = [], []
-    for row in plan["rows"]:
+    # a derived row ("Best of ...") reads the runs it picks from
+    members = [m for row in plan["rows"] for m in row.get("best_of", [row])]
+    for row in members:
         for column in plan["columns"]:
             dataset = column["dataset"]
             if row["run"] is None or dataset not in (row["datasets"] or DATASETS):
@@ -476,7 +481,8 @@ def table_inputs(wildcards):
 
 
 def declared_table_folders():
-    return expand("results/.tables/{table}", table=list(TABLE_PLANS))
+    """Every declared table's cache folder, and the coverage ledger's."""
+    return expand("results/.tables/{table}", table=[*TABLE_PLANS, "coverage"])
 
 
 def table_settings():

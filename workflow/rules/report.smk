@@ -4,6 +4,7 @@
 # and only its runs), the directory target results/tables all of them beside main and cohort (rule
 # tables), as results/figures does (abmilx.report.publish says why the cache entries are folders).
 # The two targets are never built in one call (Snakemake forbids a file inside a directory output).
+# The coverage ledger (abmilx.report.coverage) is published the same way, as coverage.{csv,md}.
 # results/summary.md (rule tables): the headline metric of every run per dataset, with intervals.
 
 
@@ -103,6 +104,9 @@ rule table:
         directory("results/.tables/{table}"),
     log:
         "results/logs/table/{table}.log",
+    wildcard_constraints:
+        # results/.tables/coverage is the ledger's cache folder (rule coverage), not a table's
+        table=name_pattern(list(TABLE_PLANS)),
     conda:
         SHELL_ENV
     threads: 1
@@ -116,6 +120,25 @@ rule table:
         "python -m abmilx.report table --name {wildcards.table:q} --plan {params.plan:q}"
         " --metrics {input.metrics:q} --attention {input.attention:q}"
         " --n-boot {params.n_boot:q} --seed {params.seed:q} --out-dir {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule coverage:
+    output:
+        directory("results/.tables/coverage"),
+    log:
+        "results/logs/coverage.log",
+    benchmark:
+        "results/benchmarks/coverage.tsv"
+    conda:
+        SHELL_ENV
+    threads: 1
+    params:
+        # the ledger of every printed paper cell, computed at parse time (common.smk)
+        ledger=json.dumps(encode_coverage(COVERAGE), sort_keys=True),
+        code=code_digest("abmilx.report"),
+    shell:
+        "python -m abmilx.report coverage --ledger {params.ledger:q} --out-dir {output:q}"
         " > {log:q} 2>&1"
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from abmilx.config import REPO_ROOT, device_problem, load_config, naming_config_files
+from abmilx.report.coverage import missing_by_table, summary_line
 from abmilx.sheets import load_dataset_sheets
 from abmilx.workflow_plan import WorkflowPlan, plan_workflow
 
@@ -45,6 +46,7 @@ class Validation:
     datasets: dict[str, dict] = field(default_factory=dict)
     experiments: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    coverage: list[str] = field(default_factory=list)
 
 
 def checkout_snakefile() -> Path | None:
@@ -158,7 +160,9 @@ def described(plan: WorkflowPlan) -> dict[str, dict]:
         name: {"kind": experiment["kind"], "datasets": experiment.get("datasets")}
         for name, experiment in plan.experiments.experiments.items()
     }
-    return {"datasets": datasets, "experiments": experiments}
+    # the paper ledger's line, then the missing cells by table
+    coverage = [summary_line(plan.coverage), *missing_by_table(plan.coverage)]
+    return {"datasets": datasets, "experiments": experiments, "coverage": coverage}
 
 
 def summary(config: str | Path, validation: Validation) -> str:
@@ -174,6 +178,7 @@ def summary(config: str | Path, validation: Validation) -> str:
         on = ", ".join(experiment["datasets"] or ["every dataset"])
         lines.append(f"  {name}: {experiment['kind']}, on {on}")
     lines += [f"warning: {warning}" for warning in validation.warnings]
+    lines += validation.coverage  # the ledger's line, then the missing cells by table
     if validation.jobs is None:
         lines.append(
             "workflow dry run: skipped, no Snakefile here (an installed package has none); "

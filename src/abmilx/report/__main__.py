@@ -1,4 +1,4 @@
-"""CLI of the report stage: ``python -m abmilx.report qc|tables|table`` (figures: one module per kind,
+"""CLI of the report stage: ``python -m abmilx.report qc|tables|table|coverage`` (figures: one module per kind,
 ``python -m abmilx.report.figures.<kind>``)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from abmilx.report.coverage import decode, summary_line, write_coverage
 from abmilx.report.qc import write_qc_table
 from abmilx.report.summary import write_summary
 from abmilx.report.tables import (
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--n-boot", type=int, default=1000)
     table.add_argument("--seed", type=int, default=0)
     table.add_argument("--out-dir", required=True)
+    coverage = commands.add_parser("coverage", help="coverage.csv and coverage.md")
+    coverage.add_argument("--ledger", required=True, help="JSON: abmilx.report.coverage.encode")
+    coverage.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "qc":
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.summary:
             settings = json.loads(args.settings)
             print(f"summary: {write_summary(load_runs(args.metrics), settings, args.summary)}")
+    elif args.command == "coverage":
+        ledger = decode(json.loads(args.ledger))
+        write_coverage(ledger, args.out_dir)
+        print(summary_line(ledger))
     else:
         cells = write_declared_tables(
             load_runs(args.metrics),

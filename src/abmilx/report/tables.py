@@ -237,18 +237,29 @@ METRIC_LABEL = {
 }
 
 
+COVERAGE = "coverage"
+"""results/tables/coverage.{csv,md}: the ledger's name, no declared table's."""
+
+
 def plan_tables(
-    tables: Mapping[str, Mapping], experiments, datasets: Mapping[str, str]
+    tables: Mapping[str, Mapping],
+    experiments,
+    datasets: Mapping[str, str],
+    unavailable: Mapping[str, str] | None = None,
 ) -> dict[str, dict]:
     """Resolve each declared table to its rows (runs) and columns, at parse time.
 
     ``experiments`` is an :class:`abmilx.experiments.ExperimentSet`; ``datasets`` maps each
-    dataset to its task. Unknown experiments, grids or datasets fail here, naming the key.
+    dataset to its task; ``unavailable`` maps experiments that cannot run to the reason (their
+    rows show it). Unknown experiments, grids or datasets fail here, naming the key.
     """
     plans = {}
     paper_values = load_paper_values()
+    unavailable = unavailable or {}
     for name, spec in tables.items():
         where = f"config key 'tables/{name}"
+        if name == COVERAGE:
+            raise ValueError(f"{where}': {COVERAGE!r} is the coverage ledger's name; rename it")
         names = list(spec["rows"])
         grids = [spec["grid"]] if isinstance(spec["grid"], str) else spec["grid"] or []
         for grid in grids:
@@ -259,24 +270,15 @@ def plan_tables(
                 )
             names += [point["name"] for point in experiments.grids[grid]["points"]]
         paper_rows = {key: _paper_row(value) for key, value in spec["paper"]["rows"].items()}
-        rows = []
-        for experiment in names:
-            if experiment not in experiments.experiments:
-                raise ValueError(
-                    f"{where}/rows': no experiment {experiment!r}; "
-                    f"known: {', '.join(experiments.experiments)}"
-                )
-            resolved = experiments.experiments[experiment]
+
+        context = (experiments, unavailable, paper_rows)
+        rows = [_experiment_row(e, f"{where}/rows'", *context) for e in names]
+        for label, members in spec["best"].items():
+            where_best = f"{where}/best/{label}'"
             rows.append(
-                {
-                    "label": resolved["title"] or experiment,
-                    "experiment": experiment,
-                    "run": experiments.run_of[experiment],
-                    "datasets": resolved["datasets"],
-                    "paper": paper_rows.get(experiment),
-                    "reason": None,
-                }
+                _best_row(label, [_experiment_row(m, where_best, *context) for m in members])
             )
+            rows[-1]["paper"] = paper_rows.get(label)
         for label, reason in spec["unavailable"].items():
             rows.append(
                 {
@@ -294,7 +296,7 @@ def plan_tables(
             raise ValueError(
                 f"{where}/rows': several rows are labelled {repeated}; give them distinct titles"
             )
-        unknown = set(paper_rows) - {r["experiment"] for r in rows} - set(spec["unavailable"])
+        unknown = set(paper_rows) - {r["experiment"] or r["label"] for r in rows}
         if unknown:
             raise ValueError(f"{where}/paper/rows': not a row of the table: {sorted(unknown)}")
         columns = []
@@ -309,7 +311,9 @@ def plan_tables(
                 paper = references.get(metric) or (
                     references.get(dataset) if metric == headline else None
                 )
-                columns.append({"dataset": dataset, "metric": metric, "paper": paper})
+                columns.append(
+                    {"dataset": dataset, "metric": metric, "headline": headline, "paper": paper}
+                )
         unknown = set(references) - {c["dataset"] for c in columns} - {c["metric"] for c in columns}
         if unknown:
             raise ValueError(
@@ -324,6 +328,62 @@ def plan_tables(
             "columns": columns,
         }
     return plans
+
+
+def _experiment_row(
+    experiment: str, where: str, experiments, unavailable: Mapping, paper_rows: Mapping
+) -> dict:
+    """A table row running ``experiment`` (its run, or the reason it cannot run)."""
+    if experiment not in experiments.experiments:
+        raise ValueError(
+            f"{where}: no experiment {experiment!r}; known: {', '.join(experiments.experiments)}"
+        )
+    resolved = experiments.experiments[experiment]
+    reason = unavailable.get(experiment)
+    return {
+        "label": resolved["title"] or experiment,
+        "experiment": experiment,
+        "run": None if reason else experiments.run_of[experiment],
+        "datasets": resolved["datasets"],
+        "paper": paper_rows.get(experiment),
+        "reason": reason,
+    }
+
+
+def _best_row(label: str, members: list[dict]) -> dict:
+    """A derived row ("Best of two-stage", "Best in FMs"): per column, the member run with the
+    highest value there; unavailable only when every member is, with their reasons."""
+    reasons = list(dict.fromkeys(m["reason"] for m in members if m["reason"]))
+    available = [m for m in members if not m["reason"]]
+    return {
+        "label": label,
+        "experiment": None,
+        "run": None,
+        "datasets": None,
+        "paper": None,
+        "reason": None if available else "; ".join(reasons),
+        "best_of": available,
+    }
+
+
+def best_member(
+    row: Mapping, dataset: str, metric: str, headline: str, runs: Mapping[tuple[str, str], Mapping]
+) -> Mapping | None:
+    """The member of a derived row that is best on ``dataset``: by ``metric``'s mean, or by the
+    headline metric for a cost column (the cost of the run the row reports). None: no member
+    runs there."""
+    key = headline if metric.startswith("cost.") else metric
+    best, best_value = None, None
+    for member in row["best_of"]:
+        if member["datasets"] is not None and dataset not in member["datasets"]:
+            continue
+        run = runs.get((member["run"], dataset))
+        if run is None:
+            raise ValueError(f"no metrics.json of run {member['run']!r} on {dataset!r}")
+        summary = _cell_value(run, key)
+        if summary is not None and (best_value is None or summary["mean"] > best_value):
+            best, best_value = run, summary["mean"]
+    return best
 
 
 def _paper_row(value: str | Mapping) -> dict[str, str | None]:
@@ -377,7 +437,11 @@ def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -
             run = None
             if reason is None and row["datasets"] is not None and dataset not in row["datasets"]:
                 reason = f"not run on {dataset} (runs on {', '.join(row['datasets'])})"
-            if reason is None:
+            if reason is None and "best_of" in row:
+                run = best_member(row, dataset, metric, column["headline"], runs)
+                if run is None:
+                    reason = f"none of its runs ran on {dataset}"
+            elif reason is None:
                 run = runs.get((row["run"], dataset))
                 if run is None:
                     raise ValueError(f"no metrics.json of run {row['run']!r} on {dataset!r}")
@@ -394,7 +458,9 @@ def table_cells(plan: Mapping, runs: Mapping[tuple[str, str], Mapping], paper) -
                 {
                     "row": row["label"],
                     "experiment": row["experiment"] or "",
-                    "run": row["run"] or "",
+                    "run": (run or {}).get("experiment", "")
+                    if "best_of" in row
+                    else row["run"] or "",
                     "dataset": dataset,
                     "metric": metric,
                     **{
