@@ -171,8 +171,8 @@ def test_report_collects_tables_figures_and_qc(finished_run):
     for experiment in runs:  # one picture per run: training curves, ROC/confusion or KM
         assert f"{experiment}.png" in names, names
     datasets = sorted(p.name for p in (finished_run / "results" / "runs").iterdir())
-    for dataset in datasets:  # the segmentation overview sheet of each dataset
-        assert f"segmentation/{dataset}.png" in names, names
+    for dataset in datasets:  # the segmentation overview sheet of each dataset (hashed folder)
+        assert f"/{dataset}.png" in names, names
 
 
 def dry_run_after(finished_run, change) -> tuple[dict[str, str], str]:
@@ -212,7 +212,8 @@ def test_a_new_grid_point_reruns_only_its_run_and_its_tables(finished_run):
         "aggregate_folds": "1",
         "table": "1",
         "tables": "1",
-        "total": "5",
+        "run_plots": "1",  # the dataset's per-run pictures gain the new run's
+        "total": "6",
     }, output[-4000:]
     assert "results/runs/tiny/heads__n_heads-2/" in output
     assert "results/runs/tiny/heads__n_heads-4/" not in output
