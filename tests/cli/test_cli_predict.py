@@ -1,5 +1,7 @@
 """`abmilx predict` on two test slides of a finished tiny run equals the evaluation stage."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,6 +54,14 @@ def test_predict_equals_the_evaluation_stage(tiny_run, tmp_path, experiment):
             )
     heatmaps = sorted(path.stem for path in (out / "heatmaps").glob("*.png"))
     assert heatmaps == sorted(slides)
+    for slide_id in slides:  # the same attention as QuPath GeoJSON: tissue, then one tile a patch
+        features = json.loads((out / "qupath" / f"{slide_id}.geojson").read_text())["features"]
+        tiles = [f for f in features if f["properties"]["objectType"] == "tile"]
+        assert {f["properties"]["objectType"] for f in features} == {"annotation", "tile"}
+        with np.load(out / "attention.npz") as stored:
+            mean = stored[f"{slide_id}/attention"].astype(np.float64).mean(axis=0)
+        measured = [t["properties"]["measurements"]["attention mean"] for t in tiles]
+        np.testing.assert_allclose(measured, mean, rtol=1e-6)
     for slide_id in slides:
         with Image.open(out / "heatmaps" / f"{slide_id}.png") as image:
             assert image.width > 400 and image.height > 200

@@ -171,13 +171,17 @@ def draw_heatmap(
 def write_heatmaps(
     attention: dict, predictions: pd.DataFrame, sheet: pd.DataFrame, out: Path, scale: str
 ) -> None:
-    """One heatmap per slide with attention, drawn at the patch footprints of `scale`."""
+    """One heatmap per slide with attention, drawn at the patch footprints of `scale`, and the
+    same attention as QuPath GeoJSON (qupath/<slide_id>.geojson, as `abmilx export-qupath`)."""
+    from abmilx.cli.qupath import predicted_probability, slide_collection
     from abmilx.patches.store import PatchStore
 
     store = PatchStore(out / "patches.lmdb")
     # Survival predictions are per case: the title then names the slide only.
     by_slide = predictions.set_index("slide_id") if "slide_id" in predictions else None
     paths = sheet.set_index("slide_id")["path"]
+    probability = predicted_probability(predictions)
+    (out / "qupath").mkdir(parents=True, exist_ok=True)
     for slide_id, maps in attention.items():
         record = json.loads((out / "tiles" / f"{slide_id}.json").read_text())
         footprint = store.extent_level0(slide_id, scale) or (
@@ -190,6 +194,15 @@ def write_heatmaps(
             paths[slide_id], record, maps["coords"], maps["attention"], footprint,
             title, out / "heatmaps" / f"{slide_id}.png",
         )  # fmt: skip
+        collection = slide_collection(
+            maps["coords"],
+            maps["attention"],
+            footprint,
+            (int(record.get("bounds_x", 0)), int(record.get("bounds_y", 0))),
+            probability.get(slide_id),
+            out / "segmentation" / f"{slide_id}.geojson",
+        )
+        (out / "qupath" / f"{slide_id}.geojson").write_text(json.dumps(collection))
 
 
 def predict_slides(

@@ -102,6 +102,25 @@ def shifted(collection: dict, offset: tuple[int, int]) -> dict:
     return collection
 
 
+def slide_collection(
+    coords: np.ndarray,
+    attention: np.ndarray,
+    side: float,
+    offset: tuple[int, int],
+    probability: float | None,
+    contours: Path | None,
+) -> dict:
+    """One slide's FeatureCollection: its tissue contours (a segmentation GeoJSON, when there
+    is one) as annotations, then its scored patches as tiles."""
+    collection = (
+        shifted(polygons_to_geojson(read_geojson(contours)), offset)
+        if contours is not None and contours.is_file()
+        else {"type": "FeatureCollection", "features": []}
+    )
+    collection["features"] += tile_features(coords, attention, side, offset, probability)
+    return collection
+
+
 def export_qupath(
     run: str | Path,
     out: str | Path,
@@ -147,11 +166,6 @@ def export_qupath(
         probability = predicted_probability(
             pd.read_csv(fold_dir / "predictions.csv", dtype={"slide_id": str, "case_id": str})
         )
-        case_of = {}
-        if probability and not any(s in probability for s in tested):
-            # survival-style rows per case: map each slide to its case through the split
-            split = pd.read_csv(root / "splits" / f"{dataset}.csv", dtype=str)
-            case_of = dict(zip(split["slide_id"], split["case_id"], strict=True))
         with np.load(fold_dir / "attention.npz") as stored:
             for slide_id, slide_folds in sorted(tested.items()):
                 if fold_dir not in slide_folds or (wanted is not None and slide_id not in wanted):
@@ -165,18 +179,13 @@ def export_qupath(
                 record = json.loads(record_path.read_text())
                 side = float(record["tiling"]["scales"]["main"]["extent_level0"])
                 offset = (int(record.get("bounds_x", 0)), int(record.get("bounds_y", 0)))
-                contours = root / "qc" / "segmentation" / dataset / f"{slide_id}.geojson"
-                collection = (
-                    shifted(polygons_to_geojson(read_geojson(contours)), offset)
-                    if contours.is_file()
-                    else {"type": "FeatureCollection", "features": []}
-                )
-                collection["features"] += tile_features(
+                collection = slide_collection(
                     stored[f"{slide_id}/coords"],
                     stored[f"{slide_id}/attention"],
                     side,
                     offset,
-                    probability.get(slide_id, probability.get(case_of.get(slide_id, ""))),
+                    probability.get(slide_id),
+                    root / "qc" / "segmentation" / dataset / f"{slide_id}.geojson",
                 )
                 name = slide_id if len(slide_folds) == 1 else f"{slide_id}.{fold_dir.name}"
                 path = out / f"{name}.geojson"
