@@ -119,8 +119,10 @@ def info(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: no model.pt here nor in fold*/: not a run folder")
     try:
         return store_info(path)
-    except DamagedFileError:
-        raise  # names the file and what is wrong with it already
+    except DamagedFileError as error:
+        if path.suffix == ".lmdb":
+            raise  # a damaged store: names the file and what is wrong with it already
+        raise ValueError(f"{path} is neither a patch store nor a run: {error}") from None
     except Exception as error:
         raise ValueError(f"{path} is neither a patch store nor a run: {error}") from None
 
