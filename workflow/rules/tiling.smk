@@ -21,7 +21,8 @@ rule tile_slide:
     resources:
         **job_resources("tile_slide"),
     params:
-        prefix="results/qc/segmentation/{dataset}/{slide}",
+        # the segmentation's outputs share the prefix of its QC record (an input)
+        prefix=lambda w, input: input.segmentation.removesuffix(".json"),
         mpp=mpp_override,
         settings=json.dumps(
             {**config["tiling"], "strict": config["strict"]}, sort_keys=True
