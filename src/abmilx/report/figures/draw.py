@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -40,8 +41,14 @@ def save(figure, out: str | Path, dpi: int = 110) -> Path:
 
 
 def finish(figure, settings: Mapping, default_title: str, out: str | Path, dpi: int = 110) -> Path:
-    """Title the figure (the config's ``title``, else ``default_title``), lay it out, save it."""
-    figure.suptitle(settings.get("title") or default_title, fontsize=10)
+    """Title the figure (the config's ``title``, else ``default_title``), lay it out, save it.
+    Title lines longer than the figure is wide are wrapped (about 11 characters an inch at the
+    title's size): a two-panel figure cut its caption off at both sides."""
+    width = max(40, int(figure.get_figwidth() * 11))
+    title = "\n".join(
+        textwrap.fill(line, width) for line in (settings.get("title") or default_title).split("\n")
+    )
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return save(figure, out, dpi=dpi)
 
