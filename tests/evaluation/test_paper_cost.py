@@ -12,7 +12,11 @@ from abmilx.models import create_encoder, create_mil
 
 @pytest.mark.parametrize(
     ("encoder", "paper_flops", "paper_encoder_params"),
-    [("resnet18_layer3", 0.93e12, "12M"), ("resnet50_layer3", 2.12e12, "26M")],
+    [
+        ("resnet18_layer3", 0.93e12, "12M"),
+        ("resnet50_layer3", 2.12e12, "26M"),
+        ("resnet50_layer3_v1", 2.12e12, "26M"),  # the paper configs' two-stage features
+    ],
 )
 def test_paper_flops_and_parameters_of_the_resnets(encoder, paper_flops, paper_encoder_params):
     dim = create_encoder(encoder).out_dim

@@ -28,8 +28,14 @@ from abmilx.models.mil.base import call_mil
 PAPER_PATCHES = 512
 PAPER_IMAGE_SIZE = 224
 INFERENCE_PATCHES = 10_000
-# The paper's encoders as it counts them: the full torchvision ResNets for the truncated ones.
-FULL_RESNETS = {"resnet18_layer3": "resnet18", "resnet50_layer3": "resnet50"}
+# The paper counts every ResNet variant (truncated after layer 3, V1 or V2 weights) as the full
+# torchvision architecture of its depth.
+FULL_RESNETS = ("resnet18", "resnet50")
+
+
+def paper_encoder_name(name: str) -> str:
+    """``resnet50_layer3_v1`` -> ``resnet50``; other encoders are counted as they are."""
+    return next((full for full in FULL_RESNETS if name.startswith(full)), name)
 
 
 def short_count(value: float, unit: str = "M") -> str:
@@ -43,8 +49,8 @@ def paper_encoder(name: str) -> nn.Module:
     """The encoder ``name`` as the paper counts it, with random weights."""
     import torchvision
 
-    full = FULL_RESNETS.get(name, name)
-    if full in ("resnet18", "resnet50"):
+    full = paper_encoder_name(name)
+    if full in FULL_RESNETS:
         return getattr(torchvision.models, full)()
     return create_encoder(name, weights="random")
 
@@ -97,7 +103,7 @@ def paper_cost(encoder_name: str | None, aggregator: nn.Module, feature_dim: int
         }
     encoder_params, encoder_count = encoder_macs(encoder_name)
     return {
-        "paper_encoder": FULL_RESNETS.get(encoder_name, encoder_name),
+        "paper_encoder": paper_encoder_name(encoder_name),
         "paper_params_encoder": encoder_params,
         "paper_params_aggregator": aggregator_params,
         "paper_params": f"{short_count(encoder_params)}+{short_count(aggregator_params)}",
