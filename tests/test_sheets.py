@@ -303,3 +303,28 @@ def test_case_with_two_labels_names_both_rows(slide_dir: Path) -> None:
     # Per-slide labels (a patient's lymph nodes) are allowed when the task says so.
     joined, _ = join_labels(slides, labels, "classification")
     assert joined["label"].tolist() == ["a", "b", "b"]
+
+
+def test_given_fold_columns(tmp_path: Path) -> None:
+    """One split column per given fold, split_0 ... split_<k-1>, each value checked."""
+    sheet = write(
+        tmp_path / "labels.csv",
+        "case_id,time,event,split_0,split_1\nc1,10,1,train,test\nc2,5,0,test,train\n",
+    )
+    labels = load_label_sheet(sheet, "survival")
+    assert labels[["split_0", "split_1"]].values.tolist() == [["train", "test"], ["test", "train"]]
+    bad = write(
+        tmp_path / "bad.csv",
+        "case_id,time,event,split_0,split_1\nc1,10,1,train,test\nc2,5,0,test,tests\n",
+    )
+    with pytest.raises(SheetError) as error:
+        load_label_sheet(bad, "survival")
+    assert_fault(error, bad, 3, "split_1")
+    gap = write(tmp_path / "gap.csv", "case_id,time,event,split_0,split_2\nc1,10,1,train,test\n")
+    with pytest.raises(SheetError, match=r"split_0 \.\.\. split_<k-1>") as error:
+        load_label_sheet(gap, "survival")
+    assert_fault(error, gap, 1, "split_0")
+    both = write(tmp_path / "both.csv", "case_id,time,event,split,split_0\nc1,10,1,train,test\n")
+    with pytest.raises(SheetError, match="not both") as error:
+        load_label_sheet(both, "survival")
+    assert_fault(error, both, 1, "split_0")

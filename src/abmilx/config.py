@@ -443,6 +443,24 @@ def _oversample_problems(name: str, dataset: Mapping) -> Iterator[str]:
                 )
 
 
+def _given_folds_problems(name: str, dataset: Mapping) -> Iterator[str]:
+    """given_folds belongs to the given scheme, and matches the fold files an adapter lists."""
+    split = dataset["split"]
+    if split["scheme"] != "given":
+        if split["given_folds"] != 1:
+            yield (
+                f"config key 'datasets/{name}/split/given_folds': applies to scheme given, "
+                f"not {split['scheme']}"
+            )
+        return
+    fold_files = ((dataset.get("adapter") or {}).get("options") or {}).get("fold_files")
+    if isinstance(fold_files, list) and len(fold_files) != split["given_folds"]:
+        yield (
+            f"config key 'datasets/{name}/split/given_folds': {split['given_folds']} given "
+            f"fold(s), but the adapter's fold_files lists {len(fold_files)}"
+        )
+
+
 def _tiling_problems(tiling: Mapping) -> Iterator[str]:
     scales = tiling["scales"]
     if "low" in scales and scales["low"] <= scales["main"]:
@@ -464,6 +482,7 @@ def _problems(config: Mapping[str, Any]) -> Iterator[str]:
                 f"config key 'datasets/{name}/split/ratios': train, validation and test "
                 f"fractions {split['ratios']} sum to {total:g}, not 1"
             )
+        yield from _given_folds_problems(name, config["datasets"][name])
     tiled = config["tiling"]["scales"]
     for name, feature_set in config["feature_sets"].items():
         if feature_set["scale"] not in tiled:

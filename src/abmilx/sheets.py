@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 TASKS = ("classification", "survival")
 MAX_LISTED_PROBLEMS = 20
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+SPLIT_VALUES = ("train", "val", "test")
+SPLIT_COLUMN = re.compile(r"split_(\d+)")
+"""A given fold's split column of a label sheet (fold j: split_j)."""
 CASE_LABEL_TASKS = ("subtyping", "grading")
 """Paper tasks whose label is a patient's property; a diagnosis (CAMELYON) is per slide."""
 
@@ -322,7 +326,8 @@ def load_label_sheet(
 
     classification: returns key column(s) + `label` (class name as str; must be in `classes`
     when given). survival: returns case_id, time (float months, > 0), event (int 0/1).
-    An optional `split` column (train/val/test, a split fixed by the dataset) is kept.
+    An optional `split` column (train/val/test, a split fixed by the dataset), or one column
+    per given fold, `split_0` ... `split_<k-1>`, is kept.
     """
     _check_task(task)
     sheet = _Sheet(path)
@@ -365,13 +370,37 @@ def load_label_sheet(
                 sheet.error(line, "event", f"event must be 0 (censored) or 1, got {event:g}")
         frame["time"] = pd.Series(times, dtype=float)
         frame["event"] = pd.Series([0 if math.isnan(e) else int(e) for e in events], dtype=int)
-    if "split" in sheet.columns:
-        for line, value in zip(sheet.lines, sheet.values("split"), strict=True):
-            if value not in ("train", "val", "test"):
-                sheet.error(line, "split", f"split must be train, val or test, got '{value}'")
-        frame["split"] = sheet.values("split")
+    given = given_split_columns(sheet.columns)
+    numbered = sorted(c for c in sheet.columns if SPLIT_COLUMN.fullmatch(c))
+    if "split" in sheet.columns and numbered:
+        sheet.error(
+            1, numbered[0], "give one fixed split (split) or folds (split_0, ...), not both"
+        )
+    elif numbered and not given:
+        sheet.error(
+            1,
+            numbered[0],
+            f"fold columns must be split_0 ... split_<k-1>, got {', '.join(numbered)}",
+        )
+    for column in given:
+        for line, value in zip(sheet.lines, sheet.values(column), strict=True):
+            if value not in SPLIT_VALUES:
+                sheet.error(line, column, f"split must be train, val or test, got '{value}'")
+        frame[column] = sheet.values(column)
     sheet.raise_if_problems()
     return _attach_source(frame, sheet, key)
+
+
+def given_split_columns(columns: Iterable[str]) -> list[str]:
+    """The label sheet's given split columns in fold order: `split`, or `split_0` ...
+    `split_<k-1>` (numbered from 0 without a gap); [] when it has neither."""
+    columns = list(columns)
+    if "split" in columns:
+        return ["split"]
+    numbered = {int(m[1]): c for c in columns if (m := SPLIT_COLUMN.fullmatch(c))}
+    if not numbered or sorted(numbered) != list(range(len(numbered))):
+        return []
+    return [numbered[j] for j in range(len(numbered))]
 
 
 def _case_label_conflicts(joined: pd.DataFrame, label_file: str, lines: dict) -> list[Problem]:

@@ -170,6 +170,35 @@ def test_given_split_is_kept_and_checked() -> None:
         make_splits(leaking, "classification", scheme="given")
 
 
+def test_given_folds_one_column_per_fold() -> None:
+    """Fold j is the table's split_j; survival bins per fold honour bins_from; the number of
+    columns must be given_folds, and given_folds belongs to the given scheme."""
+    table = survival_table(30)
+    case_ids = sorted(set(table["case_id"]))
+    test_fold = {case: i % 3 for i, case in enumerate(case_ids)}
+    for j in range(3):
+        table[f"split_{j}"] = ["test" if test_fold[c] == j else "train" for c in table["case_id"]]
+    splits, info = make_splits(table, "survival", scheme="given", given_folds=3)
+    assert info["given_columns"] == ["split_0", "split_1", "split_2"]
+    for j in range(3):
+        fold = splits[splits["fold"] == j]
+        expected = {c for c, k in test_fold.items() if k == j}
+        assert set(fold.loc[fold["split"] == "test", "case_id"]) == expected
+    edges = [tuple(b["edges"]) for b in info["survival_bins"]]
+    assert len(set(edges)) == 3  # bins_from train: each fold's own training cases
+    _, info_all = make_splits(table, "survival", scheme="given", given_folds=3, bins_from="all")
+    assert len({tuple(b["edges"]) for b in info_all["survival_bins"]}) == 1
+    single, _ = make_splits(table.rename(columns={"split_1": "split"}).drop(
+        columns=["split_0", "split_2"]), "survival", scheme="given")  # fmt: skip
+    assert single["split"].tolist() == splits.loc[splits["fold"] == 1, "split"].tolist()
+    with pytest.raises(ValueError, match="given_folds is 2 but the label sheet gives 3"):
+        make_splits(table, "survival", scheme="given", given_folds=2)
+    with pytest.raises(ValueError, match="applies to the given scheme only"):
+        make_splits(table, "survival", scheme="kfold", k=3, given_folds=3)
+    with pytest.raises(ValueError, match="needs the label sheet's split column"):
+        make_splits(table.drop(columns=["split_0"]), "survival", scheme="given", given_folds=2)
+
+
 def test_check_no_leakage_detects_shared_case() -> None:
     rows = pd.DataFrame(
         {

@@ -245,10 +245,11 @@ def name_pattern(names):
 
 
 def folds(dataset):
-    """Fold numbers of the split file: k per seed for kfold, one per seed for holdout."""
+    """Fold numbers of the split file: k per seed for kfold, one per seed for holdout,
+    given_folds for given."""
     split = dataset_config(dataset)["split"]
     if split["scheme"] == "given":
-        return [0]
+        return list(range(split["given_folds"]))
     seeds = len(split["repeats"] or [None])
     return list(range(seeds * (split["k"] if split["scheme"] == "kfold" else 1)))
 

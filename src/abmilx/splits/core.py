@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from abmilx.sheets import given_split_columns
+
 SPLITS = ("train", "val", "test")
 SCHEMES = ("holdout", "kfold", "given")
 STRATIFY_TIME_BINS = 4
@@ -144,6 +146,7 @@ def _validate_arguments(
     k: int,
     val_fraction: float,
     repeats: Sequence[int] | None,
+    given_folds: int,
     n_bins: int,
     bins_from: str,
     oversample: Mapping[str, float] | None,
@@ -153,11 +156,25 @@ def _validate_arguments(
     if scheme not in SCHEMES:
         raise ValueError(f"unknown split scheme '{scheme}': expected one of {', '.join(SCHEMES)}")
     needed = ["slide_id", "case_id"] + (["time", "event"] if task == "survival" else ["label"])
-    if scheme == "given":
-        needed.append("split")
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"split table lacks column(s) {', '.join(missing)}")
+    if given_folds < 1:
+        raise ValueError(f"given_folds must be >= 1, got {given_folds}")
+    if scheme != "given" and given_folds != 1:
+        raise ValueError(f"given_folds ({given_folds}) applies to the given scheme only")
+    if scheme == "given":
+        given = given_split_columns(table.columns)
+        if not given:
+            raise ValueError(
+                "the given scheme needs the label sheet's split column, or split_0 ... "
+                f"split_<k-1> (one per fold); the table has: {', '.join(map(str, table.columns))}"
+            )
+        if len(given) != given_folds:
+            raise ValueError(
+                f"given_folds is {given_folds} but the label sheet gives {len(given)} "
+                f"fold(s) ({', '.join(given)})"
+            )
     if table["slide_id"].duplicated().any():
         duplicated = table.loc[table["slide_id"].duplicated(), "slide_id"].tolist()
         raise ValueError(f"split table has duplicate slide_id(s): {duplicated[:10]}")
@@ -195,6 +212,7 @@ def make_splits(
     k: int,
     val_fraction: float,
     repeats: Sequence[int] | None,
+    given_folds: int,
     n_bins: int,
     bins_from: str,
     oversample: Mapping[str, float] | None,
@@ -206,11 +224,12 @@ def make_splits(
     their defaults (`abmilx.config.schema_defaults("split")`; a null seed is the config's seed).
 
     table: one row per slide with slide_id, case_id and label (classification) or time, event
-    (survival); `split` too for scheme "given".
+    (survival); for scheme "given" also `split`, or `split_0` ... `split_<k-1>` (one per fold).
     Schemes: "holdout" (one fold, `ratios` = [train, val, test]; with `repeats`, one fold per
     seed in the list), "kfold" (`k` folds whose test sets partition the cases; `val_fraction`
     of each fold's training slides become val; with `repeats`, k folds per seed, numbered
-    repeat * k + j), "given" (use the table's `split` column).
+    repeat * k + j), "given" (fold j from the table's j-th given split column; `given_folds` of
+    them: `split` or `split_0` for one, `split_0` ... `split_<k-1>` for k).
     Survival: `label` = bin index of `n_bins` quantile bins of uncensored times, edges from the
     fold's training cases (`bins_from="train"`) or all cases ("all", the official behaviour).
     `oversample` {class: ratio}: training rows of that class get `repeat` > 1 so that
@@ -221,7 +240,17 @@ def make_splits(
     """
     ratios = [float(r) for r in ratios]
     _validate_arguments(
-        table, task, scheme, ratios, k, val_fraction, repeats, n_bins, bins_from, oversample
+        table,
+        task,
+        scheme,
+        ratios,
+        k,
+        val_fraction,
+        repeats,
+        given_folds,
+        n_bins,
+        bins_from,
+        oversample,
     )
     table = table.copy()
     table["slide_id"] = table["slide_id"].astype(str)
@@ -232,7 +261,9 @@ def make_splits(
     fold_seeds = list(repeats) if repeats is not None else [seed]
     folds: list[pd.DataFrame] = []
     if scheme == "given":
-        folds.append(table.assign(fold=0))
+        given = given_split_columns(table.columns)
+        for fold, column in enumerate(given):
+            folds.append(table.assign(split=table[column].astype(str), fold=fold))
     elif scheme == "holdout":
         for fold, fold_seed in enumerate(fold_seeds):
             rng = np.random.default_rng(fold_seed)
@@ -261,6 +292,8 @@ def make_splits(
     info: dict = {"task": task, "scheme": scheme, "seed": seed, "fold_seeds": fold_seeds}
     if scheme == "kfold":
         info["folds_per_repeat"] = k
+    if scheme == "given":
+        info["given_columns"] = given
     if task == "survival":
         info["survival_bins"] = []
     out = []
