@@ -54,6 +54,18 @@ def fake_paper_data(root: Path) -> None:
     )
     for folder, project in [("tcga_brca", "A1"), ("tcga_luad", "05"), ("tcga_blca", "BL")]:
         tcga(root / "data", folder, project)
+    # the official BRCA survival folds (labels/survival_tcga_brca_3fold/fold_<j>.csv)
+    for j in range(3):
+        write(
+            root / f"data/tcga_brca/survival_tcga_brca_3fold/fold_{j}.csv",
+            "Study,ID,Event,Status,WSI,RNA,Label,Split\n"
+            + "".join(
+                f"TCGA-BRCA,TCGA-A1-{k:04d},{10 + 5 * k},{k % 2},"
+                f"TCGA-A1-{k:04d}-01Z-00-DX1.{UUID}.pt,TCGA-A1-{k:04d}.csv,{k % 4},"
+                f"{'test' if k % 3 == j else 'train'}\n"
+                for k in range(6)
+            ),
+        )
     for k in range(3):
         touch(root, f"data/tcga_nsclc/luad/TCGA-05-{k:04d}-01Z-00-DX1.{UUID}.svs")
         touch(root, f"data/tcga_nsclc/lusc/TCGA-18-{k:04d}-01Z-00-DX1.{UUID}.svs")

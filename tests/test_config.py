@@ -170,6 +170,25 @@ def test_bad_config_names_the_key(change, named):
         validate_config(raw)
 
 
+def test_given_folds_belong_to_the_given_scheme_and_its_fold_files():
+    def problems(split: dict, options: dict) -> str:
+        dataset = {"task": "survival", "split": split,
+                   "adapter": {"name": "tcga_survival", "options": options}}  # fmt: skip
+        config = validate_config(
+            {"datasets": {"d": dataset}, "experiments": {"x": {"kind": "e2e"}}}
+        )
+        with pytest.raises(ConfigError) as error:
+            check_config(config)
+        return str(error.value)
+
+    assert "'datasets/d/split/given_folds': applies to scheme given, not kfold" in problems(
+        {"scheme": "kfold", "k": 3, "given_folds": 3}, {"slide_dir": "s", "clinical": "c"}
+    )
+    assert "3 given fold(s), but the adapter's fold_files lists 2" in problems(
+        {"scheme": "given", "given_folds": 3}, {"slide_dir": "s", "fold_files": ["a", "b"]}
+    )
+
+
 def test_dataset_needs_synthetic_or_sheets(tmp_path: Path):
     with pytest.raises(ConfigError, match="datasets/d"):
         validate_config({"datasets": {"d": {"task": "survival"}}})

@@ -194,6 +194,16 @@ def top_level_default(key: str) -> Any:
     return cached_schema()["properties"][key]["default"]
 
 
+BINS_FROM_OF_PROTOCOL = {"clean": "train", "official": "all"}
+"""Survival bins of a dataset whose split leaves `bins_from` null, by the config's protocol: the
+official code's bins come from all cases (datasets/data_utils.py survival_label)."""
+
+
+def split_bins_from(bins_from: str | None, protocol: str) -> str:
+    """A split's `bins_from`: its own, else the one of the config's `protocol`."""
+    return BINS_FROM_OF_PROTOCOL[protocol] if bins_from is None else bins_from
+
+
 def validate_settings(definition: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``settings`` checked against ``$defs/<definition>``, every default filled."""
     schema = cached_schema()

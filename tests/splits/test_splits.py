@@ -14,7 +14,7 @@ from abmilx.splits import (
 from abmilx.splits import make_splits as split_slides
 
 # The tests' baseline: the config's split settings, with a validation share and a fixed seed.
-BASE = schema_defaults("split") | {"seed": 2021, "ratios": [0.7, 0.1, 0.2]}
+BASE = schema_defaults("split") | {"seed": 2021, "ratios": [0.7, 0.1, 0.2], "bins_from": "train"}
 
 
 def make_splits(table: pd.DataFrame, task: str, **changes):

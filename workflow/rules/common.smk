@@ -18,6 +18,7 @@ from abmilx.config import (
     name_problem,
     naming_config_files,
     pretrain_name,
+    split_bins_from,
 )
 from abmilx.experiments import (
     CLASSIFICATION_TASKS,
@@ -28,7 +29,7 @@ from abmilx.experiments import (
 )
 from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.report.coverage import encode as encode_coverage
-from abmilx.sheets import load_dataset_sheets
+from abmilx.sheets import given_split_columns, load_dataset_sheets
 from abmilx.workflow_plan import append_to_pythonpath, plan_workflow
 
 # Under --sdm conda the jobs run in envs/abmilx.yaml, which holds the third-party packages only:
@@ -156,6 +157,14 @@ def slide_table(dataset):
                 raise ConfigError(
                     f"config key 'datasets/{dataset}/adapter': slide id {problem}"
                 )
+        split = dataset_config(dataset)["split"]
+        given = given_split_columns(adapted(dataset).label_columns)
+        if split["scheme"] == "given" and len(given) != split["given_folds"]:
+            raise ConfigError(
+                f"config key 'datasets/{dataset}/split/given_folds': {split['given_folds']} "
+                f"given fold(s), but the adapter gives {len(given)} "
+                f"({', '.join(given) or 'no split column'})"
+            )
         return slides.set_index("slide_id", drop=False)
     slides, warnings = load_dataset_sheets(dataset_config(dataset), config["strict"])
     for warning in warnings:
@@ -371,6 +380,7 @@ def split_settings(dataset):
     split = dict(ds["split"])
     if split["seed"] is None:
         split["seed"] = config["seed"]
+    split["bins_from"] = split_bins_from(split["bins_from"], config["protocol"])
     return {**split, "classes": ds.get("classes"), "strict": config["strict"]}
 
 

@@ -188,8 +188,11 @@ def _validate_arguments(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if repeats is not None and (scheme == "given" or len(repeats) == 0):
         raise ValueError("repeats (a list of seeds) applies to the holdout and kfold schemes")
-    if bins_from not in ("train", "all"):
-        raise ValueError(f"bins_from must be 'train' or 'all', got '{bins_from}'")
+    if bins_from not in ("train", "all") and (task == "survival" or bins_from is not None):
+        raise ValueError(
+            f"bins_from must be 'train' or 'all', got {bins_from!r} (a null one follows the "
+            "config's protocol: abmilx.config.split_bins_from)"
+        )
     if task == "survival" and n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     if oversample:
@@ -214,7 +217,7 @@ def make_splits(
     repeats: Sequence[int] | None,
     given_folds: int,
     n_bins: int,
-    bins_from: str,
+    bins_from: str | None,
     oversample: Mapping[str, float] | None,
     classes: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
@@ -231,7 +234,8 @@ def make_splits(
     repeat * k + j), "given" (fold j from the table's j-th given split column; `given_folds` of
     them: `split` or `split_0` for one, `split_0` ... `split_<k-1>` for k).
     Survival: `label` = bin index of `n_bins` quantile bins of uncensored times, edges from the
-    fold's training cases (`bins_from="train"`) or all cases ("all", the official behaviour).
+    fold's training cases (`bins_from="train"`) or all cases ("all", the official behaviour);
+    the config's null is resolved from its protocol before (`abmilx.config.split_bins_from`).
     `oversample` {class: ratio}: training rows of that class get `repeat` > 1 so that
     majority:class is about ratio:1 (trainers repeat a row `repeat` times per epoch).
 

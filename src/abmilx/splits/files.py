@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from abmilx.config import ConfigError, top_level_default, validate_settings
+from abmilx.config import ConfigError, split_bins_from, top_level_default, validate_settings
 from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 from abmilx.splits.core import make_splits
 
@@ -151,4 +151,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings |= {key: given[key] for key in dataset_keys if key in given}
     if settings["seed"] is None:
         settings["seed"] = top_level_default("seed")
+    settings["bins_from"] = split_bins_from(settings["bins_from"], top_level_default("protocol"))
     make_split_file(args.slides, args.labels, args.task, args.out, args.qc_dir, **settings)
