@@ -122,8 +122,12 @@ def build(
             "tcga_survival needs the outcomes: a clinical table (clinical) or the official "
             "fold files (fold_files)"
         )
-    folds = read_fold_files(fold_paths(fold_files), clinical is None) if fold_files else None
-    split_columns = tuple(f"split_{j}" for j in range(len(folds.files))) if folds else ()
+    folds = None
+    if fold_files is not None:
+        folds = read_fold_files(fold_paths(fold_files), outcomes=clinical is None)
+    split_columns = (
+        tuple(f"split_{j}" for j in range(len(folds.files))) if folds is not None else ()
+    )
     adapted = Adapted("survival", None, ("case_id", "time", "event", *split_columns))
     excluded: dict[str, str] = {}
     if clinical is not None:
