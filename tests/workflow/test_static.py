@@ -154,6 +154,25 @@ def test_adapted_cohort_resolves_through_the_adapter(tmp_path):
     assert "synthesize_slide" not in output
 
 
+def test_adapt_sheets_reruns_when_a_label_file_changes(tmp_path):
+    """The adapter's label file is no declared input (options name tables and folders), yet an
+    edited label reaches the sheets: the rule's params carry a hash of what the adapter finds."""
+    assert _adapted_cohort(tmp_path, ["s0", "s1", "s2", "s3"]).returncode == 0
+    config = str(tmp_path / "config.yaml")
+    sheets = ["results/cohort/mine/labels.csv"]
+    run = [str(BIN / "snakemake"), "--directory", str(tmp_path), "--configfile", config]
+    made = _run(*run, "--cores", "1", *sheets)
+    assert made.returncode == 0, made.stdout + made.stderr
+    unchanged = _run(*run, "-n", *sheets)
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
+    labels = tmp_path / "labels.csv"
+    labels.write_text(labels.read_text().replace("s3,p3,b", "s3,p3,a"))
+    edited = _run(*run, "-n", *sheets)
+    output = edited.stdout + edited.stderr
+    assert edited.returncode == 0 and "adapt_sheets" in output, output
+    assert "Nothing to be done" not in output, output
+
+
 def test_adapted_slide_ids_follow_the_naming_rule(tmp_path):
     """Slide ids an adapter reads from public label files become paths too."""
     result = _adapted_cohort(tmp_path, ["s0", "s1", "s2", "-s3"])

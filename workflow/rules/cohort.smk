@@ -65,6 +65,7 @@ rule adapt_sheets:
         settings=lambda w: json.dumps(
             dataset_config(w.dataset)["adapter"]["options"], sort_keys=True
         ),
+        found=adapted_digest,
         code=code_digest("abmilx.adapters"),
     shell:
         "python -m abmilx.adapters {params.name:q} --out-dir results/cohort/{wildcards.dataset:q}"

@@ -1,5 +1,6 @@
 # Config validation and shared helpers: slide tables, paths, settings, code digests.
 import copy
+import dataclasses
 import json
 import re
 import shlex
@@ -108,6 +109,12 @@ def adapted(dataset):
 
     adapter = dataset_config(dataset)["adapter"]
     return ADAPTERS[adapter["name"]](**adapter["options"])
+
+
+def adapted_digest(wildcards):
+    """Hash of what the adapter finds now: an edited label file, split file or slide folder
+    changes it, so adapt_sheets reruns (its inputs are folders and tables the options name)."""
+    return config_hash(dataclasses.asdict(adapted(wildcards.dataset)))
 
 
 def model_task(dataset):
