@@ -3,7 +3,9 @@
 Lays out placeholder data the way the paper configs expect it (empty slide files: the adapters
 match file names and never open them, and a dry run reads nothing else), then times
 ``snakemake -n`` on it, with and without ``profiles/slurm``, and once more with every per-slide
-output present (the no-op dry run after a finished run). Peak memory is the largest resident set
+output present (the no-op dry run after a finished run). For scale, the same per-slide job
+count is planned once more by a minimal Snakefile (chained one-line rules in the same groups,
+nothing else): Snakemake's own floor, which no change of ours can go below. Peak memory is the largest resident set
 of the snakemake process (``getrusage`` of the finished child). The job table counts what the
 SLURM profile would submit: jobs of one group count once, local rules not at all.
 
@@ -189,6 +191,36 @@ def finish(workdir: Path, planned: str) -> dict:
     return snakemake(workdir, "--touch", "--cores", "1")
 
 
+FLOOR_RULE = """
+rule {name}:
+    input:
+        "{source}/{{slide}}"
+    output:
+        "{name}/{{slide}}"
+    group:
+        "{group}"
+    shell:
+        "cp {{input}} {{output}}"
+"""
+
+
+def snakemake_floor(workdir: Path, n: int, rules: list[tuple[str, str]], slurm_args: list[str]):
+    """Dry-run time of a minimal Snakefile planning ``n`` slides through ``rules`` ((group,
+    rule) pairs chained in order), under the same SLURM arguments as the real plan."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    _touch_all([workdir / "slides" / f"s{k:06d}" for k in range(n)])
+    last, text = "slides", ""
+    for group, rule in rules:
+        text += FLOOR_RULE.format(name=rule, source=last, group=group)
+        last = rule
+    all_rule = f'rule all:\n    input:\n        expand("{last}/{{slide}}", slide=SLIDES)\n'
+    _write(
+        workdir / "Snakefile",
+        f"SLIDES = [f's{{k:06d}}' for k in range({n})]\n\n\n{all_rule}\n" + text,
+    )
+    return snakemake(workdir, "-n", "--snakefile", str(workdir / "Snakefile"), *slurm_args)
+
+
 def slide_groups() -> dict[str, int]:
     """The per-slide job groups and their slides per cluster job, as profiles/slurm sets them."""
     profile = yaml.safe_load((REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text())
@@ -211,6 +243,18 @@ def measure(name: str, n: int, root: Path, noop: bool, slides_per_job: int | Non
     slurm = dry_run(workdir, *slurm_args)
     row["slurm"] = {k: v for k, v in slurm.items() if k != "output"}
     row["by_rule"], row["by_group"] = submissions(slurm["output"], local_rules())
+    grouped = sorted(
+        (group, rule)
+        for group in {k for k in row["by_group"] if ":" not in k}
+        for rule in (k.split(":", 1)[1] for k in row["by_group"] if k.startswith(f"{group}:"))
+    )
+    sizes = {group: slides_per_job or size for group, size in slide_groups().items()}
+    floor_args = ["--group-components", *(f"{g}={k}" for g, k in sizes.items())]
+    floor = snakemake_floor(
+        root / f"{name}-floor", n, grouped, ["--executor", "slurm", "--jobs", "100", *floor_args]
+    )
+    row["floor"] = {k: v for k, v in floor.items() if k != "output"}
+    row["floor_rules"] = [rule for _, rule in grouped]
     if noop:
         row["touch"] = {k: v for k, v in finish(workdir, plain["output"]).items() if k != "output"}
         after = dry_run(workdir, *slurm_args)
@@ -229,6 +273,7 @@ def report(row: dict) -> None:
     for key, label, limit in [
         ("plain", "dry run", None),
         ("slurm", "dry run, profiles/slurm", PLAN_LIMIT_S),
+        ("floor", "Snakemake alone, same per-slide jobs", None),
         ("noop", "no-op dry run after a finished run", NOOP_LIMIT_S),
     ]:
         if key not in row:
@@ -243,6 +288,10 @@ def report(row: dict) -> None:
             memory = "" if key == "noop" else f", {PLAN_LIMIT_MB:.0f} MB"
             line += f"  (limit {limit:.0f} s{memory}: {verdict(ok)})"
         print(line, flush=True)
+    if "floor" in row:
+        ratio = row["slurm"]["cpu_s"] / row["floor"]["cpu_s"]
+        rules = " + ".join(row["floor_rules"])
+        print(f"{'our plan / Snakemake floor (CPU)':38s} {ratio:6.2f}  (floor: {n} x {rules})")
     if "noop" in row:
         print(f"{'jobs left after the finished run':38s} {row['noop_jobs']}")
     print("cluster submissions under profiles/slurm (a job group counts once):")
