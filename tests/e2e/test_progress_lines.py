@@ -10,7 +10,7 @@ import pytest
 from abmilx import progress
 from abmilx.config import encode_settings, schema_defaults
 from abmilx.e2e import predict, train
-from abmilx.features import extract
+from abmilx.features.extract import extract
 
 SETTINGS = {
     "encoder_weights": "random",

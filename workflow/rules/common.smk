@@ -28,6 +28,7 @@ from abmilx.experiments import (
     training_settings as run_training_settings,
     weights_path,
 )
+from abmilx.features.shards import shard_manifest_path, shard_names
 from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.report.coverage import encode as encode_coverage
 from abmilx.sheets import given_split_columns, load_dataset_sheets
@@ -73,6 +74,7 @@ localrules:
     adapt_sheets,
     make_splits,
     aggregate_folds,
+    combine_feature_shards,
     qc_table,
     coverage,
     tables,
@@ -345,6 +347,23 @@ def feature_settings(wildcards):
         },
         sort_keys=True,
     )
+
+
+@cache
+def feature_shards(dataset):
+    """Names of the dataset's feature shards: its slide count in runs of slides_per_job (the
+    extraction job of a shard finds its slides in the patch store, abmilx.features.shards).
+    """
+    return shard_names(len(slide_table(dataset)), config["features"]["slides_per_job"])
+
+
+def feature_shard_manifests(wildcards):
+    out_dir = features_dir(wildcards.dataset, wildcards.feature_set)
+    size = config["features"]["slides_per_job"]
+    return [
+        str(shard_manifest_path(out_dir, size, shard))
+        for shard in feature_shards(wildcards.dataset)
+    ]
 
 
 def feature_manifest(dataset, feature_set):

@@ -1,7 +1,11 @@
-# Offline patch features for the two-stage baselines, one file per slide. Resumable per slide:
-# finished slides wait in "<folder>.partial/", which a failed job leaves for its rerun. The
-# declared output is the folder's manifest; a slide file it lists that is gone is rebuilt alone
-# by rebuild_feature_file (requested by `all`: common.smk, lost_feature_files).
+# Offline patch features for the two-stage baselines, one file per slide, made by shards of
+# the dataset's sorted slide ids (config features/slides_per_job; abmilx.features.shards): one
+# job per shard, which a cluster runs side by side on its GPUs. Resumable per slide: finished
+# slides wait in "<folder>.partial/", which a failed job leaves for its rerun. Each shard lists
+# its files in "<folder>.shards/<size>/<shard>.json"; combine_feature_shards joins the lists into
+# the folder's manifest, the declared output the trainers wait for. A slide file it lists that is
+# gone is rebuilt alone by rebuild_feature_file (requested by `all`: common.smk,
+# lost_feature_files).
 
 
 rule extract_features:
@@ -9,13 +13,15 @@ rule extract_features:
         store="results/tiles/{dataset}/patches.lmdb",
         weights=feature_set_weights_inputs,
     output:
-        "results/features/{dataset}/{feature_set}.manifest.json",
+        "results/features/{dataset}/{feature_set}.shards/{slides_per_job}/{shard}.json",
     log:
-        "results/logs/extract_features/{dataset}/{feature_set}.log",
+        "results/logs/extract_features/{dataset}/{feature_set}/{slides_per_job}/{shard}.log",
     benchmark:
-        "results/benchmarks/extract_features/{dataset}/{feature_set}.tsv"
+        "results/benchmarks/extract_features/{dataset}/{feature_set}/{slides_per_job}/{shard}.tsv"
     wildcard_constraints:
         feature_set=name_pattern(feature_set_names("encode")),
+        slides_per_job=r"\d+",
+        shard=r"\d+-of-\d+",
     conda:
         SHELL_ENV
     threads: job_threads("extract_features")
@@ -28,7 +34,31 @@ rule extract_features:
         code=code_digest("abmilx.features"),
     shell:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {params.out_dir:q}"
+        " --shard {wildcards.shard:q} --slides-per-job {wildcards.slides_per_job:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule combine_feature_shards:
+    input:
+        feature_shard_manifests,
+    output:
+        "results/features/{dataset}/{feature_set}.manifest.json",
+    log:
+        "results/logs/combine_feature_shards/{dataset}/{feature_set}.log",
+    wildcard_constraints:
+        feature_set=name_pattern(feature_set_names("encode")),
+    conda:
+        SHELL_ENV
+    threads: 1
+    params:
+        out_dir=lambda w: features_dir(w.dataset, w.feature_set),
+        slides_per_job=config["features"]["slides_per_job"],
+        shards=lambda w: len(feature_shards(w.dataset)),
+        code=code_digest("abmilx.features"),
+    shell:
+        "python -m abmilx.features combine --out-dir {params.out_dir:q}"
+        " --slides-per-job {params.slides_per_job} --shards {params.shards}"
+        " > {log:q} 2>&1"
 
 
 # Features computed elsewhere (CLAM/TRIDENT HDF5), checked against the slides that pass tiling

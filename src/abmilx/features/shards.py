@@ -1,0 +1,206 @@
+"""Shards of a dataset's slides for feature extraction, their manifests and the dataset manifest.
+
+A shard is a run of `slides_per_job` slides of the dataset's slide ids in sorted order (the last
+one shorter), named "<index>-of-<count>" with both zero-padded; shard k of a given size holds the
+same slides whatever else runs, so each shard is its own cluster job. A shard job writes its
+slides' files into the feature folder and lists them, with the fingerprint of what made them, in
+`<folder>.shards/<slides_per_job>/<name>.json`; `combine_shards` joins the lists into the
+dataset manifest `<folder>.manifest.json`, the same file a one-job extraction writes.
+
+Finished files are reused by content, not by shard: a slide file that any manifest beside the
+folder lists with the current fingerprint and the same SHA-256 is not encoded again, so a new
+shard size costs a read of each file, not a new extraction. No torch here: the workflow plans
+shards at parse time and the combining job stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from abmilx.provenance import content_digest
+
+SHARD_DIGITS = 5
+
+
+def shard_members(slide_ids: Iterable[str], slides_per_job: int) -> list[list[str]]:
+    """The slide ids of each shard: the sorted ids in runs of `slides_per_job` (at least one
+    shard, empty for no slides)."""
+    if slides_per_job < 1:
+        raise ValueError(f"slides_per_job must be at least 1, got {slides_per_job}")
+    ordered = sorted(slide_ids)
+    runs = [
+        ordered[start : start + slides_per_job] for start in range(0, len(ordered), slides_per_job)
+    ]
+    return runs or [[]]
+
+
+def shard_names(n_slides: int, slides_per_job: int) -> list[str]:
+    """Names of the shards of `n_slides` slides (what the workflow plans from the slide count)."""
+    count = max(1, -(-n_slides // slides_per_job))
+    return [shard_name(index, count) for index in range(count)]
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"{index:0{SHARD_DIGITS}d}-of-{count:0{SHARD_DIGITS}d}"
+
+
+def parse_shard(name: str) -> tuple[int, int]:
+    """(index, count) of a shard name "<index>-of-<count>"."""
+    index, sep, count = name.partition("-of-")
+    if not (sep and index.isdigit() and count.isdigit()) or int(index) >= int(count):
+        raise ValueError(f"shard {name!r}: expected <index>-of-<count> with index < count")
+    return int(index), int(count)
+
+
+def manifest_path(out_dir: str | Path) -> Path:
+    """The list of a feature folder's slide files, beside the folder."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".manifest.json")
+
+
+def shards_dir(out_dir: str | Path) -> Path:
+    """Where the shard manifests of a feature folder are, one folder per shard size."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".shards")
+
+
+def shard_manifest_path(out_dir: str | Path, slides_per_job: int, shard: str) -> Path:
+    return shards_dir(out_dir) / str(slides_per_job) / f"{shard}.json"
+
+
+def partial_dir(out_dir: str | Path) -> Path:
+    """Where finished slides wait until their shard (or the whole extraction) is done."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write atomically (a reader never sees half a manifest)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def slide_entries(out_dir: Path, slide_ids: Iterable[str]) -> dict[str, dict]:
+    """{slide_id: {"bytes", "sha256"}} of the slides that have a file in `out_dir`."""
+    return {
+        slide_id: {"bytes": path.stat().st_size, "sha256": content_digest(path)}
+        for slide_id in slide_ids
+        if (path := out_dir / f"{slide_id}.pt").is_file()
+    }
+
+
+def _manifests(out_dir: Path) -> list[Path]:
+    """The dataset manifest and every shard manifest beside the folder (any shard size)."""
+    found = [manifest_path(out_dir), *sorted(shards_dir(out_dir).glob("*/*.json"))]
+    return [path for path in found if path.is_file()]
+
+
+def reusable_slides(out_dir: str | Path, current: dict, slide_ids: Sequence[str]) -> set[str]:
+    """Slides of `slide_ids` whose file in `out_dir` a manifest lists with the `current`
+    fingerprint and whose bytes are still the listed ones."""
+    out_dir = Path(out_dir)
+    wanted, listed = set(slide_ids), {}
+    for path in _manifests(out_dir):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged manifest vouches for nothing
+        if record.get("fingerprint") != current:
+            continue
+        for slide_id, entry in (record.get("slides") or {}).items():
+            if slide_id in wanted:
+                listed.setdefault(slide_id, []).append(entry)
+    reused = set()
+    for slide_id, entries in listed.items():
+        file = out_dir / f"{slide_id}.pt"
+        if not file.is_file():
+            continue
+        size = file.stat().st_size
+        if any(e.get("bytes") == size and e.get("sha256") == content_digest(file) for e in entries):
+            reused.add(slide_id)
+    return reused
+
+
+def combine_shards(out_dir: str | Path, slides_per_job: int, count: int) -> dict[str, int]:
+    """Write the dataset manifest of `out_dir` from its `count` shard manifests of size
+    `slides_per_job`.
+
+    Checks that the shards were made with one fingerprint, that together they are the sorted
+    slide ids in runs of `slides_per_job`, and that each listed file is there with its listed
+    size; then removes what no shard lists (files of slides gone from the store, shard
+    manifests of other sizes, unfinished slides).
+    """
+    out_dir = Path(out_dir)
+    paths = [
+        shard_manifest_path(out_dir, slides_per_job, shard_name(index, count))
+        for index in range(count)
+    ]
+    if count < 1 or not all(path.is_file() for path in paths):
+        missing = [str(path) for path in paths if not path.is_file()]
+        raise FileNotFoundError(f"{out_dir}: shard manifests missing: {missing[:5]} ...")
+    records = {path: json.loads(path.read_text()) for path in paths}
+    first_path, first = paths[0], records[paths[0]]
+    by_index: dict[int, tuple[Path, dict]] = {}
+    for index, (path, record) in enumerate(records.items()):
+        for key in ("fingerprint", "settings"):
+            if record[key] != first[key]:
+                raise ValueError(
+                    f"{path}: its {key} differ from those of {first_path}; the shards were made"
+                    " by different runs (rerun the stale shard)"
+                )
+        shard = record["shard"]
+        expected = (index, count, slides_per_job)
+        if (shard["index"], shard["count"], shard["slides_per_job"]) != expected:
+            raise ValueError(f"{path}: holds shard {shard}, not {expected}")
+        by_index[shard["index"]] = (path, record)
+    members = [slide for index in range(count) for slide in by_index[index][1]["members"]]
+    if members != sorted(set(members)):
+        raise ValueError(f"{out_dir}: the shards' slides, in shard order, are not sorted ids")
+    expected = shard_members(members, slides_per_job)
+    if len(expected) != count:
+        raise ValueError(
+            f"{out_dir}: {len(members)} slides make {len(expected)} shards, not {count}"
+        )
+    for index in range(count):
+        path, record = by_index[index]
+        if record["members"] != expected[index]:
+            raise ValueError(
+                f"{path}: slides {record['members'][:3]}... are not shard {index} of the sorted"
+                f" slide ids in runs of {slides_per_job}"
+            )
+    slides: dict[str, dict] = {}
+    for path, record in by_index.values():
+        shard_slides = set(record["members"])
+        for slide_id, entry in record["slides"].items():
+            file = out_dir / f"{slide_id}.pt"
+            if slide_id not in shard_slides:
+                raise ValueError(f"{path}: lists slide {slide_id!r}, not one of its shard")
+            if not file.is_file() or file.stat().st_size != entry["bytes"]:
+                raise FileNotFoundError(
+                    f"{file}: listed by {path} ({entry['bytes']} bytes) but missing or of"
+                    " another size; rerun that shard"
+                )
+            slides[slide_id] = entry
+    if out_dir.is_dir():
+        for file in out_dir.glob("*.pt"):
+            if file.stem not in slides:
+                file.unlink()
+    shutil.rmtree(partial_dir(out_dir), ignore_errors=True)
+    keep = {path.resolve() for path in paths}
+    for stale in shards_dir(out_dir).glob("*/*.json"):
+        if stale.resolve() not in keep:
+            stale.unlink()
+    for folder in shards_dir(out_dir).glob("*"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    write_json(
+        manifest_path(out_dir),
+        {"fingerprint": first["fingerprint"], "settings": first["settings"], "slides": slides},
+    )
+    return {"slides": len(slides), "shards": count}
