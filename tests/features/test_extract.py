@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from abmilx.config import encode_settings, schema_defaults
-from abmilx.features.extract import extract, load_features, partial_dir
 from abmilx.features.__main__ import main
+from abmilx.features.extract import extract, load_features, partial_dir
 from abmilx.patches.store import PatchStore, PatchStoreWriter, encode_jpeg
 
 torch.set_num_threads(1)
