@@ -26,7 +26,8 @@ SLIDE_GROUPS = {"synthesis": "synthesize_slide", "segmentation": "segment_tissue
 SLIDE_RULES = set(SLIDE_GROUPS.values())
 CLUSTER_RULES = SLIDE_RULES | {"pack_tiles", "pretrain_encoder", "extract_features",
                                "train_two_stage", "train_e2e", "evaluate_fold"}  # fmt: skip
-LOCAL_RULES = {"cohort_sheets", "make_splits", "aggregate_folds", "qc_table", "tables"}
+LOCAL_RULES = {"cohort_sheets", "make_splits", "aggregate_folds", "qc_table", "tables",
+               "combine_feature_shards"}  # fmt: skip
 SLIDES_PER_JOB = 4  # so that the tiny cohorts' 14 slides make several group jobs
 
 
@@ -40,6 +41,7 @@ def cluster_config() -> dict:
     }
     for rule in ("pretrain_encoder", "extract_features", "evaluate_fold"):
         config["resources"][rule]["gpus"] = 0
+    config["features"] = {"slides_per_job": SLIDES_PER_JOB}  # feature shards: several GPU jobs
     return config
 
 
@@ -106,6 +108,9 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     for group, rule in SLIDE_GROUPS.items():
         logs = [log for path in slurm_logs.glob(f"group_{group}_*") for log in path.rglob("*.log")]
         assert len(logs) == -(-n_slides // SLIDES_PER_JOB), (rule, sorted(map(str, logs)))
+    # one sbatch per feature shard: the evaluation dataset's slides in runs of SLIDES_PER_JOB
+    shards = list((slurm_logs / "rule_extract_features").rglob("*.log"))
+    assert len(shards) == -(-config["datasets"]["tiny"]["synthetic"]["n_slides"] // SLIDES_PER_JOB)
 
     on_slurm_seconds = time.monotonic() - started
     reference = snakemake(local, "--cores", "2", env=dict(os.environ), timeout=1500)
