@@ -10,18 +10,20 @@ from test_extract import SETTINGS, write_store
 from abmilx.features.__main__ import main
 from abmilx.features.extract import extract, load_features
 from abmilx.features.shards import (
+    Shard,
     combine_shards,
     manifest_path,
     parse_shard,
+    plan_shards,
     shard_manifest_path,
     shard_members,
-    shard_names,
     shards_dir,
 )
 
 torch.set_num_threads(1)
 
 COUNTS = (("e", 4), ("a", 5), ("d", 2), ("b", 3), ("c", 6))  # store order is not sorted
+DATASET = [slide for slide, _ in COUNTS]
 
 
 def _shard(store, out, shard, size, **changes):
@@ -31,26 +33,18 @@ def _shard(store, out, shard, size, **changes):
         [
             "extract", "--store", str(store), "--out-dir", str(out),
             "--settings", json.dumps(settings), "--threads", "1",
-            "--shard", shard, "--slides-per-job", str(size),
+            "--shard", shard.name, "--slides-per-job", str(size),
+            f"--first={shard.first}", f"--last={shard.last}",
         ]
     )  # fmt: skip
 
 
-def _sharded(store, out, size, **changes):
-    names = shard_names(len(COUNTS), size)
-    for name in names:
-        _shard(store, out, name, size, **changes)
-    main(
-        [
-            "combine",
-            "--out-dir",
-            str(out),
-            "--slides-per-job",
-            str(size),
-            "--shards",
-            str(len(names)),
-        ]
-    )
+def _sharded(store, out, size, dataset=DATASET, **changes):
+    shards = plan_shards(dataset, size)
+    for shard in shards:
+        _shard(store, out, shard, size, **changes)
+    size, count = str(size), str(len(shards))
+    main(["combine", "--out-dir", str(out), "--slides-per-job", size, "--shards", count])
 
 
 def _same_files(left, right):
@@ -63,10 +57,16 @@ def _same_files(left, right):
 
 
 def test_shards_are_runs_of_the_sorted_slide_ids():
-    assert shard_members(["c", "a", "e", "b", "d"], 2) == [["a", "b"], ["c", "d"], ["e"]]
-    assert shard_members(["b", "a"], 200) == [["a", "b"]]
-    assert shard_names(5, 2) == ["00000-of-00003", "00001-of-00003", "00002-of-00003"]
-    assert shard_names(10_616, 200)[-1] == "00053-of-00054"
+    assert plan_shards(["c", "a", "e", "b", "d"], 2) == [
+        Shard("00000-of-00003", "a", "b"),
+        Shard("00001-of-00003", "c", "d"),
+        Shard("00002-of-00003", "e", "e"),
+    ]
+    assert plan_shards(["b", "a"], 200) == [Shard("00000-of-00001", "a", "b")]
+    assert plan_shards([f"s{k:05d}" for k in range(10_616)], 200)[-1] == Shard(
+        "00053-of-00054", "s10600", "s10615"
+    )
+    assert shard_members(["e", "a", "d"], "b", "d") == ["d"]  # c: not in the store
     assert parse_shard("00002-of-00003") == (2, 3)
     for bad in ("3-of-3", "2of3", "a-of-3"):
         with pytest.raises(ValueError, match="<index>-of-<count>"):
@@ -85,12 +85,24 @@ def test_sharded_features_equal_one_job_features_file_by_file(tmp_path):
     assert not (tmp_path / "sharded.partial").exists()
 
 
+def test_slides_the_store_leaves_out_keep_the_shards_of_the_dataset(tmp_path):
+    """Packing leaves out slides without patches: shards are cut from the dataset's ids."""
+    store = write_store(tmp_path / "patches.lmdb", counts=[c for c in COUNTS if c[0] != "c"])
+    extract(store, tmp_path / "one", seed=3, device="cpu", **SETTINGS)
+    _sharded(store, tmp_path / "sharded", 2)  # a-b, c-d (d only), e
+    _same_files(tmp_path / "sharded", tmp_path / "one")
+
+    with pytest.raises(ValueError, match="the patch store holds 4 slides, its 2 shards 2"):
+        _sharded(store, tmp_path / "other", 2, dataset=["a", "b", "c"])  # d, e in no shard
+
+
 def test_a_failed_shard_resumes_only_its_missing_slides(tmp_path, caplog):
     store = write_store(tmp_path / "patches.lmdb", bad_patch_of="c", counts=COUNTS)
     out = tmp_path / "features"
-    _shard(store, out, "00001-of-00002", 3)  # d, e: not touched by the failure
+    first, second = plan_shards(DATASET, 3)
+    _shard(store, out, second, 3)  # d, e: not touched by the failure
     with pytest.raises(ValueError, match=r"slide 'c' scale 'main' patches 0\.\.3"):
-        _shard(store, out, "00000-of-00002", 3)  # a, b done, then c fails
+        _shard(store, out, first, 3)  # a, b done, then c fails
     assert sorted(p.name for p in out.glob("*.pt")) == ["d.pt", "e.pt"]
     assert sorted(p.name for p in (tmp_path / "features.partial").glob("*/*.pt")) == [
         "a.pt", "b.pt"
@@ -101,8 +113,9 @@ def test_a_failed_shard_resumes_only_its_missing_slides(tmp_path, caplog):
     write_store(store, counts=COUNTS)  # repaired: same slides, same counts, valid JPEGs
     caplog.set_level("INFO", logger="abmilx.features.extract")
     stats = extract(
-        store, out, seed=3, device="cpu", shard="00000-of-00002", slides_per_job=3, **SETTINGS
-    )
+        store, out, seed=3, device="cpu", shard=first.name, slides_per_job=3,
+        first=first.first, last=first.last, **SETTINGS,
+    )  # fmt: skip
     assert stats["slides_skipped"] == 2 and stats["slides_encoded"] == 1
     assert stats["patches"] == 6  # c only
     assert "resuming: 2 of 3 slides already done" in caplog.text
@@ -128,20 +141,14 @@ def test_a_new_shard_size_keeps_the_files_and_new_settings_do_not(tmp_path, capl
 
     (out / "a.pt").write_bytes((out / "b.pt").read_bytes())  # a file that is not the listed one
     caplog.clear()
-    _shard(store, out, "00000-of-00002", 4)
+    _shard(store, out, plan_shards(DATASET, 4)[0], 4)
     assert "keeping 3 finished slide files" in caplog.text  # b, c, d; a is encoded again
-
     listed = json.loads(before)["slides"]["a"]["sha256"]
     assert hashlib.sha256((out / "a.pt").read_bytes()).hexdigest() == listed  # the same bytes
+
     old = load_features(out / "c.pt")["features"]
     caplog.clear()
     _sharded(store, out, 4, seed=4)  # other random weights: every slide is encoded again
     assert "keeping" not in caplog.text
     assert json.loads(manifest_path(out).read_text())["settings"]["seed"] == 4
     assert not torch.equal(load_features(out / "c.pt")["features"], old)
-
-
-def test_a_shard_of_another_store_fails_naming_it(tmp_path):
-    store = write_store(tmp_path / "patches.lmdb", counts=COUNTS)
-    with pytest.raises(ValueError, match=r"patches.lmdb holds 5 slides, 3 shards of 2, not 4"):
-        _shard(store, tmp_path / "features", "00000-of-00004", 2)

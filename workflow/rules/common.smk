@@ -28,7 +28,7 @@ from abmilx.experiments import (
     training_settings as run_training_settings,
     weights_path,
 )
-from abmilx.features.shards import shard_manifest_path, shard_names
+from abmilx.features.shards import plan_shards, shard_manifest_path
 from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.report.coverage import encode as encode_coverage
 from abmilx.sheets import given_split_columns, load_dataset_sheets
@@ -351,19 +351,27 @@ def feature_settings(wildcards):
 
 @cache
 def feature_shards(dataset):
-    """Names of the dataset's feature shards: its slide count in runs of slides_per_job (the
-    extraction job of a shard finds its slides in the patch store, abmilx.features.shards).
-    """
-    return shard_names(len(slide_table(dataset)), config["features"]["slides_per_job"])
+    """{name: (first slide id, last)} of the dataset's feature shards: its sorted slide ids in
+    runs of features/slides_per_job (abmilx.features.shards)."""
+    shards = plan_shards(slide_jobs(dataset), config["features"]["slides_per_job"])
+    return {shard.name: (shard.first, shard.last) for shard in shards}
 
 
 def feature_shard_manifests(wildcards):
     out_dir = features_dir(wildcards.dataset, wildcards.feature_set)
     size = config["features"]["slides_per_job"]
     return [
-        str(shard_manifest_path(out_dir, size, shard))
-        for shard in feature_shards(wildcards.dataset)
+        str(shard_manifest_path(out_dir, size, name))
+        for name in feature_shards(wildcards.dataset)
     ]
+
+
+def feature_shard_first(wildcards):
+    return feature_shards(wildcards.dataset)[wildcards.shard][0]
+
+
+def feature_shard_last(wildcards):
+    return feature_shards(wildcards.dataset)[wildcards.shard][1]
 
 
 def feature_manifest(dataset, feature_set):

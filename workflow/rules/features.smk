@@ -1,11 +1,11 @@
-# Offline patch features for the two-stage baselines, one file per slide, made by shards of
-# the dataset's sorted slide ids (config features/slides_per_job; abmilx.features.shards): one
-# job per shard, which a cluster runs side by side on its GPUs. Resumable per slide: finished
-# slides wait in "<folder>.partial/", which a failed job leaves for its rerun. Each shard lists
-# its files in "<folder>.shards/<size>/<shard>.json"; combine_feature_shards joins the lists into
-# the folder's manifest, the declared output the trainers wait for. A slide file it lists that is
-# gone is rebuilt alone by rebuild_feature_file (requested by `all`: common.smk,
-# lost_feature_files).
+# Offline patch features for the two-stage baselines, one file per slide, made by shards of the
+# dataset's sorted slide ids (config features/slides_per_job; abmilx.features.shards): one job
+# per shard, given its first and last slide id, which a cluster runs side by side on its GPUs.
+# Resumable per slide: finished slides wait in "<folder>.partial/", which a failed job leaves for
+# its rerun. Each shard lists its files in "<folder>.shards/<size>/<shard>.json";
+# combine_feature_shards joins the lists into the folder's manifest, the declared output the
+# trainers wait for. A slide file it lists that is gone is rebuilt alone by rebuild_feature_file
+# (requested by `all`: common.smk, lost_feature_files).
 
 
 rule extract_features:
@@ -32,10 +32,13 @@ rule extract_features:
         settings=feature_settings,
         weights_digest=feature_set_weights_digest,
         code=code_digest("abmilx.features"),
+        first=feature_shard_first,
+        last=feature_shard_last,
     shell:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {params.out_dir:q}"
         " --shard {wildcards.shard:q} --slides-per-job {wildcards.slides_per_job:q}"
-        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " --first={params.first:q} --last={params.last:q} --settings {params.settings:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule combine_feature_shards:

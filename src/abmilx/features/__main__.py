@@ -1,5 +1,5 @@
 """CLI: python -m abmilx.features extract --store PATH --out-dir DIR --settings JSON --threads N
-    [--shard I-of-N --slides-per-job S | --slides ID ...]
+    [--shard I-of-N --slides-per-job S --first=ID --last=ID | --slides ID ...]
 python -m abmilx.features combine --out-dir DIR --slides-per-job S --shards N
 python -m abmilx.features import-h5 --qc-dir DIR --out-dir DIR --settings JSON"""
 
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         "--shard", help="encode this shard of the sorted slide ids (<index>-of-<count>)"
     )
     run.add_argument("--slides-per-job", type=int, help="the size of a shard")
+    run.add_argument("--first", help="the shard's first slide id (of the dataset's, sorted)")
+    run.add_argument("--last", help="the shard's last slide id")
     combine = commands.add_parser("combine", help="join shard manifests into the dataset's")
     combine.add_argument("--out-dir", required=True, help="the feature folder of the shards")
     combine.add_argument("--slides-per-job", type=int, required=True, help="the shards' size")
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             slides=args.slides,
             shard=args.shard,
             slides_per_job=args.slides_per_job,
+            first=args.first,
+            last=args.last,
             **json.loads(args.settings),
         )
     elif args.command == "combine":

@@ -120,6 +120,8 @@ def extract(
     slides: list[str] | None = None,
     shard: str | None = None,
     slides_per_job: int | None = None,
+    first: str | None = None,
+    last: str | None = None,
 ) -> dict[str, float]:
     """Encode every patch at `scale` of every slide in `store`; write `<out_dir>/<slide_id>.pt`.
 
@@ -133,9 +135,10 @@ def extract(
     {"patches", "seconds", "patches_per_second" (of the patches encoded by this call),
     "slides_encoded", "slides_skipped"}.
 
-    `shard` ("<index>-of-<count>") with `slides_per_job` encodes that shard of the store's
-    sorted slide ids only and lists them in its shard manifest (`combine_shards` makes the
-    dataset manifest of all shards); `slides` rebuilds those slides' files only (a lost
+    `shard` ("<index>-of-<count>" of `slides_per_job` slides) encodes the store's slides from
+    `first` to `last` (in sorted order) only and lists them in its shard manifest
+    (`abmilx.features.shards`: `plan_shards` cuts a dataset, `combine_shards` makes the dataset
+    manifest of all shards); `slides` rebuilds those slides' files only (a lost
     intermediate), straight into `out_dir`; otherwise every slide is encoded, and
     `<out_dir>.manifest.json` lists them.
     """
@@ -160,16 +163,11 @@ def extract(
             raise ValueError(f"{store} holds no slides {unknown}")
         slide_ids = list(slides)
     elif shard is not None:
-        if slides_per_job is None:
-            raise ValueError(f"shard {shard}: slides_per_job is needed to know its slides")
+        if slides_per_job is None or first is None or last is None:
+            raise ValueError(f"shard {shard}: give slides_per_job and its first and last slide")
         index, count = parse_shard(shard)
-        members = shard_members(slide_ids, slides_per_job)
-        if len(members) != count:
-            raise ValueError(
-                f"shard {shard}: {store} holds {len(slide_ids)} slides, {len(members)} shards of"
-                f" {slides_per_job}, not {count} (the store and the slide sheet disagree)"
-            )
-        slide_ids = members[index]
+        store_slides = len(slide_ids)
+        slide_ids = shard_members(slide_ids, first, last)
     current = _fingerprint(patch_store, settings)
 
     set_threads(threads)
@@ -249,6 +247,8 @@ def extract(
     for slide_id in slide_ids:  # a shard's only: the other shards' wait in the same folder
         if (file := work / f"{slide_id}.pt").is_file():
             os.replace(file, out_dir / file.name)
+        elif slide_id not in reused:  # no patches now: an older file is not this slide's
+            (out_dir / f"{slide_id}.pt").unlink(missing_ok=True)
     if slides is None and shard is None:
         shutil.rmtree(partial_dir(out_dir))
     elif slides is not None:
@@ -262,8 +262,15 @@ def extract(
         if shard is None:
             write_json(manifest_path(out_dir), record)
         else:
-            record["shard"] = {"index": index, "count": count, "slides_per_job": slides_per_job}
+            record["shard"] = {
+                "index": index,
+                "count": count,
+                "slides_per_job": slides_per_job,
+                "first": first,
+                "last": last,
+            }
             record["members"] = slide_ids
+            record["store_slides"] = store_slides
             write_json(shard_manifest_path(out_dir, slides_per_job, shard), record)
     rate = progress.done / seconds if seconds > 0 else float("nan")
     return {

@@ -1,7 +1,9 @@
 """Shards of a dataset's slides for feature extraction, their manifests and the dataset manifest.
 
 A shard is a run of `slides_per_job` slides of the dataset's slide ids in sorted order (the last
-one shorter), named "<index>-of-<count>" with both zero-padded; shard k of a given size holds the
+one shorter), named "<index>-of-<count>" with both zero-padded, and given to its job as the first
+and the last id of the run: the job encodes the slides of the patch store between the two (the
+store leaves out slides without patches, so it may hold fewer). Shard k of a given size holds the
 same slides whatever else runs, so each shard is its own cluster job. A shard job writes its
 slides' files into the feature folder and lists them, with the fingerprint of what made them, in
 `<folder>.shards/<slides_per_job>/<name>.json`; `combine_shards` joins the lists into the
@@ -20,28 +22,40 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from abmilx.provenance import content_digest
 
 SHARD_DIGITS = 5
 
 
-def shard_members(slide_ids: Iterable[str], slides_per_job: int) -> list[list[str]]:
-    """The slide ids of each shard: the sorted ids in runs of `slides_per_job` (at least one
-    shard, empty for no slides)."""
+class Shard(NamedTuple):
+    name: str  # "<index>-of-<count>"
+    first: str  # its first and last slide id
+    last: str
+
+
+def plan_shards(slide_ids: Iterable[str], slides_per_job: int) -> list[Shard]:
+    """The shards of a dataset: its sorted slide ids in runs of `slides_per_job`."""
     if slides_per_job < 1:
         raise ValueError(f"slides_per_job must be at least 1, got {slides_per_job}")
     ordered = sorted(slide_ids)
-    runs = [
-        ordered[start : start + slides_per_job] for start in range(0, len(ordered), slides_per_job)
+    if not ordered:
+        raise ValueError("no slides to cut into shards")
+    starts = range(0, len(ordered), slides_per_job)
+    return [
+        Shard(
+            shard_name(index, len(starts)),
+            ordered[start],
+            ordered[min(start + slides_per_job, len(ordered)) - 1],
+        )
+        for index, start in enumerate(starts)
     ]
-    return runs or [[]]
 
 
-def shard_names(n_slides: int, slides_per_job: int) -> list[str]:
-    """Names of the shards of `n_slides` slides (what the workflow plans from the slide count)."""
-    count = max(1, -(-n_slides // slides_per_job))
-    return [shard_name(index, count) for index in range(count)]
+def shard_members(slide_ids: Iterable[str], first: str, last: str) -> list[str]:
+    """The slides of `slide_ids` (a store's) that fall in a shard, sorted."""
+    return sorted(slide for slide in slide_ids if first <= slide <= last)
 
 
 def shard_name(index: int, count: int) -> str:
@@ -131,51 +145,45 @@ def combine_shards(out_dir: str | Path, slides_per_job: int, count: int) -> dict
     """Write the dataset manifest of `out_dir` from its `count` shard manifests of size
     `slides_per_job`.
 
-    Checks that the shards were made with one fingerprint, that together they are the sorted
-    slide ids in runs of `slides_per_job`, and that each listed file is there with its listed
-    size; then removes what no shard lists (files of slides gone from the store, shard
-    manifests of other sizes, unfinished slides).
+    Checks that the shards were made with one fingerprint (so from one patch store), that they
+    follow each other in slide order without overlapping, and that together they hold every
+    slide of the store, each listed file being there with its listed size; then removes what no
+    shard lists (files of slides gone from the store, shard manifests of other sizes,
+    unfinished slides).
     """
     out_dir = Path(out_dir)
     paths = [
         shard_manifest_path(out_dir, slides_per_job, shard_name(index, count))
         for index in range(count)
     ]
-    if count < 1 or not all(path.is_file() for path in paths):
-        missing = [str(path) for path in paths if not path.is_file()]
-        raise FileNotFoundError(f"{out_dir}: shard manifests missing: {missing[:5]} ...")
-    records = {path: json.loads(path.read_text()) for path in paths}
-    first_path, first = paths[0], records[paths[0]]
-    by_index: dict[int, tuple[Path, dict]] = {}
-    for index, (path, record) in enumerate(records.items()):
-        for key in ("fingerprint", "settings"):
+    missing = [str(path) for path in paths if not path.is_file()]
+    if count < 1 or missing:
+        raise FileNotFoundError(f"{out_dir}: shard manifests missing: {missing[:5]}")
+    records = [json.loads(path.read_text()) for path in paths]
+    first = records[0]
+    previous_last, members = None, 0
+    slides: dict[str, dict] = {}
+    for index, (path, record) in enumerate(zip(paths, records, strict=True)):
+        for key in ("fingerprint", "settings", "store_slides"):
             if record[key] != first[key]:
                 raise ValueError(
-                    f"{path}: its {key} differ from those of {first_path}; the shards were made"
+                    f"{path}: its {key} differ from those of {paths[0]}; the shards were made"
                     " by different runs (rerun the stale shard)"
                 )
         shard = record["shard"]
-        expected = (index, count, slides_per_job)
-        if (shard["index"], shard["count"], shard["slides_per_job"]) != expected:
-            raise ValueError(f"{path}: holds shard {shard}, not {expected}")
-        by_index[shard["index"]] = (path, record)
-    members = [slide for index in range(count) for slide in by_index[index][1]["members"]]
-    if members != sorted(set(members)):
-        raise ValueError(f"{out_dir}: the shards' slides, in shard order, are not sorted ids")
-    expected = shard_members(members, slides_per_job)
-    if len(expected) != count:
-        raise ValueError(
-            f"{out_dir}: {len(members)} slides make {len(expected)} shards, not {count}"
-        )
-    for index in range(count):
-        path, record = by_index[index]
-        if record["members"] != expected[index]:
+        if (shard["index"], shard["count"], shard["slides_per_job"]) != (
+            index,
+            count,
+            slides_per_job,
+        ):
+            raise ValueError(f"{path}: holds shard {shard}, not {index} of {count}")
+        if previous_last is not None and not previous_last < shard["first"]:
             raise ValueError(
-                f"{path}: slides {record['members'][:3]}... are not shard {index} of the sorted"
-                f" slide ids in runs of {slides_per_job}"
+                f"{path}: starts at slide {shard['first']!r}, not after the previous shard's"
+                f" last, {previous_last!r}"
             )
-    slides: dict[str, dict] = {}
-    for path, record in by_index.values():
+        previous_last = shard["last"]
+        members += len(record["members"])
         shard_slides = set(record["members"])
         for slide_id, entry in record["slides"].items():
             file = out_dir / f"{slide_id}.pt"
@@ -187,6 +195,11 @@ def combine_shards(out_dir: str | Path, slides_per_job: int, count: int) -> dict
                     " another size; rerun that shard"
                 )
             slides[slide_id] = entry
+    if members != first["store_slides"]:
+        raise ValueError(
+            f"{out_dir}: the patch store holds {first['store_slides']} slides, its {count} shards"
+            f" {members}: the slide sheet and the store disagree"
+        )
     if out_dir.is_dir():
         for file in out_dir.glob("*.pt"):
             if file.stem not in slides:
