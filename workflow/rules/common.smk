@@ -115,7 +115,8 @@ def adapted(dataset):
 
 def adapted_digest(wildcards):
     """Hash of what the adapter finds now: an edited label file, split file or slide folder
-    changes it, so adapt_sheets reruns (its inputs are folders and tables the options name)."""
+    changes it, so adapt_sheets reruns (its inputs are folders and tables the options name).
+    """
     return config_hash(dataclasses.asdict(adapted(wildcards.dataset)))
 
 
