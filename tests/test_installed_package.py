@@ -140,7 +140,8 @@ def test_stage_commands_build_a_store_that_info_describes(installed, elsewhere):
          "--dataset", "mine", "--mpp", "", "--segmentation", "qc/s1",
          "--out-store", "tiles/slides/s1.lmdb", "--out-qc", "tiles/slides/s1.json",
          "--settings", json.dumps({**config["tiling"], **strict})],
-        ["tiling", "pack", "--stores", "tiles/slides/s1.lmdb", "--out", "tiles/patches.lmdb"],
+        ["tiling", "pack", "--mode", "index", "--stores", "tiles/slides/s1.lmdb",
+         "--out", "tiles/patches.lmdb"],
     ]  # fmt: skip
     # The rules' commands (python -m abmilx.<stage> ...), in one interpreter to import once.
     script = (

@@ -35,7 +35,9 @@ def smooth_patches(n: int, size: int, seed: int) -> np.ndarray:
     return patches
 
 
-def write_store(path, slide_id: str, n_main: int, n_low: int, seed: int = 0, size: int = 32):
+def write_store(
+    path, slide_id: str, n_main: int, n_low: int, seed: int = 0, size: int = 32, mpp: float = 0.5
+):
     images = {
         "main": smooth_patches(n_main, size, seed),
         "low": smooth_patches(n_low, size, seed + 1),
@@ -51,7 +53,7 @@ def write_store(path, slide_id: str, n_main: int, n_low: int, seed: int = 0, siz
                 coords[scale],
                 iter(images[scale]),
                 extent_level0=64.0 * SCALES[scale],
-                slide_mpp=0.5,
+                slide_mpp=mpp,
             )
     return images, coords
 

@@ -211,11 +211,13 @@ def test_cli_tile_and_pack(segmented, tmp_path, capsys):
         assert main(args) == 0
         stores.append(str(store))
     assert "broken: failed" in capsys.readouterr().err
-    packed = tmp_path / "patches.lmdb"
-    assert main(["pack", "--stores", *stores, "--out", str(packed)]) == 0
-    with PatchStore(packed) as store:
-        assert store.slide_ids == ["s1"]
-        assert store.count("s1", "main") == 20
+    for mode in ("index", "copy"):
+        packed = tmp_path / f"patches-{mode}.lmdb"
+        assert main(["pack", "--mode", mode, "--stores", *stores, "--out", str(packed)]) == 0
+        with PatchStore(packed) as store:
+            assert store.is_index == (mode == "index")
+            assert store.slide_ids == ["s1"]
+            assert store.count("s1", "main") == 20
     strict = json.dumps({**TILE, "strict": True})
     assert main([*args[:-3], strict, "--threads", "1"]) == 1
     assert "slide broken" in capsys.readouterr().err

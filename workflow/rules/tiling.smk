@@ -1,4 +1,5 @@
-# Multi-scale tiling by exact µm/px into one LMDB per slide, then packed per dataset.
+# Multi-scale tiling by exact µm/px into one LMDB per slide, then one dataset index of them
+# (or a packed copy: config tiling.pack).
 # Job group `tiling`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
 
 
@@ -24,8 +25,13 @@ rule tile_slide:
         # the segmentation's outputs share the prefix of its QC record (an input)
         prefix=lambda w, input: input.segmentation.removesuffix(".json"),
         mpp=mpp_override,
+        # all of the block but `pack` (TilingSettings.DATASET_KEYS), which only pack_tiles reads
         settings=json.dumps(
-            {**config["tiling"], "strict": config["strict"]}, sort_keys=True
+            {
+                **{k: v for k, v in config["tiling"].items() if k != "pack"},
+                "strict": config["strict"],
+            },
+            sort_keys=True,
         ),
         code=code_digest("abmilx.tiling"),
     shell:
@@ -54,6 +60,8 @@ rule pack_tiles:
     resources:
         **job_resources("pack_tiles"),
     params:
+        mode=config["tiling"]["pack"],
         code=code_digest("abmilx.tiling"),
     shell:
-        "python -m abmilx.tiling pack --stores {input.stores:q} --out {output:q} > {log:q} 2>&1"
+        "python -m abmilx.tiling pack --mode {params.mode} --stores {input.stores:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -224,7 +224,7 @@ def predict_slides(
     A slide that could not be predicted (failed QC, no patches) is listed in predict.json and
     slides.tsv; unless `allow_partial`, it then raises PartialPredictionError naming them."""
     from abmilx.kinds import predict
-    from abmilx.patches.store import PatchStore, pack_stores
+    from abmilx.patches.store import PatchStore, index_stores
     from abmilx.provenance import git_commit
     from abmilx.report.qc import write_qc_table
     from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
@@ -251,7 +251,7 @@ def predict_slides(
     write_qc_table(records, out / "slides.tsv")
     stores = [out / "tiles" / f"{slide_id}.lmdb" for slide_id in sheet["slide_id"]]
     packed = out / "patches.lmdb"
-    pack_stores(stores, packed)
+    index_stores(stores, packed)  # the per-slide stores stay; no patch is copied
 
     features = None
     if trained.kind != "two_stage":  # the kinds that read the patch store (e2e, c2c, ft)

@@ -1,4 +1,4 @@
-"""LMDB patch store: per-slide writer, dataset packer and a lazy, fork-safe reader.
+"""LMDB patch store: per-slide writer, dataset packer or index, and a lazy, fork-safe reader.
 
 Layout (docs/architecture.md, "Patch store"): one single-file LMDB (``subdir=False``) whose
 values are JPEG bytes.
@@ -17,14 +17,26 @@ The store holds one view per patch, ``patch_size`` pixels square. Training views
 resized crops) and evaluation views (a resize, e.g. to 224 px) are made by the training code
 from these pixels; unlike the official code there are no separate 224/256 stores.
 
+A dataset's stores are joined in one of two ways (config ``tiling.pack``, docs/scale.md):
+
+- a packed copy (:func:`pack_stores`): the layout above, every patch copied once more;
+- an index (:func:`index_stores`): a small LMDB whose only entry ``__meta__`` is the packed
+  meta with format ``abmilx-patch-index`` plus ``"slide_store": {slide_id: path}`` (relative
+  to the index's folder) and ``"stores": {path: {"size", "mtime_ns", "meta_sha256"}}``, the
+  facts each per-slide store had when the index was built. :class:`PatchStore` reads either.
+
 LMDB environments are not fork-safe, so :class:`PatchStore` opens its environment lazily, once
-per process id, read-only and without locks, and can be pickled into DataLoader workers.
+per process id, read-only and without locks, and can be pickled into DataLoader workers. Through
+an index it opens per-slide stores on first use, at most ``max_open`` at once (least recently
+used closed first), and checks each against the index whenever it opens it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +49,9 @@ from abmilx.integrity import DamagedFileError, check_lmdb_file
 
 FORMAT = "abmilx-patches"
 FORMAT_VERSION = 1
+INDEX_FORMAT = "abmilx-patch-index"
+INDEX_FORMAT_VERSION = 1
+MAX_OPEN_STORES = 64  # per-slide stores an index reader keeps open (an mmap and a descriptor each)
 META_KEY = b"__meta__"
 PUTS_PER_TRANSACTION = 1000
 JPEG_SUBSAMPLING = "420"  # like PIL's default, which the official stores used
@@ -276,9 +291,11 @@ class PatchStoreWriter:
             "slide_mpp": self._slide_mpp,
         }
 
-    def close(self) -> Path:
-        """Write the metadata, flush, and move the finished store to ``path``."""
-        self._put_many([(META_KEY, json.dumps(self.meta()).encode())])
+    def close(self, extra: Mapping | None = None) -> Path:
+        """Write the metadata (updated with ``extra``), flush, and move the finished store to
+        ``path``."""
+        meta = self.meta() | dict(extra or {})
+        self._put_many([(META_KEY, json.dumps(meta).encode())])
         self._env.sync(True)
         self._env.close()
         os.replace(self._partial, self.path)
@@ -344,26 +361,56 @@ def _release_environment(key: tuple[int, int]) -> None:
         del _SHARED_ENVIRONMENTS[key]
 
 
+class StaleIndexError(DamagedFileError):
+    """A per-slide store changed or vanished after the dataset index that lists it was built."""
+
+    def __init__(self, index: Path, slide_id: str, store: Path, problem: str) -> None:
+        super().__init__(
+            store,
+            f"{problem}; slide {slide_id!r} of index {index} was built from another version "
+            "of this store: rebuild the index (rule pack_tiles)",
+        )
+        self.index, self.slide_id = index, slide_id
+
+
+def _store_facts(path: Path, meta_bytes: bytes) -> dict:
+    """What an index records of one per-slide store, to know it again."""
+    stat = path.stat()
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "meta_sha256": hashlib.sha256(meta_bytes).hexdigest(),
+    }
+
+
 class PatchStore:
-    """Read a patch store. Lazy and fork-safe: the environment opens on first use per process.
+    """Read a patch store or a dataset index of stores. Lazy and fork-safe: environments open on
+    first use per process.
 
     Readers of the same file in one process share one environment (LMDB forbids a second one);
-    a child process never uses its parent's environment but opens its own.
+    a child process never uses its parent's environments but opens its own. Through an index,
+    at most ``max_open`` per-slide stores are open at once per reader.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_open: int = MAX_OPEN_STORES) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"patch store {self.path} does not exist")
+        if max_open < 1:
+            raise ValueError(f"max_open must be at least 1, got {max_open}")
+        self.max_open = max_open
         self._env: lmdb.Environment | None = None
         self._env_key: tuple[int, int] | None = None
         self._pid: int | None = None
         self._meta: dict | None = None
         self._coords: dict[tuple[str, str], np.ndarray] = {}
+        # index only: per-slide store path -> (shared-environment key, environment), LRU order
+        self._open: OrderedDict[str, tuple[tuple[int, int], lmdb.Environment]] = OrderedDict()
+        self._open_pid: int | None = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.update(_env=None, _env_key=None, _pid=None)
+        state.update(_env=None, _env_key=None, _pid=None, _open=OrderedDict(), _open_pid=None)
         return state
 
     def _environment(self) -> lmdb.Environment:
@@ -373,8 +420,81 @@ class PatchStore:
             self._pid = pid
         return self._env
 
-    def _get(self, key: bytes) -> bytes | None:
-        with self._environment().begin(buffers=False) as txn:
+    @property
+    def is_index(self) -> bool:
+        """True when this file is a dataset index of per-slide stores (not a packed copy)."""
+        return self.meta["format"] == INDEX_FORMAT
+
+    def store_path(self, slide_id: str) -> Path:
+        """The file that holds the patches of ``slide_id`` (this file for a packed store)."""
+        if not self.is_index:
+            return self.path
+        return self.path.parent / self.meta["slide_store"][slide_id]
+
+    def _verify(self, slide_id: str, relative: str) -> Path:
+        """The per-slide store of ``slide_id``, if its size and mtime are those indexed."""
+        path = self.path.parent / relative
+        facts = self.meta["stores"][relative]
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise StaleIndexError(self.path, slide_id, path, "missing") from None
+        for name, now in (("size", stat.st_size), ("mtime_ns", stat.st_mtime_ns)):
+            if now != facts[name]:
+                raise StaleIndexError(
+                    self.path, slide_id, path, f"{name} {now}, the index recorded {facts[name]}"
+                )
+        return path
+
+    def verify(self) -> None:
+        """Raise StaleIndexError unless every store an index lists is as it was indexed (size,
+        mtime); a no-op for a packed store. Runs when an index's meta is first read."""
+        if not self.is_index:
+            return
+        first = {}
+        for slide_id, relative in self.meta["slide_store"].items():
+            first.setdefault(relative, slide_id)
+        for relative, slide_id in first.items():
+            self._verify(slide_id, relative)
+
+    def _slide_environment(self, slide_id: str) -> lmdb.Environment:
+        """The environment holding ``slide_id``'s entries (call after ``_check``)."""
+        if self.meta["format"] != INDEX_FORMAT:
+            return self._environment()
+        pid = os.getpid()
+        if self._open_pid != pid:  # a fresh process: the parent's environments are not ours
+            self._open = OrderedDict()
+            self._open_pid = pid
+        relative = self.meta["slide_store"][slide_id]
+        entry = self._open.get(relative)
+        if entry is not None:
+            self._open.move_to_end(relative)
+            return entry[1]
+        path = self._verify(slide_id, relative)
+        key, env = _acquire_environment(path)
+        try:
+            with env.begin(buffers=False) as txn:
+                raw = txn.get(META_KEY) or b""
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != self.meta["stores"][relative]["meta_sha256"]:
+                raise StaleIndexError(self.path, slide_id, path, "its __meta__ entry differs")
+        except BaseException:
+            _release_environment(key)
+            raise
+        self._open[relative] = (key, env)
+        while len(self._open) > self.max_open:
+            _, (old_key, _) = self._open.popitem(last=False)
+            _release_environment(old_key)
+        return env
+
+    @property
+    def open_stores(self) -> int:
+        """Per-slide stores this reader holds open in this process (0 for a packed store)."""
+        return len(self._open) if self._open_pid == os.getpid() else 0
+
+    def _get(self, key: bytes, slide_id: str | None = None) -> bytes | None:
+        env = self._environment() if slide_id is None else self._slide_environment(slide_id)
+        with env.begin(buffers=False) as txn:
             return txn.get(key)
 
     @property
@@ -384,14 +504,23 @@ class PatchStore:
             if raw is None:
                 raise ValueError(f"{self.path} is not a patch store (no {META_KEY.decode()} key)")
             meta = json.loads(raw)
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{self.path}: format {meta.get('format')!r}, expected {FORMAT}")
-            if meta.get("format_version") != FORMAT_VERSION:
+            versions = {FORMAT: FORMAT_VERSION, INDEX_FORMAT: INDEX_FORMAT_VERSION}
+            if meta.get("format") not in versions:
+                raise ValueError(
+                    f"{self.path}: format {meta.get('format')!r}, expected {FORMAT} or "
+                    f"{INDEX_FORMAT}"
+                )
+            if meta.get("format_version") != versions[meta["format"]]:
                 raise ValueError(
                     f"{self.path}: format_version {meta.get('format_version')}, "
-                    f"this code reads {FORMAT_VERSION}"
+                    f"this code reads {versions[meta['format']]}"
                 )
             self._meta = meta
+            try:
+                self.verify()  # an index whose stores changed fails before anything is read
+            except StaleIndexError:
+                self._meta = None
+                raise
         return self._meta
 
     @property
@@ -422,9 +551,11 @@ class PatchStore:
         self._check(slide_id, scale)
         key = (slide_id, scale)
         if key not in self._coords:
-            raw = self._get(coords_key(slide_id, scale))
+            raw = self._get(coords_key(slide_id, scale), slide_id)
             if raw is None:
-                raise KeyError(f"{self.path}: coords of {slide_id!r}/{scale!r} are missing")
+                raise KeyError(
+                    f"{self.store_path(slide_id)}: coords of {slide_id!r}/{scale!r} are missing"
+                )
             self._coords[key] = np.frombuffer(raw, dtype="<i8").reshape(-1, 2).astype(np.int64)
         return self._coords[key]
 
@@ -437,9 +568,11 @@ class PatchStore:
         count = self._check(slide_id, scale)
         if not 0 <= index < count:
             raise IndexError(f"patch {index} of {slide_id!r}/{scale!r}: the store has {count}")
-        data = self._get(patch_key(slide_id, scale, int(index)))
+        data = self._get(patch_key(slide_id, scale, int(index)), slide_id)
         if data is None:
-            raise KeyError(f"{self.path}: patch {index} of {slide_id!r}/{scale!r} is missing")
+            raise KeyError(
+                f"{self.store_path(slide_id)}: patch {index} of {slide_id!r}/{scale!r} is missing"
+            )
         return data
 
     def read(self, slide_id: str, scale: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -453,16 +586,24 @@ class PatchStore:
             )
         size = self.patch_size
         out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-        with self._environment().begin(buffers=True) as txn:
+        with self._slide_environment(slide_id).begin(buffers=True) as txn:
             for row, index in enumerate(indices.tolist()):
                 data = txn.get(patch_key(slide_id, scale, index))
                 if data is None:
-                    raise KeyError(f"{self.path}: patch {index} of {slide_id!r}/{scale!r} missing")
+                    raise KeyError(
+                        f"{self.store_path(slide_id)}: patch {index} of {slide_id!r}/{scale!r} "
+                        "missing"
+                    )
                 out[row] = decode_jpeg(data)
         return out
 
     def close(self) -> None:
-        """Release this reader's use of the environment (closed when no reader is left)."""
+        """Release this reader's use of its environments (each closed when no reader is left)."""
+        if self._open_pid == os.getpid():
+            for key, _ in self._open.values():
+                _release_environment(key)
+        self._open = OrderedDict()
+        self._open_pid = None
         if self._env is not None and self._pid == os.getpid() and self._env_key is not None:
             _release_environment(self._env_key)
         self._env = None
@@ -476,15 +617,17 @@ class PatchStore:
         self.close()
 
 
-def pack_stores(stores: Sequence[str | Path], out: str | Path) -> dict:
-    """Merge per-slide stores into one, skipping stores without any patch. Returns the meta.
+def _joinable(stores: Sequence[str | Path]) -> tuple[list[PatchStore], dict]:
+    """The stores with at least one patch (opened) and the meta they share.
 
-    All stores must agree on patch size, JPEG quality and scales (names and mpp); a slide id
-    may appear in only one store. Copies raw JPEG bytes (no re-encoding).
-    """
+    All must agree on patch size, JPEG quality and scales (names and mpp); a slide id may
+    appear in only one store."""
     if not stores:
         raise ValueError("pack needs at least one store")
     opened = [PatchStore(path) for path in stores]
+    for store in opened:
+        if store.is_index:
+            raise ValueError(f"cannot pack {store.path}: it is an index, not a patch store")
     non_empty = [
         store
         for store in opened
@@ -505,13 +648,30 @@ def pack_stores(stores: Sequence[str | Path], out: str | Path) -> dict:
                     f"slide {slide_id!r} is in both {owner[slide_id]} and {store.path}"
                 )
             owner[slide_id] = store.path
-    total_bytes = sum(store.path.stat().st_size for store in non_empty)
-    writer = PatchStoreWriter(
+    for store in opened:
+        if store not in non_empty:
+            store.close()
+    return non_empty, reference
+
+
+def _writer_like(out: str | Path, reference: Mapping) -> PatchStoreWriter:
+    return PatchStoreWriter(
         out,
         patch_size=reference["patch_size"],
         jpeg_quality=reference["jpeg_quality"],
         scales={name: spec["mpp"] for name, spec in reference["scales"].items()},
     )
+
+
+def pack_stores(stores: Sequence[str | Path], out: str | Path) -> dict:
+    """Merge per-slide stores into one, skipping stores without any patch. Returns the meta.
+
+    All stores must agree on patch size, JPEG quality and scales (names and mpp); a slide id
+    may appear in only one store. Copies raw JPEG bytes (no re-encoding).
+    """
+    non_empty, reference = _joinable(stores)
+    total_bytes = sum(store.path.stat().st_size for store in non_empty)
+    writer = _writer_like(out, reference)
     writer.reserve_bytes(int(total_bytes * 1.5))
     with writer:
         for store in non_empty:
@@ -528,3 +688,37 @@ def pack_stores(stores: Sequence[str | Path], out: str | Path) -> dict:
             writer.record_slides(store.meta)
             store.close()
     return PatchStore(out).meta
+
+
+def index_stores(stores: Sequence[str | Path], out: str | Path) -> dict:
+    """Write a dataset index of per-slide stores at ``out`` (no patch is copied); returns its
+    meta. Same checks and slides as :func:`pack_stores`; each store is named by its path
+    relative to ``out``'s folder and known again by its size, mtime and ``__meta__`` digest."""
+    out = Path(out)
+    non_empty, reference = _joinable(stores)
+    writer = _writer_like(out, reference)
+    slide_store: dict[str, str] = {}
+    facts: dict[str, dict] = {}
+    try:
+        for store in non_empty:
+            relative = Path(os.path.relpath(store.path.absolute(), out.parent.absolute()))
+            name = relative.as_posix()
+            facts[name] = _store_facts(store.path, store._get(META_KEY) or b"")
+            writer.record_slides(store.meta)
+            slide_store.update(dict.fromkeys(store.meta["slides"], name))
+            store.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close(
+        {
+            "format": INDEX_FORMAT,
+            "format_version": INDEX_FORMAT_VERSION,
+            "slide_store": slide_store,
+            "stores": facts,
+        }
+    )
+    return PatchStore(out).meta
+
+
+PACK_MODES = {"index": index_stores, "copy": pack_stores}

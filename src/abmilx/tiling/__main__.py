@@ -1,7 +1,7 @@
 """CLI:
 python -m abmilx.tiling tile --slide PATH --slide-id ID --dataset D [--mpp F] --segmentation PREFIX
     --out-store PATH.lmdb --out-qc PATH.json --settings JSON --threads N
-python -m abmilx.tiling pack --stores S1.lmdb S2.lmdb ... --out PATH.lmdb
+python -m abmilx.tiling pack --stores S1.lmdb S2.lmdb ... --out PATH.lmdb [--mode index|copy]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import cv2
 
 from abmilx.arguments import json_object, optional_mpp
-from abmilx.patches.store import pack_stores
+from abmilx.patches.store import PACK_MODES
 from abmilx.slides import SlideError
 from abmilx.tiling.settings import TilingSettings
 from abmilx.tiling.tile import tile_slide
@@ -34,13 +34,20 @@ def main(argv: list[str] | None = None) -> int:
         "--settings", required=True, help="JSON object: the tiling block (all of it), strict"
     )
     tile.add_argument("--threads", type=int, default=1)
-    pack = commands.add_parser("pack", help="merge per-slide stores into one")
+    pack = commands.add_parser("pack", help="join per-slide stores: an index of them, or a copy")
     pack.add_argument("--stores", nargs="+", required=True)
     pack.add_argument("--out", required=True)
+    pack.add_argument(
+        "--mode",
+        choices=sorted(PACK_MODES),
+        required=True,
+        help="index: a small file naming the per-slide stores; copy: one store of all patches",
+    )
     args = parser.parse_args(argv)
     if args.command == "pack":
-        meta = pack_stores(args.stores, args.out)
-        print(f"packed {len(meta['slides'])} slides into {args.out}", file=sys.stderr)
+        meta = PACK_MODES[args.mode](args.stores, args.out)
+        done = "indexed" if args.mode == "index" else "packed"
+        print(f"{done} {len(meta['slides'])} slides into {args.out}", file=sys.stderr)
         return 0
     given = json_object(parser, args.settings)
     strict = bool(given.pop("strict", False))
