@@ -16,7 +16,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bootstrap_metrics, e2e_step, inference, mil_memory, scale, segmentation, tiling
+from bench import (
+    bootstrap_metrics,
+    e2e_step,
+    inference,
+    mil_memory,
+    pack,
+    scale,
+    segmentation,
+    tiling,
+)
 
 BENCHES = {
     "tiling": ("Tiling per slide, end to end, vs the decode-once-plus-encode limit", tiling),
@@ -29,6 +38,7 @@ BENCHES = {
         bootstrap_metrics,
     ),
     "scale": ("Planning a paper-size cohort: dry-run time, memory, cluster submissions", scale),
+    "pack": ("A dataset's patches: index of per-slide stores vs packed copy", pack),
 }
 
 

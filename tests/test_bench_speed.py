@@ -69,3 +69,18 @@ def test_scale_bench(bench, capsys):
         assert row[key]["wall_s"] > 0 and row[key]["cpu_s"] > 0 and row[key]["peak_mb"] > 50
     out = capsys.readouterr().out
     assert "(limit 20 s, 1024 MB:" in out and "(limit 30 s:" in out
+
+
+def test_pack_bench(bench, capsys):
+    """6 small per-slide stores: index and copy built, measured and read, 2 stores open."""
+    row = bench("pack").main(
+        ["--slides", "6", "--patches", "20", "--n-patches", "16", "--bags", "4", "--rounds", "1",
+         "--max-open", "2"]
+    )  # fmt: skip
+    assert (
+        0 < row["index_mb"] < 0.1 * row["packed_mb"] and row["packed_mb"] > 0.5 * row["stores_mb"]
+    )
+    assert row["index_s"] > 0 and row["copy_s"] > 0 and row["ratio"] > 0
+    assert row["index_patches_per_s"] > 0 and row["copy_patches_per_s"] > 0
+    out = capsys.readouterr().out
+    assert "index read rate / packed read rate" in out and "(limit >= 0.9)" in out
