@@ -14,6 +14,7 @@ import yaml
 from tiny_workflow import TARGETS, snakemake, snakemake_command
 
 from abmilx.config import REPO_ROOT
+from abmilx.patches.store import PatchStore
 from abmilx.provenance import import_closure
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,10 @@ def test_every_stage_leaves_its_outputs(finished_run):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
         assert (results / "figures" / f"{figure}.pdf").exists(), figure
     assert (results / "runs" / "tiny" / "abmilx_e2e" / "fold0" / "snapshots").is_dir()
-    assert (results / "tiles" / "tiny" / "patches.lmdb").exists()
+    index = results / "tiles" / "tiny" / "patches.lmdb"
+    with PatchStore(index) as store:  # tiling.pack: index by default, no patch copied
+        assert store.is_index and store.slide_ids
+        assert index.stat().st_size < store.store_path(store.slide_ids[0]).stat().st_size
     assert len(list((results / "features" / "tiny" / "r18").glob("*.pt"))) >= 8
     for experiment in ["abmil_two_stage", "abmilx_e2e"]:
         run = results / "runs" / "tiny" / experiment
@@ -218,6 +222,17 @@ def test_a_new_grid_point_reruns_only_its_run_and_its_tables(finished_run):
     assert "results/runs/tiny/heads__n_heads-2/" in output
     assert "results/runs/tiny/heads__n_heads-4/" not in output
     assert "wildcards: table=heads" in output and "table=table1" not in output
+
+
+def test_a_packed_copy_instead_of_the_index_reruns_pack_tiles_not_tiling(finished_run):
+    """tiling.pack reaches pack_tiles' params only: no slide is segmented or tiled again."""
+
+    def copy(config):
+        config.setdefault("tiling", {})["pack"] = "copy"
+
+    jobs, output = dry_run_after(finished_run, copy)
+    assert jobs["pack_tiles"] == "1", output[-4000:]
+    assert not {"tile_slide", "segment_tissue"} & set(jobs), output[-4000:]
 
 
 def test_one_table_is_a_target_and_a_second_run_has_nothing_to_do(finished_run):

@@ -3,12 +3,17 @@
 # Job group `tiling`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
 
 
+def slide_store(path):
+    """A per-slide store: temporary (removed once packed) under tiling.pack: move."""
+    return temp(path) if config["tiling"]["pack"] == "move" else path
+
+
 rule tile_slide:
     input:
         slide=slide_path,
         segmentation="results/qc/segmentation/{dataset}/{slide}.json",
     output:
-        store="results/tiles/{dataset}/slides/{slide}.lmdb",
+        store=slide_store("results/tiles/{dataset}/slides/{slide}.lmdb"),
         qc="results/tiles/{dataset}/slides/{slide}.json",
     log:
         "results/logs/tile_slide/{dataset}/{slide}.log",
@@ -60,7 +65,8 @@ rule pack_tiles:
     resources:
         **job_resources("pack_tiles"),
     params:
-        mode=config["tiling"]["pack"],
+        # move packs as copy does (the same file): only the removal of the stores differs
+        mode="index" if config["tiling"]["pack"] == "index" else "copy",
         code=code_digest("abmilx.tiling"),
     shell:
         "python -m abmilx.tiling pack --mode {params.mode} --stores {input.stores:q}"
