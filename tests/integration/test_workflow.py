@@ -231,8 +231,10 @@ def test_a_packed_copy_instead_of_the_index_reruns_pack_tiles_not_tiling(finishe
         config.setdefault("tiling", {})["pack"] = "copy"
 
     jobs, output = dry_run_after(finished_run, copy)
-    assert jobs["pack_tiles"] == "1", output[-4000:]
+    assert jobs["pack_tiles"] == "2", output[-4000:]  # tiny and tiny_pretraining
     assert not {"tile_slide", "segment_tissue"} & set(jobs), output[-4000:]
+    changed = output.split("params have changed since last execution:", 1)[1].split("\n")[1]
+    assert changed.strip() == "pack_tiles", output[-4000:]
 
 
 def test_one_table_is_a_target_and_a_second_run_has_nothing_to_do(finished_run):
