@@ -215,6 +215,11 @@ def slide_path(wildcards):
     return slide_jobs(wildcards.dataset)[wildcards.slide]["path"]
 
 
+def slide_store(path):
+    """A per-slide store: temporary (removed once packed) under tiling.pack: move."""
+    return temp(path) if config["tiling"]["pack"] == "move" else path
+
+
 def mpp_override(wildcards):
     return slide_jobs(wildcards.dataset)[wildcards.slide]["mpp"]
 

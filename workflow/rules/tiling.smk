@@ -3,11 +3,6 @@
 # Job group `tiling`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
 
 
-def slide_store(path):
-    """A per-slide store: temporary (removed once packed) under tiling.pack: move."""
-    return temp(path) if config["tiling"]["pack"] == "move" else path
-
-
 rule tile_slide:
     input:
         slide=slide_path,
