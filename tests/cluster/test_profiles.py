@@ -15,7 +15,8 @@ from abmilx.config import REPO_ROOT
 BIN = Path(sys.executable).parent
 PAPER_CONFIGS = sorted((REPO_ROOT / "workflow" / "configs" / "paper").glob("*.yaml"))
 LOCAL_RULES = {"cohort_sheets", "adapt_sheets", "make_splits", "aggregate_folds", "qc_table",
-               "tables", "table", "table_file", "figure", "figures", "coverage"}  # fmt: skip
+               "combine_feature_shards", "tables", "table", "table_file", "figure", "figures",
+               "coverage"}  # fmt: skip
 
 
 def dry_run(workdir: Path, config: dict, *targets: str, flag: str = "--profile") -> dict:

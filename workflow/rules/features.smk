@@ -60,7 +60,7 @@ rule combine_feature_shards:
         code=code_digest("abmilx.features"),
     shell:
         "python -m abmilx.features combine --out-dir {params.out_dir:q}"
-        " --slides-per-job {params.slides_per_job} --shards {params.shards}"
+        " --slides-per-job {params.slides_per_job:q} --shards {params.shards:q}"
         " > {log:q} 2>&1"
 
 

@@ -64,5 +64,5 @@ rule pack_tiles:
         mode="index" if config["tiling"]["pack"] == "index" else "copy",
         code=code_digest("abmilx.tiling"),
     shell:
-        "python -m abmilx.tiling pack --mode {params.mode} --stores {input.stores:q}"
+        "python -m abmilx.tiling pack --mode {params.mode:q} --stores {input.stores:q}"
         " --out {output:q} > {log:q} 2>&1"
