@@ -10,6 +10,7 @@ one such cluster per machine.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -75,7 +76,8 @@ class LocalSlurm:
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self.conf.parent.mkdir(parents=True, exist_ok=True)
         self.wrote_conf = True
-        # Memory is declared but not enforced (CR_Core); no accounting daemon, so no sacct.
+        # Memory is declared but not enforced (CR_Core); no accounting daemon, so no sacct:
+        # finished jobs stay listed by `scontrol show job` for a day (MinJobAge).
         self.conf.write_text(
             MARK
             + f"""ClusterName=abmilx
@@ -99,7 +101,7 @@ SelectTypeParameters=CR_Core
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-MinJobAge=600
+MinJobAge=86400
 KillWait=5
 NodeName={self.node} CPUs={self.cpus} RealMemory={_memory_mb() * 3 // 4} State=UNKNOWN
 PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
@@ -177,6 +179,27 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    def submitted_jobs(self) -> list[dict[str, str]]:
+        """Every batch job the controller accepted since it started, oldest first: ``JobId``,
+        ``Comment`` (the executor plugin writes ``rule_<rule or group job name>...``) and
+        ``JobState``. Their number is checked against the controller log's accepted ``sbatch``
+        requests, so a job that left the listing would not go uncounted."""
+        shown = _run("scontrol", "show", "job", "--oneliner", env=self.env)
+        if shown.returncode != 0:
+            raise RuntimeError(f"scontrol show job failed: {shown.stderr.strip()}")
+        jobs = []
+        for line in shown.stdout.splitlines():
+            fields = dict(re.findall(r"(?:^|\s)(JobId|Comment|JobState)=(\S*)", line))
+            if "JobId" in fields:
+                jobs.append({key: fields.get(key, "") for key in ("JobId", "Comment", "JobState")})
+        log = (self.folder / "slurmctld.log").read_text()
+        accepted = re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", log)
+        if sorted(accepted, key=int) != sorted((job["JobId"] for job in jobs), key=int):
+            raise RuntimeError(
+                f"slurmctld accepted jobs {accepted}, scontrol lists {[j['JobId'] for j in jobs]}"
+            )
+        return sorted(jobs, key=lambda job: int(job["JobId"]))
 
     def stop(self) -> None:
         """Cancel what is left in the queue, then stop the daemons started here, newest first."""

@@ -1,22 +1,31 @@
-"""The tiny demo through a real local SLURM cluster with profiles/slurm equals a local run.
+"""The tiny demo through a real local SLURM cluster with profiles/slurm equals a local run, and a
+group job that fails on one slide keeps the slides it finished.
 
 Opt-in (`make slurm-test`, or `pytest -m slurm tests/cluster`); skipped, saying why, when the
 daemons cannot start. Both runs use one thread per job so that they compute the same floats.
+Submissions are counted from the SLURM controller itself (`scontrol show job`, checked against
+its log of accepted `sbatch` requests) and compared with what bench.scale reads from the dry run.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 from slurm_cluster import ClusterUnavailable, LocalSlurm
 
+from abmilx.cohort import plan_from_settings
 from abmilx.config import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+from bench.scale import local_rules, submissions
 
 pytestmark = pytest.mark.slurm
 BIN = Path(sys.executable).parent
@@ -52,16 +61,63 @@ def prepare(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def snakemake(workdir: Path, *args: str, env: dict, timeout: int) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, env: dict, timeout: int, targets: list[str] = TARGETS
+) -> subprocess.CompletedProcess:
     """Run under `timeout -s KILL`: a Snakemake waiting on a lost job ignores SIGTERM."""
     env = {**env, "PATH": f"{BIN}{os.pathsep}{env['PATH']}", "PYTHONPATH": str(workdir / "src"),
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     command = [
         "timeout", "-s", "KILL", str(timeout), str(BIN / "snakemake"),
         "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"), "--max-threads", "1", *args, *TARGETS,
+        "--configfile", str(workdir / "config.yaml"), "--max-threads", "1", *args, *targets,
     ]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def slurm_args(slides_per_job: int, cores: int) -> list[str]:
+    """profiles/slurm with `slides_per_job` slides per group job, sized for `cores` at a time
+    (the SLURM plugin runs them one after another all the same: docs/scale.md)."""
+    return [
+        "--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"),
+        "--jobs", "4", "--latency-wait", "5",
+        "--group-components", *(f"{group}={slides_per_job}" for group in SLIDE_GROUPS),
+        "--cores", str(cores),
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--slurm-keep-successful-logs",
+    ]  # fmt: skip
+
+
+def planned(workdir: Path, args: list[str], targets: list[str] = TARGETS) -> tuple[Counter, str]:
+    """The cluster jobs a dry run plans, counted as bench.scale counts them (a group once, as
+    `group` and `group:rule`; other rules by name), and the dry run's output."""
+    run = snakemake(workdir, "-n", *args, env=dict(os.environ), timeout=600, targets=targets)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    by_rule, by_group = submissions(run.stdout, local_rules())
+    return by_rule + by_group, run.stdout
+
+
+def counted(jobs: list[dict[str, str]], rules: set[str]) -> Counter:
+    """SLURM jobs counted like `planned`, from the comment the executor plugin gives each sbatch:
+    `rule_<group>_<rule>` for a group job, `rule_<rule>` or `rule_<rule>_wildcards_...` else."""
+    found: Counter = Counter()
+    for job in jobs:
+        comment = job["Comment"]
+        groups = [g for g, r in SLIDE_GROUPS.items() if comment == f"rule_{g}_{r}"]
+        names = [
+            r
+            for r in rules
+            if comment in (f"rule_{r}",) or comment.startswith(f"rule_{r}_wildcards_")
+        ]
+        if groups:
+            found[groups[0]] += 1
+            found[f"{groups[0]}:{SLIDE_GROUPS[groups[0]]}"] += 1
+        elif len(names) == 1:
+            found[names[0]] += 1
+        else:
+            found[f"unknown:{comment}"] += 1
+    return found
 
 
 def outputs(workdir: Path) -> dict[str, object]:
@@ -82,41 +138,35 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     local, on_slurm = tmp_path / "local", tmp_path / "slurm"
     prepare(local, config)
     prepare(on_slurm, config)
+    args = slurm_args(SLIDES_PER_JOB, cores=1)  # a group job asks for 1 CPU of the 2-CPU node
+    plan, _ = planned(on_slurm, args)
     started = time.monotonic()
     try:
         with LocalSlurm(tmp_path / "cluster") as cluster:
-            run = snakemake(
-                on_slurm,
-                "--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"),
-                "--jobs", "4", "--latency-wait", "5",
-                "--group-components", *(f"{group}={SLIDES_PER_JOB}" for group in SLIDE_GROUPS),
-                "--cores", "1",  # a group job's slides one at a time, on the 2-CPU node
-                "--slurm-status-command", "squeue",
-                "--slurm-init-seconds-before-status-checks", "1",
-                "--slurm-keep-successful-logs",
-                env=cluster.env, timeout=1500,
-            )  # fmt: skip
+            run = snakemake(on_slurm, *args, env=cluster.env, timeout=1500)
+            jobs = cluster.submitted_jobs()
     except ClusterUnavailable as reason:
         pytest.skip(f"no local SLURM cluster: {reason}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    slurm_logs = on_slurm / ".snakemake" / "slurm_logs"
-    submitted = {path.name.removeprefix("rule_") for path in slurm_logs.iterdir()}
-    assert submitted >= CLUSTER_RULES - SLIDE_RULES, submitted
-    assert not submitted & (LOCAL_RULES | SLIDE_RULES), submitted  # per-slide work is grouped
-    # one sbatch (one SLURM log) per group job, each holding SLIDES_PER_JOB slides' jobs of its rule
+    # every sbatch the controller accepted, against the dry run's count (a group job once)
+    ran = counted(jobs, CLUSTER_RULES | LOCAL_RULES | set(plan))
+    assert ran == plan, f"SLURM ran {dict(ran)}, the dry run planned {dict(plan)}"
+    assert all(job["JobState"] == "COMPLETED" for job in jobs), jobs
+    assert set(ran) >= CLUSTER_RULES - SLIDE_RULES, ran
+    assert not set(ran) & (LOCAL_RULES | SLIDE_RULES), ran  # per-slide work is grouped
     n_slides = sum(d["synthetic"]["n_slides"] for d in config["datasets"].values())
     for group, rule in SLIDE_GROUPS.items():
-        logs = [log for path in slurm_logs.glob(f"group_{group}_*") for log in path.rglob("*.log")]
-        assert len(logs) == -(-n_slides // SLIDES_PER_JOB), (rule, sorted(map(str, logs)))
+        assert ran[group] == ran[f"{group}:{rule}"] == -(-n_slides // SLIDES_PER_JOB), ran
     # one sbatch per feature shard: the evaluation dataset's slides in runs of SLIDES_PER_JOB
-    shards = list((slurm_logs / "rule_extract_features").rglob("*.log"))
-    assert len(shards) == -(-config["datasets"]["tiny"]["synthetic"]["n_slides"] // SLIDES_PER_JOB)
+    assert ran["extract_features"] == -(-config["datasets"]["tiny"]["synthetic"]["n_slides"]
+                                        // SLIDES_PER_JOB), ran  # fmt: skip
+    print(f"\nsbatch submissions (scontrol, {len(jobs)} in all): {dict(sorted(ran.items()))}")
 
     on_slurm_seconds = time.monotonic() - started
     reference = snakemake(local, "--cores", "2", env=dict(os.environ), timeout=1500)
     assert reference.returncode == 0, reference.stderr[-6000:]
     print(
-        f"SLURM run {on_slurm_seconds:.0f} s ({len(list(slurm_logs.rglob('*.log')))} jobs),"
+        f"SLURM run {on_slurm_seconds:.0f} s ({len(jobs)} sbatch submissions),"
         f" local run {time.monotonic() - started - on_slurm_seconds:.0f} s"
     )
     expected, got = outputs(local), outputs(on_slurm)
@@ -125,3 +175,72 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     for key, value in expected.items():
         assert got[key] == value, f"{key} differs between the SLURM and the local run"
     print(f"equal: {', '.join(expected)}")
+
+
+def segmentation_files(slide: str) -> list[str]:
+    prefix = f"results/qc/segmentation/tiny/{slide}"
+    return [f"{prefix}{ext}" for ext in (".json", ".geojson", ".mask.png", ".overlay.png")]
+
+
+def test_failed_group_keeps_finished_slides_and_reruns_only_the_rest(tmp_path):
+    """Three slides' segmentation in one group job; one slide file is broken (`strict: true`
+    makes that a failed job). The SLURM executor runs a group's jobs one after another, and the
+    greedy scheduler takes the largest input first, so the broken file (a few bytes) comes last.
+    The group job fails; the two slides it finished keep their files (profiles/slurm:
+    keep-incomplete), the broken one leaves none. Once the file is mended, the rerun's one group
+    job computes that slide alone."""
+    config = cluster_config()
+    config["strict"] = True
+    workdir = tmp_path / "run"
+    prepare(workdir, config)
+    tiny = config["datasets"]["tiny"]
+    plan = plan_from_settings("tiny", {"task": tiny["task"], "classes": tiny["classes"],
+                                       **tiny["synthetic"]}).head(3)  # fmt: skip
+    slides = list(plan["slide_id"])
+    broken, slide_file = slides[1], workdir / "results/cohort/tiny/slides" / plan["file"].iloc[1]
+    targets = [name for slide in slides for name in segmentation_files(slide)]
+    # the slide files, made here (a local run), then one of them broken
+    files = [f"results/cohort/tiny/slides/{name}" for name in plan["file"]]
+    made = snakemake(workdir, "--cores", "1", env=dict(os.environ), timeout=600, targets=files)
+    assert made.returncode == 0, made.stderr[-4000:]
+    intact = slide_file.read_bytes()
+    slide_file.write_bytes(b"not a slide\n")
+
+    args = [*slurm_args(slides_per_job=3, cores=1), "--retries", "0", "--scheduler", "greedy"]
+    plan_jobs, _ = planned(workdir, args, targets)
+    assert plan_jobs == {"segmentation": 1, "segmentation:segment_tissue": 1}, plan_jobs
+    try:
+        with LocalSlurm(tmp_path / "cluster") as cluster:
+            failed = snakemake(workdir, *args, env=cluster.env, timeout=900, targets=targets)
+            failed_jobs = cluster.submitted_jobs()
+            present = {slide: all((workdir / f).exists() for f in segmentation_files(slide))
+                       for slide in slides}  # fmt: skip
+            partial = [f for s in slides for f in segmentation_files(s)
+                       if not present[s] and (workdir / f).exists()]  # fmt: skip
+            kept = {f: (workdir / f).stat() for s in slides if present[s]
+                    for f in segmentation_files(s)}  # fmt: skip
+            slide_file.write_bytes(intact)
+            _, dry = planned(workdir, args, targets)
+            again = snakemake(workdir, *args, env=cluster.env, timeout=900, targets=targets)
+            jobs = cluster.submitted_jobs()
+    except ClusterUnavailable as reason:
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert [(j["Comment"], j["JobState"]) for j in failed_jobs] == [
+        ("rule_segmentation_segment_tissue", "FAILED")
+    ], failed_jobs
+    assert not partial, partial  # the failed slide wrote nothing
+    assert present == {slide: slide != broken for slide in slides}, present
+    assert sorted(set(re.findall(r"slide=([^,\s]+)", dry))) == [broken], dry[-3000:]
+
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-6000:]
+    assert [(j["Comment"], j["JobState"]) for j in jobs[1:]] == [
+        ("rule_segmentation_segment_tissue", "COMPLETED")
+    ], jobs  # one more group job, holding the mended slide only
+    for name, before in kept.items():
+        after = (workdir / name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), name
+    assert all((workdir / f).is_file() for f in targets)
+    record = json.loads((workdir / segmentation_files(broken)[0]).read_text())
+    assert record["status"] == "ok", record
+    print(f"\nkept {sorted(s for s in slides if present[s])}, reran {broken}")

@@ -160,15 +160,18 @@ def test_bad_input_gives_status_and_all_outputs(drawn_slide, tmp_path, kind, sta
     assert all(p.is_file() for p in paths.values())
     assert json.loads(paths["geojson"].read_text())["features"] == []
     assert not read_mask(prefix).any()
+    strict_prefix = tmp_path / "strict" / kind
     with pytest.raises(SlideError, match=f"slide {kind}: {status}"):
         segment_slide(
             path,
-            prefix,
+            strict_prefix,
             slide_id=kind,
             dataset="d",
             strict=True,
             settings=SegmentationSettings.from_settings(SEGMENT_SETTINGS),
         )
+    # a failed job leaves no file that looks finished (profiles/slurm keeps a failed job's files)
+    assert not any(p.exists() for p in output_paths(strict_prefix).values())
 
 
 def test_override_rescues_slide_without_mpp(drawn_slide, tmp_path):

@@ -165,13 +165,15 @@ def test_failed_slide_gives_empty_store_and_status(tmp_path):
         tile_slide(
             bad,
             prefix,
-            store_path,
-            tmp_path / "bad.json",
+            tmp_path / "strict.lmdb",
+            tmp_path / "strict.json",
             slide_id="bad",
             dataset="d",
             strict=True,
             settings=TilingSettings.from_settings(TILE),
         )
+    # a failed job leaves no file that looks finished (profiles/slurm keeps a failed job's files)
+    assert not (tmp_path / "strict.lmdb").exists() and not (tmp_path / "strict.json").exists()
 
 
 def test_tissue_smaller_than_a_patch_is_no_tissue(segmented, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,13 +69,16 @@ def save_truth(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     which would make reruns differ)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    # whole or not at all (renamed into place): the truth is a synthesis job's last file
+    partial = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, value in arrays.items():
             buffer = io.BytesIO()
             np.save(buffer, np.asarray(value), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, buffer.getvalue())
+    os.replace(partial, path)
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,7 +122,11 @@ def write_outputs(
     paths["geojson"].write_text(json.dumps(geojson))
     _write_png(paths["mask"], mask.astype(np.uint8) * 255)
     _write_png(paths["overlay"], overlay)
-    paths["json"].write_text(json.dumps(record, indent=1) + "\n")
+    # the record last and whole (renamed into place): a job killed before it leaves no record,
+    # so its rerun is due even where a failed job's files are kept (docs/scale.md)
+    partial = paths["json"].with_name(paths["json"].name + ".partial")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(partial, paths["json"])
 
 
 def _check_memory(slide: Slide, view_mpp: float, budget_mb: float) -> None:
@@ -163,7 +168,8 @@ def segment_slide(
     more than ``memory_budget_mb`` fails instead of taking the machine. A slide that cannot be
     used gets ``status`` ``failed`` or ``no_tissue`` with a reason, the QC fields its file still
     told, and all four files (empty GeoJSON, blank images); ``strict`` raises
-    :class:`SlideError` after writing them instead of returning. ``overridden`` names the
+    :class:`SlideError` instead and writes nothing, so that a failed job leaves no file that
+    looks finished. ``overridden`` names the
     settings that came from the slide sheet instead of the config (recorded, not applied here).
     """
     record = empty_record(dataset, slide_id)
@@ -224,7 +230,7 @@ def segment_slide(
     except SlideError as error:
         record.update({k: v for k, v in error.facts.items() if k in record})
         record["status"], record["reason"] = "failed", error.reason
-    write_outputs(out_prefix, record, polygons, mask, overlay)
     if strict and record["status"] != "ok":
         raise SlideError(slide_path, f"slide {slide_id}: {record['status']}: {record['reason']}")
+    write_outputs(out_prefix, record, polygons, mask, overlay)
     return record

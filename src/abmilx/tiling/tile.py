@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -53,8 +54,12 @@ def _counted(patches: Iterator, progress: Progress) -> Iterator[tuple[str, int, 
 
 
 def _write_json(path: Path, record: dict) -> None:
+    """Whole or not at all (renamed into place): the QC record is the job's last file, so a job
+    killed before it leaves its rerun due even where a failed job's files are kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(partial, path)
 
 
 def tile_slide(
@@ -75,7 +80,7 @@ def tile_slide(
     ``settings`` is the config's ``tiling`` block. ``segmentation`` is the prefix written by
     :func:`abmilx.segmentation.segment.segment_slide`; its GeoJSON decides which grid patches
     are kept. A slide that failed segmentation or reading yields an empty store and its status;
-    ``strict`` raises :class:`SlideError` instead (after writing both). ``fast_read`` decodes
+    ``strict`` raises :class:`SlideError` instead and leaves neither file. ``fast_read`` decodes
     the raw JPEG tiles of aperio / generic-tiff levels instead of calling OpenSlide per patch
     (same pixels, several times faster; the QC record names the reader of each scale).
     ``passthrough`` stores a source tile's JPEG bytes unchanged where a patch is exactly one tile
@@ -123,12 +128,13 @@ def tile_slide(
             if settings.inclusion == "tissue_fraction"
             else "no patch has a four-point check point in tissue",
         )
+    if strict and record["status"] != "ok":
+        Path(out_store).unlink(missing_ok=True)  # a store without patches (no_tissue)
+        raise SlideError(slide_path, f"slide {slide_id}: {record['status']}: {record['reason']}")
     if record.get("status") != "ok":
         write_empty_store(out_store, slide_id, **store_args)
     record["patches"] = counts
     _write_json(Path(out_qc), record)
-    if strict and record["status"] != "ok":
-        raise SlideError(slide_path, f"slide {slide_id}: {record['status']}: {record['reason']}")
     return record
 
 
