@@ -1,10 +1,9 @@
 """Training through a dataset index of per-slide stores sees exactly what it sees through a
 packed copy of the same stores: the same batches (bytes, order, augmentation) and weights."""
 
-import pandas as pd
 import pytest
 import torch
-from e2e_toy_store import write_toy_store
+from e2e_toy_store import write_toy_splits, write_toy_store
 from test_e2e_training import SETTINGS, _assert_same_weights
 from torch.utils.data import DataLoader
 
@@ -26,16 +25,7 @@ def joined(tmp_path):
     ]
     index_stores(stores, tmp_path / "patches.lmdb")
     pack_stores(stores, tmp_path / "packed.lmdb")
-    splits = pd.DataFrame(
-        {
-            "slide_id": list(labels),
-            "case_id": [f"c{k}" for k in range(6)],
-            "label": ["tumor" if y else "normal" for y in labels.values()],
-            "split": ["train", "train", "train", "train", "val", "val"],
-            "fold": 0,
-        }
-    )
-    splits.to_csv(tmp_path / "splits.csv", index=False)
+    write_toy_splits(tmp_path / "splits.csv", labels)
     return tmp_path / "patches.lmdb", tmp_path / "packed.lmdb", tmp_path / "splits.csv"
 
 
