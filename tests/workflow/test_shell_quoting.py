@@ -65,3 +65,13 @@ def test_the_parser_sees_quoted_and_unquoted_fields():
         '    shell:\n        "run {wildcards.dataset} --out {output:q}"\n        " {threads}"\n'
     )
     assert fields(command) == [("wildcards.dataset", ""), ("output", "q"), ("threads", "")]
+
+
+def test_a_failed_command_removes_its_own_outputs(rule_sources):
+    """profiles/slurm keeps the files of failed jobs (`keep-incomplete`, so that a failed group
+    job keeps the slides it finished) and Snakemake then counts them as done: every command
+    removes its own outputs when it fails, so that only finished jobs leave outputs."""
+    suffix = " > {log:q} 2>&1 || {{ rm -rf {output:q}; exit 1; }}"
+    wrong = [rule for rule, text in rule_sources.items()
+             if not (shell_command(text) or "").endswith(suffix)]  # fmt: skip
+    assert not wrong, f"shell commands that do not end with {suffix!r}: {wrong}"

@@ -26,6 +26,7 @@ rule synthesize_slide:
         "python -m abmilx.cohort slide --dataset {wildcards.dataset:q} --slide-id {params.slide_id:q}"
         " --out {output.slide:q} --truth {output.truth:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule cohort_sheets:
@@ -46,6 +47,7 @@ rule cohort_sheets:
         "python -m abmilx.cohort sheets --dataset {wildcards.dataset:q}"
         " --out-dir results/cohort/{wildcards.dataset:q} --settings {params.settings:q}"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule adapt_sheets:
@@ -70,3 +72,4 @@ rule adapt_sheets:
     shell:
         "python -m abmilx.adapters {params.name:q} --out-dir results/cohort/{wildcards.dataset:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

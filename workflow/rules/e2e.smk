@@ -36,3 +36,4 @@ rule train_e2e:
         " --settings {params.settings:q}"
         " --threads $(( ({threads} + {params.processes:q} - 1) / {params.processes:q} ))"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

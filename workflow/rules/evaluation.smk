@@ -27,6 +27,7 @@ rule evaluate_fold:
         " --splits {input.splits:q} --fold {wildcards.fold:q} {params.source}"
         " --out-dir {params.run_dir:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule aggregate_folds:
@@ -55,3 +56,4 @@ rule aggregate_folds:
         "python -m abmilx.evaluation aggregate --metrics {input.metrics:q}"
         " --predictions {input.predictions:q} --out-metrics {output.metrics:q}"
         " --out-predictions {output.predictions:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

@@ -39,6 +39,7 @@ rule extract_features:
         " --shard {wildcards.shard:q} --slides-per-job {wildcards.slides_per_job:q}"
         " --first={params.first:q} --last={params.last:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule combine_feature_shards:
@@ -62,6 +63,7 @@ rule combine_feature_shards:
         "python -m abmilx.features combine --out-dir {params.out_dir:q}"
         " --slides-per-job {params.slides_per_job:q} --shards {params.shards:q}"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 # Features computed elsewhere (CLAM/TRIDENT HDF5), checked against the slides that pass tiling
@@ -89,6 +91,7 @@ rule import_h5_features:
     shell:
         "python -m abmilx.features import-h5 --qc-dir results/tiles/{wildcards.dataset:q}/slides"
         " --out-dir {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule rebuild_feature_file:
@@ -117,3 +120,4 @@ rule rebuild_feature_file:
         "python -m abmilx.features extract --store {input.store:q} --out-dir {params.out_dir:q}"
         " --slides {wildcards.slide:q} --settings {params.settings:q} --threads {threads}"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

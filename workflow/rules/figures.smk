@@ -30,6 +30,7 @@ rule figure_umap_features:
     shell:
         "python -m abmilx.report.figures.umap_features --settings {params.settings:q}"
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figure_attention_heatmaps:
@@ -59,6 +60,7 @@ rule figure_attention_heatmaps:
     shell:
         "python -m abmilx.report.figures.attention_heatmaps --settings {params.settings:q}"
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figure_attention_dynamics:
@@ -88,6 +90,7 @@ rule figure_attention_dynamics:
     shell:
         "python -m abmilx.report.figures.attention_dynamics --settings {params.settings:q}"
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figure_performance_vs_cost:
@@ -117,6 +120,7 @@ rule figure_performance_vs_cost:
     shell:
         "python -m abmilx.report.figures.performance_vs_cost --settings {params.settings:q}"
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figure_km_curves:
@@ -146,6 +150,7 @@ rule figure_km_curves:
     shell:
         "python -m abmilx.report.figures.km_curves --settings {params.settings:q}"
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figure_sparsity_vs_features:
@@ -175,6 +180,7 @@ rule figure_sparsity_vs_features:
     shell:
         "python -m abmilx.report.figures.sparsity_vs_features --settings {params.settings:q}"
         " --out {output:q}/{wildcards.name:q}.png > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figure:
@@ -194,6 +200,7 @@ rule figure:
         code=code_digest("abmilx.report.publish"),
     shell:
         "python -m abmilx.report.publish {input:q} --out-dir results/figures --part > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule figures:
@@ -210,3 +217,4 @@ rule figures:
         code=code_digest("abmilx.report.publish"),
     shell:
         "python -m abmilx.report.publish {input:q} --out-dir {output:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

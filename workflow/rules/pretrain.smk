@@ -29,3 +29,4 @@ rule pretrain_encoder:
         "python -m abmilx.pretrain --store {input.store:q} --dataset {params.dataset:q}"
         " --out-dir results/pretrain/{wildcards.name:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

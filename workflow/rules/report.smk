@@ -26,6 +26,7 @@ rule qc_table:
         code=code_digest("abmilx.report"),
     shell:
         "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule segmentation_overview:
@@ -58,6 +59,7 @@ rule segmentation_overview:
     shell:
         "python -m abmilx.report.segmentation_sheet --records {input.records:q}"
         " --max-slides {params.max_slides:q} --out {output:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule run_plots:
@@ -95,6 +97,7 @@ rule run_plots:
         code=code_digest("abmilx.report.runs"),
     shell:
         "python -m abmilx.report.runs --runs {params.runs:q} --out-dir {output:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule table:
@@ -121,6 +124,7 @@ rule table:
         " --metrics {input.metrics:q} --attention {input.attention:q}"
         " --n-boot {params.n_boot:q} --seed {params.seed:q} --out-dir {output:q}"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule coverage:
@@ -140,6 +144,7 @@ rule coverage:
     shell:
         "python -m abmilx.report coverage --ledger {params.ledger:q} --out-dir {output:q}"
         " > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule table_file:
@@ -158,6 +163,7 @@ rule table_file:
         code=code_digest("abmilx.report.publish"),
     shell:
         "python -m abmilx.report.publish {input:q} --out-dir results/tables --part > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule tables:
@@ -185,3 +191,4 @@ rule tables:
         "python -m abmilx.report tables --metrics {input.metrics:q} --qc {input.qc:q}"
         " --out-dir {output.tables:q} --declared {input.declared:q}"
         " --settings {params.settings:q} --summary {output.summary:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

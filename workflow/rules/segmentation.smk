@@ -41,3 +41,4 @@ rule segment_tissue:
         " --slide-id {wildcards.slide:q} --dataset {wildcards.dataset:q} --mpp={params.mpp:q}"
         " --geojson={params.geojson:q} --overrides={params.overrides:q}"
         " --out-prefix {params.prefix:q} --settings {params.settings:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

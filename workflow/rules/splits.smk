@@ -22,3 +22,4 @@ rule make_splits:
         "python -m abmilx.splits make --slides {input.slides:q} --labels {input.labels:q}"
         " --task {params.task:q} --out {output.split:q} --settings {params.settings:q}"
         " --qc-dir results/tiles/{wildcards.dataset:q}/slides > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

@@ -39,6 +39,7 @@ rule tile_slide:
         " --dataset {wildcards.dataset:q} --mpp={params.mpp:q} --segmentation {params.prefix:q}"
         " --out-store {output.store:q} --out-qc {output.qc:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule pack_tiles:
@@ -66,3 +67,4 @@ rule pack_tiles:
     shell:
         "python -m abmilx.tiling pack --mode {params.mode:q} --stores {input.stores:q}"
         " --out {output:q} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"

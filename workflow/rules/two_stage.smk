@@ -33,3 +33,4 @@ rule train_two_stage:
         "python -m abmilx.two_stage train --features-dir {params.features_dir:q}"
         " --splits {input.splits:q} --fold {wildcards.fold:q} --out-dir {params.out_dir:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " || {{ rm -rf {output:q}; exit 1; }}"
