@@ -269,3 +269,14 @@ def test_validate_keeps_the_first_line_of_snakemakes_message():
 
 def test_device_cuda_is_checked_only_when_asked():
     assert device_problem({"device": "cpu"}) is None and device_problem({"device": "auto"}) is None
+
+
+def test_an_encoder_registered_after_the_schema_was_read_is_a_valid_name(monkeypatch):
+    """A plug-in may register its encoder after a stage function read the schema (the DDP test's
+    `groupnorm_cnn` failed to validate when another test had read it first)."""
+    from abmilx.config import cached_schema
+    from abmilx.models import registry
+
+    assert "late_encoder" not in cached_schema()["$defs"]["encoder_name"]["enum"]
+    monkeypatch.setitem(registry._ENCODERS, "late_encoder", object)
+    assert "late_encoder" in cached_schema()["$defs"]["encoder_name"]["enum"]

@@ -183,9 +183,17 @@ def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) ->
     return instance
 
 
-@cache
 def cached_schema() -> dict[str, Any]:
-    """:func:`load_schema`, read once per process (stage functions take their defaults from it)."""
+    """:func:`load_schema`, read once per process and set of registered model names (stage
+    functions take their defaults from it): a model registered after the first read, such as a
+    plug-in's encoder, is a valid name from then on."""
+    registry = sys.modules.get("abmilx.models.registry")
+    names = None if registry is None else (*registry.list_mils(), "|", *registry.list_encoders())
+    return _schema_for_names(names)
+
+
+@cache
+def _schema_for_names(names: tuple[str, ...] | None) -> dict[str, Any]:
     return load_schema()
 
 
