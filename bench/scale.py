@@ -5,9 +5,10 @@ match file names and never open them, and a dry run reads nothing else), then ti
 ``snakemake -n`` on it, with and without ``profiles/slurm``, and once more with every per-slide
 output present (the no-op dry run after a finished run). For scale, the same per-slide job
 count is planned once more by a minimal Snakefile (chained one-line rules in the same groups,
-nothing else): Snakemake's own floor, which no change of ours can go below. Peak memory is the largest resident set
-of the snakemake process (``getrusage`` of the finished child). The job table counts what the
-SLURM profile would submit: jobs of one group count once, local rules not at all.
+nothing else): Snakemake's own floor, which no change of ours can go below. Peak memory is the
+largest resident set of the snakemake process and its children (``getrusage``, through a small
+launcher). The job table counts what the SLURM profile would submit: jobs of one group count
+once, local rules not at all.
 
 Run: ``python -m bench.scale [--panda 10616] [--tcga 1000]``
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -101,24 +103,37 @@ def local_rules() -> set[str]:
     return set(re.findall(r"\w+", block.group(1)))
 
 
+# Linux carries a process's peak resident set over fork and exec, so a snakemake started straight
+# from this process would report this process's memory whenever that is larger (`python -m bench`
+# has PyTorch and the earlier benches loaded). A small launcher starts it and reports its usage.
+LAUNCHER = """
+import json, resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as out:
+    json.dump([code, usage.ru_utime + usage.ru_stime, usage.ru_maxrss], out)
+"""
+
+
 def snakemake(workdir: Path, *args: str) -> dict:
     """``snakemake`` in ``workdir``: wall and CPU seconds, peak RSS (MB) and its output."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     command = [str(BIN / "snakemake"), "--directory", str(workdir), *args]
-    with tempfile.TemporaryFile() as log:
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "usage.json"
         start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *command], cwd=REPO_ROOT,
+                       env=env, stdout=log, stderr=log, check=False)  # fmt: skip
         seconds = time.perf_counter() - start
         log.seek(0)
         text = log.read().decode()
-    if child.returncode != 0:
+        returncode, cpu_s, maxrss_kb = json.loads(report.read_text())
+    if returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{text[-4000:]}")
     return {
         "wall_s": seconds,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_mb": usage.ru_maxrss / 1024,
+        "cpu_s": cpu_s,
+        "peak_mb": maxrss_kb / 1024,
         "output": text,
     }
 
