@@ -36,14 +36,17 @@ def commands() -> dict[str, str]:
     found = {}
     for page in PAGES:
         text = page.read_text()
-        for block in re.finditer(r"(?ms)^```[^\n]*\n(.*?)^```", text):
-            first_line = text[: block.start(1)].count("\n") + 1
-            joined = re.sub(r"\\\n\s*", " ", block[1])  # continuation lines
+        for block in re.finditer(r"(?ms)^```([^\n]*)\n(.*?)^```", text):
+            if block[1].strip() == "text":  # printed output (the performance page), no commands
+                continue
+            first_line = text[: block.start(2)].count("\n") + 1
+            joined = re.sub(r"\\\n\s*", " ", block[2])  # continuation lines
             for offset, line in enumerate(joined.splitlines()):
-                words = shlex.split(line.strip().removeprefix("$ "), comments=True)
-                if words and words[0] in ("snakemake", "abmilx"):
-                    command = shlex.join(words)
-                    found.setdefault(command, f"{page.name}:{first_line + offset}")
+                line = line.strip().removeprefix("$ ")
+                if line.split(" ", 1)[0] not in ("snakemake", "abmilx"):
+                    continue
+                command = shlex.join(shlex.split(line, comments=True))
+                found.setdefault(command, f"{page.name}:{first_line + offset}")
     return found
 
 
