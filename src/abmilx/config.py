@@ -188,12 +188,14 @@ def cached_schema() -> dict[str, Any]:
     functions take their defaults from it): a model registered after the first read, such as a
     plug-in's encoder, is a valid name from then on."""
     registry = sys.modules.get("abmilx.models.registry")
-    names = None if registry is None else (*registry.list_mils(), "|", *registry.list_encoders())
+    names = (
+        None if registry is None else (tuple(registry.list_mils()), tuple(registry.list_encoders()))
+    )
     return _schema_for_names(names)
 
 
 @cache
-def _schema_for_names(names: tuple[str, ...] | None) -> dict[str, Any]:
+def _schema_for_names(names: tuple[tuple[str, ...], tuple[str, ...]] | None) -> dict[str, Any]:
     return load_schema()
 
 

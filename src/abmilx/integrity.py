@@ -8,8 +8,11 @@ turned into a `DamagedFileError` whose message names the file and what is wrong 
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,22 @@ LMDB_VERSION = 1
 # free DB's md_pad (the page size) at 40, mm_last_pg and mm_txnid (u64 each) at 136.
 _MAGIC_AT, _PAGE_SIZE_AT, _LAST_PAGE_AT = 16, 40, 136
 _META_BYTES = 152
+
+
+@contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """A path beside ``path`` to write to, renamed onto ``path`` when the block ends without an
+    error: a reader, or a rerun deciding what is done, sees the whole file or none (a process
+    killed mid-write leaves only ``<name>.partial``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
 
 
 class DamagedFileError(ValueError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from abmilx.cohort import artefacts, lesions, texture
 from abmilx.cohort.slidefile import write_slide
 from abmilx.cohort.stain import compose, od_code, sample_stain
 from abmilx.cohort.tissue import tissue_mask
+from abmilx.integrity import written_whole
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,17 +68,17 @@ def save_truth(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write a compressed ``.npz`` with fixed member timestamps (``np.savez`` stamps the clock,
     which would make reruns differ)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # whole or not at all (renamed into place): the truth is a synthesis job's last file
-    partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    # whole or not at all: the truth is a synthesis job's last file
+    with (
+        written_whole(path) as partial,
+        zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
         for name, value in arrays.items():
             buffer = io.BytesIO()
             np.save(buffer, np.asarray(value), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, buffer.getvalue())
-    os.replace(partial, path)
     return path
 
 

@@ -35,7 +35,7 @@ from abmilx.features.shards import (
     slide_entries,
     write_json,
 )
-from abmilx.integrity import load_torch_file
+from abmilx.integrity import load_torch_file, written_whole
 from abmilx.models import create_encoder
 from abmilx.patches.data import iter_slide_features, make_encode_fn
 from abmilx.patches.store import PatchStore
@@ -97,9 +97,8 @@ def _discard(folder: Path, fingerprint_file: Path, current: dict, files=None) ->
 
 
 def _save_atomic(record: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
+    with written_whole(path) as partial:
+        torch.save(record, partial)
 
 
 def extract(

@@ -18,12 +18,12 @@ shards at parse time and the combining job stays light.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from abmilx.integrity import written_whole
 from abmilx.provenance import content_digest
 
 SHARD_DIGITS = 5
@@ -94,10 +94,8 @@ def partial_dir(out_dir: str | Path) -> Path:
 
 def write_json(path: Path, record: dict) -> None:
     """Write atomically (a reader never sees half a manifest)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with written_whole(path) as partial:
+        partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def slide_entries(out_dir: Path, slide_ids: Iterable[str]) -> dict[str, dict]:

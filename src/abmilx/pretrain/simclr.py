@@ -13,7 +13,6 @@ import csv
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from abmilx.integrity import written_whole
 from abmilx.models import create_encoder
 from abmilx.patches.augment import random_flips, random_resized_crop
 from abmilx.patches.store import PatchStore
@@ -192,9 +192,8 @@ def pretrain(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / CHECKPOINT
-    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, checkpoint)
+    with written_whole(checkpoint) as partial:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial)
     with open(out_dir / HISTORY, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "seconds"])
         writer.writeheader()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from abmilx.geometry import (
     rasterize_polygons,
     read_geojson,
 )
+from abmilx.integrity import written_whole
 from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.segmentation.tissue import tissue_mask
 from abmilx.slides import Slide, SlideError, check_mpp
@@ -124,9 +124,8 @@ def write_outputs(
     _write_png(paths["overlay"], overlay)
     # the record last and whole (renamed into place): a job killed before it leaves no record,
     # so its rerun is due even where a failed job's files are kept (docs/scale.md)
-    partial = paths["json"].with_name(paths["json"].name + ".partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial, paths["json"])
+    with written_whole(paths["json"]) as partial:
+        partial.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _check_memory(slide: Slide, view_mpp: float, budget_mb: float) -> None:

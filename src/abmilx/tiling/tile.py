@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from abmilx.geometry import read_geojson
+from abmilx.integrity import written_whole
 from abmilx.patches.store import PatchStoreWriter, write_empty_store
 from abmilx.progress import Progress
 from abmilx.slides import Slide, SlideError
@@ -56,10 +56,8 @@ def _counted(patches: Iterator, progress: Progress) -> Iterator[tuple[str, int, 
 def _write_json(path: Path, record: dict) -> None:
     """Whole or not at all (renamed into place): the QC record is the job's last file, so a job
     killed before it leaves its rerun due even where a failed job's files are kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial, path)
+    with written_whole(path) as partial:
+        partial.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def tile_slide(

@@ -7,7 +7,6 @@ deletes declared outputs before a job starts, so a resumable state must live els
 from __future__ import annotations
 
 import csv
-import os
 import resource
 import shutil
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import torch
 
-from abmilx.integrity import DamagedFileError, load_torch_file
+from abmilx.integrity import DamagedFileError, load_torch_file, written_whole
 
 RUN_FILE = "model.pt"
 LOG_FILE = "train_log.csv"
@@ -26,10 +25,8 @@ RUN_KEYS = ("kind", "task", "classes", "settings", "state_dict")
 
 def _atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file so a crash never leaves a truncated checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with written_whole(path) as partial:
+        torch.save(obj, partial)
 
 
 def save_run(
@@ -78,14 +75,11 @@ def write_train_log(out_dir: str | Path, history: list[dict]) -> None:
     if not history:
         return
     path = Path(out_dir) / LOG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(history[0].keys())
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with written_whole(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def resume_path(out_dir: str | Path) -> Path:
