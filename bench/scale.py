@@ -177,28 +177,38 @@ def submissions(output: str, local: set[str]) -> tuple[Counter, Counter]:
     return by_rule, by_group
 
 
-def directory_outputs() -> re.Pattern:
-    """The rules' ``directory(...)`` outputs as one pattern (wildcards match a path part)."""
-    patterns = [
-        re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(found))
-        for rules in (REPO_ROOT / "workflow" / "rules").glob("*.smk")
-        for found in re.findall(r'directory\(\s*"([^"]+)"', rules.read_text())
-    ]
-    return re.compile("|".join(patterns))
+def directory_outputs() -> dict[str, re.Pattern]:
+    """Each rule's ``directory(...)`` outputs as one pattern (a wildcard matches a path part).
+    Per rule, because a pattern alone also matches other rules' files (``{feature_set}`` matches
+    ``r50.manifest.json`` beside the folder)."""
+    patterns: dict[str, list[str]] = {}
+    for rules in (REPO_ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=(?:local)?rule |checkpoint )", rules.read_text(), flags=re.M):
+            name = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
+            for found in re.findall(r'directory\(\s*"([^"]+)"', block):
+                patterns.setdefault(name.group(1), []).append(
+                    re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(found))
+                )
+    return {rule: re.compile("|".join(found)) for rule, found in patterns.items()}
 
 
 def finish(workdir: Path, planned: str) -> dict:
     """Every planned job's outputs present and up to date, nothing computed: empty files (a
-    directory for directory outputs) from the dry run's ``output:`` lines, then ``snakemake
-    --touch`` to give them the DAG's order of modification times."""
+    directory for its rule's directory outputs) from the dry run's ``output:`` lines, then
+    ``snakemake --touch`` to give them the DAG's order of modification times."""
     directories = directory_outputs()
+    rule = None
     for line in planned.splitlines():
         line = line.strip()
+        job = re.match(r"(?:local)?rule (\w+):", line)
+        if job:
+            rule = job.group(1)
+            continue
         if not line.startswith("output: "):
             continue
         for name in line.removeprefix("output: ").split(", "):
             path = workdir / name
-            if directories.fullmatch(name):
+            if rule in directories and directories[rule].fullmatch(name):
                 path.mkdir(parents=True, exist_ok=True)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)

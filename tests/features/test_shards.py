@@ -12,6 +12,7 @@ from abmilx.features.extract import extract, load_features
 from abmilx.features.shards import (
     Shard,
     combine_shards,
+    listed_slides,
     manifest_path,
     parse_shard,
     plan_shards,
@@ -19,6 +20,7 @@ from abmilx.features.shards import (
     shard_members,
     shards_dir,
 )
+from abmilx.integrity import DamagedFileError
 
 torch.set_num_threads(1)
 
@@ -152,3 +154,22 @@ def test_a_new_shard_size_keeps_the_files_and_new_settings_do_not(tmp_path, capl
     assert "keeping" not in caplog.text
     assert json.loads(manifest_path(out).read_text())["settings"]["seed"] == 4
     assert not torch.equal(load_features(out / "c.pt")["features"], old)
+
+
+def test_a_damaged_manifest_is_named_with_what_to_do(tmp_path):
+    """Written whole, a manifest that does not parse was damaged later: the error names it."""
+    store = write_store(tmp_path / "patches.lmdb", counts=COUNTS)
+    out = tmp_path / "sharded"
+    _sharded(store, out, 2)
+    assert listed_slides(manifest_path(out)) == ["a", "b", "c", "d", "e"]
+    manifest_path(out).write_text("")  # a full disk
+    with pytest.raises(DamagedFileError, match=r"manifest\.json: not a feature manifest, not JSON"):
+        listed_slides(manifest_path(out))
+    manifest_path(out).write_text('["a", "b"]')
+    with pytest.raises(DamagedFileError, match=r"needs keys .* has list; delete it and run again"):
+        listed_slides(manifest_path(out))
+
+    shard = shard_manifest_path(out, 2, "00001-of-00003")
+    shard.write_text(json.dumps({"slides": {}}))  # edited by hand
+    with pytest.raises(DamagedFileError, match=rf"{shard.name}: not a feature manifest: needs"):
+        combine_shards(out, 2, 3)

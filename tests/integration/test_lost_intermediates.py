@@ -1,6 +1,7 @@
 """A deleted intermediate is rebuilt by the next run, and the results come out the same."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -47,3 +48,19 @@ def test_a_deleted_feature_file_and_model_are_rebuilt_with_equal_metrics(finishe
         pd.testing.assert_frame_equal(after[name][1], before[name][1])
     again = snakemake(finished_tiny_run, "-n", "--cores", "2")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_damaged_feature_manifest_stops_the_dry_run_naming_it(finished_tiny_run):
+    manifest = finished_tiny_run / "results" / "features" / "tiny" / "r18.manifest.json"
+    intact, stat = manifest.read_bytes(), manifest.stat()
+    try:
+        manifest.write_text("")  # a full disk, after the run
+        dry = snakemake(finished_tiny_run, "-n", "--cores", "2")
+        assert dry.returncode != 0
+        assert (
+            "results/features/tiny/r18.manifest.json: not a feature manifest, not JSON"
+            " (Expecting value: line 1 column 1 (char 0)); delete it and run again"
+        ) in dry.stdout + dry.stderr
+    finally:  # as it was, modification time included: the other tests share the run
+        manifest.write_bytes(intact)
+        os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -28,7 +28,7 @@ from abmilx.experiments import (
     training_settings as run_training_settings,
     weights_path,
 )
-from abmilx.features.shards import plan_shards, shard_manifest_path
+from abmilx.features.shards import listed_slides, plan_shards, shard_manifest_path
 from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.report.coverage import encode as encode_coverage
 from abmilx.sheets import given_split_columns, load_dataset_sheets
@@ -398,8 +398,7 @@ def lost_feature_files(dataset):
         manifest = Path(feature_manifest(dataset, feature_set))
         if manifest.is_file():
             folder = features_dir(dataset, feature_set)
-            slides = json.loads(manifest.read_text()).get("slides", {})
-            lost += [f"{folder}/{slide}.pt" for slide in slides]
+            lost += [f"{folder}/{slide}.pt" for slide in listed_slides(manifest)]
     return [path for path in lost if not Path(path).is_file()]
 
 

@@ -23,10 +23,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from abmilx.integrity import written_whole
+from abmilx.integrity import DamagedFileError, written_whole
 from abmilx.provenance import content_digest
 
 SHARD_DIGITS = 5
+# What a shard manifest holds (extract.py writes it; combine_shards reads every key).
+SHARD_KEYS = ("fingerprint", "settings", "store_slides", "shard", "members", "slides")
 
 
 class Shard(NamedTuple):
@@ -98,6 +100,30 @@ def write_json(path: Path, record: dict) -> None:
         partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def read_manifest(path: str | Path, keys: Sequence[str]) -> dict:
+    """A feature or shard manifest with `keys`; DamagedFileError naming the file when it is not
+    one. Manifests are written whole, so a bad one was damaged afterwards (a full disk, an edit):
+    deleting it makes the next run write it again, encoding only the slides it must."""
+    remedy = "delete it and run again"
+    try:
+        record = json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise DamagedFileError(
+            path, f"not a feature manifest, not JSON ({error}); {remedy}"
+        ) from None
+    if not isinstance(record, dict) or not set(keys) <= set(record):
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise DamagedFileError(
+            path, f"not a feature manifest: needs keys {sorted(keys)}, has {found}; {remedy}"
+        )
+    return record
+
+
+def listed_slides(path: str | Path) -> list[str]:
+    """The slides whose files a dataset manifest lists."""
+    return sorted(read_manifest(path, ["fingerprint", "slides"])["slides"])
+
+
 def slide_entries(out_dir: Path, slide_ids: Iterable[str]) -> dict[str, dict]:
     """{slide_id: {"bytes", "sha256"}} of the slides that have a file in `out_dir`."""
     return {
@@ -157,7 +183,7 @@ def combine_shards(out_dir: str | Path, slides_per_job: int, count: int) -> dict
     missing = [str(path) for path in paths if not path.is_file()]
     if count < 1 or missing:
         raise FileNotFoundError(f"{out_dir}: shard manifests missing: {missing[:5]}")
-    records = [json.loads(path.read_text()) for path in paths]
+    records = [read_manifest(path, SHARD_KEYS) for path in paths]
     first = records[0]
     previous_last, members = None, 0
     slides: dict[str, dict] = {}
