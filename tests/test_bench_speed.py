@@ -64,8 +64,9 @@ def test_scale_bench(bench, capsys):
     assert not {"segment_tissue", "tile_slide", "adapt_sheets", "make_splits"} & set(row["by_rule"])
     assert row["by_rule"]["pack_tiles"] == 1 and row["by_rule"]["train_e2e"] > 1
     assert row["noop_jobs"] == 0  # every output present: nothing left to run
+    assert row["noop_recorded_jobs"] == 0  # and Snakemake's records of them agree
     assert row["floor_rules"] == ["segment_tissue", "tile_slide"]  # the floor plans the same
-    for key in ("plain", "slurm", "floor", "noop"):
+    for key in ("plain", "slurm", "floor", "noop", "noop_recorded"):
         assert row[key]["wall_s"] > 0 and row[key]["cpu_s"] > 0 and row[key]["peak_mb"] > 50
     out = capsys.readouterr().out
     assert "(limit 20 s, 1024 MB:" in out and "(limit 30 s:" in out
