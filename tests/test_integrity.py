@@ -3,7 +3,7 @@ where profiles/slurm keeps the files of failed jobs."""
 
 import pytest
 
-from abmilx.integrity import written_whole
+from abmilx.integrity import DamagedFileError, read_json_object, written_whole
 
 
 def test_a_finished_block_renames_the_file_into_place(tmp_path):
@@ -24,3 +24,21 @@ def test_a_failed_block_leaves_neither_file(tmp_path):
         partial.write_text("half")
         raise RuntimeError("cut off")
     assert list(path.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+        ('{"status": "ok"', "not valid JSON (Expecting ',' delimiter"),
+        ("[1, 2]", "holds a JSON list, not an object"),
+    ],
+)
+def test_a_damaged_json_record_is_named_with_what_is_wrong(tmp_path, text, problem):
+    path = tmp_path / "slide_3.json"
+    path.write_text(text)
+    with pytest.raises(DamagedFileError) as raised:
+        read_json_object(path)
+    assert str(raised.value).startswith(f"{path}: {problem}")
+    path.write_text('{"status": "ok"}')
+    assert read_json_object(path) == {"status": "ok"}

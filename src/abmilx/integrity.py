@@ -8,6 +8,7 @@ turned into a `DamagedFileError` whose message names the file and what is wrong 
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zipfile
@@ -46,6 +47,18 @@ class DamagedFileError(ValueError):
     def __init__(self, path: str | Path, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path, self.problem = Path(path), problem
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object the workflow wrote (QC record, metrics, manifest); one that is damaged (cut
+    short, emptied, edited) is named with what is wrong instead of failing in the JSON parser."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(path, f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise DamagedFileError(path, f"holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _lmdb_meta(data: bytes, offset: int) -> tuple[int, int, int] | None:

@@ -163,10 +163,14 @@ def test_a_damaged_manifest_is_named_with_what_to_do(tmp_path):
     _sharded(store, out, 2)
     assert listed_slides(manifest_path(out)) == ["a", "b", "c", "d", "e"]
     manifest_path(out).write_text("")  # a full disk
-    with pytest.raises(DamagedFileError, match=r"manifest\.json: not a feature manifest, not JSON"):
+    with pytest.raises(
+        DamagedFileError, match=r"manifest\.json: not a feature manifest: not valid JSON"
+    ):
         listed_slides(manifest_path(out))
     manifest_path(out).write_text('["a", "b"]')
-    with pytest.raises(DamagedFileError, match=r"needs keys .* has list; delete it and run again"):
+    with pytest.raises(
+        DamagedFileError, match=r"JSON list, not an object; delete it and run again"
+    ):
         listed_slides(manifest_path(out))
 
     shard = shard_manifest_path(out, 2, "00001-of-00003")

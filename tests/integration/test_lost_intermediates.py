@@ -58,7 +58,7 @@ def test_a_damaged_feature_manifest_stops_the_dry_run_naming_it(finished_tiny_ru
         dry = snakemake(finished_tiny_run, "-n", "--cores", "2")
         assert dry.returncode != 0
         assert (
-            "results/features/tiny/r18.manifest.json: not a feature manifest, not JSON"
+            "results/features/tiny/r18.manifest.json: not a feature manifest: not valid JSON"
             " (Expecting value: line 1 column 1 (char 0)); delete it and run again"
         ) in dry.stdout + dry.stderr
     finally:  # as it was, modification time included: the other tests share the run

@@ -3,7 +3,9 @@
 import json
 
 import pandas as pd
+import pytest
 
+from abmilx.integrity import DamagedFileError
 from abmilx.report.qc import write_qc_table
 from abmilx.report.tables import write_tables
 
@@ -167,3 +169,12 @@ def test_tables_say_which_protocol_made_each_number(tmp_path):
     write_tables(files, tmp_path / "both", settings)
     markdown = (tmp_path / "both" / "main.md").read_text()
     assert "Protocol: clean for A; official for B." in markdown
+
+
+def test_a_damaged_qc_record_fails_the_qc_table_naming_it(tmp_path):
+    good, cut = tmp_path / "a.json", tmp_path / "b.json"
+    good.write_text(json.dumps(_record("a", "ok", {"main": 1})))
+    cut.write_text(json.dumps(_record("b", "ok"))[:40])  # a copy cut short
+    with pytest.raises(DamagedFileError, match=r"b\.json: not valid JSON"):
+        write_qc_table([good, cut], tmp_path / "slides.tsv")
+    assert not (tmp_path / "slides.tsv").exists()

@@ -9,7 +9,6 @@ and the overlay is computed in 8-bit, so the output's size is what costs (capped
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 
 from abmilx.cli.qupath import fold_directories
 from abmilx.cli.trained import workflow_layout
+from abmilx.integrity import read_json_object
 from abmilx.report.figures.draw import (
     COLOUR_BAR_LABELS,
     COLOUR_MAP,
@@ -114,7 +114,7 @@ def draw_slide_heatmap(
     if layout is None:
         raise ValueError(f"{fold_dir} is not in the workflow's layout (results/runs/...)")
     root, dataset = layout["results"], layout["dataset"]
-    record = json.loads((root / "tiles" / dataset / "slides" / f"{slide_id}.json").read_text())
+    record = read_json_object(root / "tiles" / dataset / "slides" / f"{slide_id}.json")
     main = record["tiling"]["scales"]["main"]
     with np.load(fold_dir / "attention.npz") as stored:
         coords = stored[f"{slide_id}/coords"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from abmilx.cli.trained import run_directory, store_recipe, workflow_layout
-from abmilx.integrity import DamagedFileError
+from abmilx.integrity import DamagedFileError, read_json_object
 
 
 def store_info(path: Path) -> dict[str, Any]:
@@ -49,17 +49,6 @@ def _spread(counts: list[int]) -> str:
     return f"min {min(counts)}, median {statistics.median(counts):g}, max {max(counts)}"
 
 
-def _json_object(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; a damaged file is named with what is wrong."""
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DamagedFileError(path, f"not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise DamagedFileError(path, f"holds a JSON {type(value).__name__}, not an object")
-    return value
-
-
 def _fold_info(run_dir: Path) -> dict[str, Any]:
     from abmilx.training.runs import load_run
 
@@ -78,7 +67,7 @@ def _fold_info(run_dir: Path) -> dict[str, Any]:
     }
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        metrics = _json_object(metrics_file)
+        metrics = read_json_object(metrics_file)
         info["provenance"] = metrics.get("provenance")
         info["test_metrics"] = {
             name: summary.get("point") for name, summary in metrics.get("metrics", {}).items()
@@ -98,7 +87,7 @@ def run_info(path: Path) -> dict[str, Any]:
     folds = sorted(p.parent for p in path.glob("fold*/model.pt"))
     info: dict[str, Any] = {"type": "experiment", "path": str(path)}
     if (path / "metrics.json").is_file():
-        metrics = _json_object(path / "metrics.json")
+        metrics = read_json_object(path / "metrics.json")
         info["metrics"] = metrics.get("metrics")
     info["folds"] = {fold.name: _fold_info(fold) for fold in folds}
     return info

@@ -21,6 +21,7 @@ import pandas as pd
 from abmilx.cli.trained import store_recipe, trained_run
 from abmilx.config import schema_defaults
 from abmilx.evaluation.metrics import median_survival_bin, softmax, survival_risk
+from abmilx.integrity import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class PartialPredictionError(ValueError):
     def __init__(self, left_out: list[str], records: list[Path], out: Path) -> None:
         reasons = {}
         for path in records:
-            record = json.loads(Path(path).read_text())
+            record = read_json_object(path)
             reasons[record["slide_id"]] = record["status"] + (
                 f": {record['reason']}" if record.get("reason") else ""
             )

@@ -21,6 +21,7 @@ import pandas as pd
 
 from abmilx.cli.trained import FOLD_DIR, workflow_layout
 from abmilx.geometry import polygons_to_geojson, read_geojson
+from abmilx.integrity import read_json_object
 
 TILE_CLASS = {"name": "Attention", "color": [255, 128, 0]}
 
@@ -176,7 +177,7 @@ def export_qupath(
                         f"{record_path}: the tiling record of {slide_id} (its patches' size "
                         "and the slide's bounds) is missing"
                     )
-                record = json.loads(record_path.read_text())
+                record = read_json_object(record_path)
                 side = float(record["tiling"]["scales"]["main"]["extent_level0"])
                 offset = (int(record.get("bounds_x", 0)), int(record.get("bounds_y", 0)))
                 collection = slide_collection(

@@ -11,7 +11,6 @@ was made with). A run moved away from its results folder is pointed at its store
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from abmilx.config import encode_settings, schema_defaults
+from abmilx.integrity import read_json_object
 from abmilx.training.runs import load_run
 
 FOLD_DIR = re.compile(r"fold(\d+)$")
@@ -80,7 +80,7 @@ def store_recipe(store: str | Path) -> dict[str, Any]:
     store = Path(store)
     meta = PatchStore(store).meta
     folder = store.parent / "slides"
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records = [read_json_object(p) for p in sorted(folder.glob("*.json"))]
     records = [r for r in records if "tiling" in r and r.get("slide_id") in meta["slides"]]
     if not records:
         raise FileNotFoundError(

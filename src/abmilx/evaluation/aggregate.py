@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from abmilx.integrity import read_json_object
+
 IDENTITY_KEYS = ("dataset", "experiment", "task", "split")
 
 
@@ -116,7 +118,7 @@ def aggregate_files(
             f"{len(metric_files)} metrics files but {len(prediction_files)} prediction files"
         )
     names = [str(path) for path in metric_files]
-    runs = [json.loads(Path(path).read_text()) for path in metric_files]
+    runs = [read_json_object(path) for path in metric_files]
     metrics = aggregate_metrics(runs, names)
     tables = []
     for run, path in zip(runs, prediction_files, strict=True):

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from abmilx.integrity import DamagedFileError, written_whole
+from abmilx.integrity import DamagedFileError, read_json_object, written_whole
 from abmilx.provenance import content_digest
 
 SHARD_DIGITS = 5
@@ -106,15 +106,13 @@ def read_manifest(path: str | Path, keys: Sequence[str]) -> dict:
     deleting it makes the next run write it again, encoding only the slides it must."""
     remedy = "delete it and run again"
     try:
-        record = json.loads(Path(path).read_text())
-    except ValueError as error:
+        record = read_json_object(path)
+    except DamagedFileError as error:
+        raise DamagedFileError(path, f"not a feature manifest: {error.problem}; {remedy}") from None
+    if not set(keys) <= set(record):
         raise DamagedFileError(
-            path, f"not a feature manifest, not JSON ({error}); {remedy}"
-        ) from None
-    if not isinstance(record, dict) or not set(keys) <= set(record):
-        found = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise DamagedFileError(
-            path, f"not a feature manifest: needs keys {sorted(keys)}, has {found}; {remedy}"
+            path,
+            f"not a feature manifest: needs keys {sorted(keys)}, has {sorted(record)}; {remedy}",
         )
     return record
 

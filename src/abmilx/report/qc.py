@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from abmilx.integrity import read_json_object
 
 COLUMNS = [
     "dataset",
@@ -28,8 +29,7 @@ def qc_table(records: Iterable[str | Path]) -> pd.DataFrame:
     """Collect per-slide tiling QC records into one table, with one ``patches_<scale>`` column per scale."""
     rows = []
     for path in records:
-        with open(path) as handle:
-            record = json.load(handle)
+        record = read_json_object(path)
         row = {column: record.get(column) for column in COLUMNS}
         for scale, count in (record.get("patches") or {}).items():
             row[f"patches_{scale}"] = count

@@ -8,13 +8,13 @@ in a grid: every slide that failed or has no tissue first, then the slides with 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import cv2
 from matplotlib.figure import Figure
 
+from abmilx.integrity import read_json_object
 from abmilx.report.figures.draw import save
 
 
@@ -28,7 +28,7 @@ def chosen_records(records: list[dict], max_slides: int) -> list[dict]:
 
 
 def render(qc_records: list[Path], max_slides: int, out: Path) -> Path:
-    records = [json.loads(p.read_text()) | {"_path": p} for p in qc_records]
+    records = [read_json_object(p) | {"_path": p} for p in qc_records]
     chosen = chosen_records(records, max_slides)
     columns = max(1, min(6, len(chosen)))
     rows = max(1, math.ceil(len(chosen) / columns))

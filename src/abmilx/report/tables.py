@@ -6,13 +6,13 @@ function, :func:`render_table`, with the paper's values beside ours.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from abmilx.integrity import read_json_object
 from abmilx.report.paper import load_paper_values, paper_cell
 from abmilx.report.publish import publish
 from abmilx.report.sparsity import DEFINITION, sparsity_summary
@@ -37,8 +37,7 @@ def interval(summary: Mapping) -> str:
 def load_runs(metric_files: Iterable[str | Path]) -> list[dict]:
     runs = []
     for path in metric_files:
-        with open(path) as handle:
-            runs.append(json.load(handle))
+        runs.append(read_json_object(path))
     return runs
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from abmilx.config import ConfigError, split_bins_from, top_level_default, validate_settings
+from abmilx.integrity import read_json_object
 from abmilx.sheets import join_labels, load_label_sheet, load_slide_sheet
 from abmilx.splits.core import make_splits
 
@@ -32,10 +33,7 @@ def read_qc_status(qc_dir: str | Path, slide_ids: Sequence[str]) -> dict[str, di
         path = Path(qc_dir) / f"{slide_id}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: QC record of slide '{slide_id}' is missing")
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        record = read_json_object(path)
         if "status" not in record:
             raise ValueError(f"{path}: QC record has no 'status' key")
         records[slide_id] = {"status": record["status"], "reason": record.get("reason", "")}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from abmilx.geometry import read_geojson
-from abmilx.integrity import written_whole
+from abmilx.integrity import read_json_object, written_whole
 from abmilx.patches.store import PatchStoreWriter, write_empty_store
 from abmilx.progress import Progress
 from abmilx.slides import Slide, SlideError
@@ -89,7 +89,7 @@ def tile_slide(
     paths = {suffix: Path(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")}
     if not paths["json"].is_file():
         raise FileNotFoundError(f"segmentation record {paths['json']} does not exist")
-    record = json.loads(paths["json"].read_text())
+    record = read_json_object(paths["json"])
     record.update(dataset=dataset, slide_id=slide_id)
     record["tiling"] = {
         "patch_size": settings.patch_size,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Collection
@@ -10,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from abmilx.integrity import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def left_out_by_qc(splits: str | Path) -> set[str]:
     sidecar = Path(splits).with_suffix(".json")
     if not sidecar.is_file():
         return set()
-    return {entry["slide_id"] for entry in json.loads(sidecar.read_text()).get("excluded", [])}
+    return {entry["slide_id"] for entry in read_json_object(sidecar).get("excluded", [])}
 
 
 def require_slides(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from abmilx.annotations import Annotations, LesionMap, read_truth
+from abmilx.integrity import read_json_object
 
 THUMBNAIL_SIDE = 768
 # Fixed metadata: without it both formats stamp the time and version, and reruns differ in bytes.
@@ -138,7 +139,7 @@ class Slides:
         return self.folder / self.sheet.loc[slide_id, "path"]
 
     def record(self, slide_id: str) -> dict:
-        return json.loads((self.qc_dir / f"{slide_id}.json").read_text())
+        return read_json_object(self.qc_dir / f"{slide_id}.json")
 
     def footprint(self, slide_id: str) -> float:
         """Side of a main-scale patch in level-0 pixels."""

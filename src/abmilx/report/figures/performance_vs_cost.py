@@ -8,7 +8,6 @@ two-stage runs as squares.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from abmilx.integrity import read_json_object
 from abmilx.report.figures.draw import finish, main
 
 COST_LABELS = {
@@ -33,7 +33,7 @@ def panel_points(panel: Mapping, cost: str) -> list[dict[str, Any]]:
     """One point per run: title, kind, cost, metric mean and interval (None where absent)."""
     points = []
     for run in panel["runs"]:
-        metrics = json.loads((Path(run["dir"]) / "metrics.json").read_text())
+        metrics = read_json_object(Path(run["dir"]) / "metrics.json")
         summary = metrics["metrics"].get(panel["metric"])
         value = metrics.get("cost", {}).get(cost)
         if summary is None or summary.get("mean") is None or value is None:

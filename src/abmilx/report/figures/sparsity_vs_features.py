@@ -11,13 +11,13 @@ aggregator gains more from better features.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from abmilx.integrity import read_json_object
 from abmilx.report.figures.draw import finish, left_out_note, main
 from abmilx.report.sparsity import sparsity_summary
 
@@ -29,7 +29,7 @@ def points(settings: Mapping) -> list[dict]:
     found = []
     for run in settings["runs"]:
         folder = Path(run["dir"])
-        metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+        metrics = read_json_object(folder / "metrics.json")["metrics"]
         attention = sorted(folder.glob("fold*/attention.npz"))
         found.append(
             {
