@@ -280,3 +280,10 @@ def test_an_encoder_registered_after_the_schema_was_read_is_a_valid_name(monkeyp
     assert "late_encoder" not in cached_schema()["$defs"]["encoder_name"]["enum"]
     monkeypatch.setitem(registry._ENCODERS, "late_encoder", object)
     assert "late_encoder" in cached_schema()["$defs"]["encoder_name"]["enum"]
+
+
+def test_an_unknown_key_is_named_with_the_key_it_likely_misspells():
+    with pytest.raises(ConfigError) as raised:
+        validate_config({"datasets": {}, "segmentaton": {}, "qqq": 1})
+    message = str(raised.value)
+    assert "'qqq', 'segmentaton' (did you mean 'segmentation'?) (allowed: coverage," in message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import inspect
 import math
 import re
@@ -159,11 +160,17 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{error.instance!r} is none of the allowed forms: {wanted}"
     if error.validator != "additionalProperties" or "properties" not in error.schema:
         return error.message
-    unknown = sorted(set(error.instance) - set(error.schema["properties"]))
-    allowed = ", ".join(sorted(error.schema["properties"])) or "none"
+    known = sorted(error.schema["properties"])
+    unknown = sorted(set(error.instance) - set(known))
     owner = f" of {error.schema['title']}" if "title" in error.schema else ""
-    names = ", ".join(repr(name) for name in unknown)
-    return f"unknown option(s){owner}: {names} (allowed: {allowed})"
+    names = ", ".join(_with_guess(name, known) for name in unknown)
+    return f"unknown option(s){owner}: {names} (allowed: {', '.join(known) or 'none'})"
+
+
+def _with_guess(name: str, known: list[str]) -> str:
+    """An unknown key, with the allowed key it most likely misspells (a typo is the usual cause)."""
+    close = difflib.get_close_matches(str(name), known, n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def validate_config(config: Mapping[str, Any], schema: Mapping | None = None) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def test_unknown_encoder(failure):
 def test_misspelled_model_option(failure):
     output = failure("misspelled_option")
     assert "'experiments/x/settings/mil_kwargs'" in output
-    assert "unknown option(s) of MIL model 'abmilx': 'n_headz'" in output
+    assert "unknown option(s) of MIL model 'abmilx': 'n_headz' (did you mean 'n_heads'?)" in output
     assert "(allowed: act, alpha," in output and " n_heads," in output
 
 
