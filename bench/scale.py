@@ -6,10 +6,10 @@ match file names and never open them, and a dry run reads nothing else), then ti
 output present (the no-op dry run after a finished run; for cohorts up to ``--records`` slides
 also with the job records Snakemake keeps after a real run, which the no-op reads). For scale,
 the same per-slide job count is planned once more by a minimal Snakefile (chained one-line rules
-in the same groups, nothing else): Snakemake's own floor, which no change of ours can go below. Peak memory is the
-largest resident set of the snakemake process and its children (``getrusage``, through a small
-launcher). The job table counts what the SLURM profile would submit: jobs of one group count
-once, local rules not at all.
+in the same groups, nothing else): Snakemake's own floor, which no change of ours can go below.
+Peak memory is the largest resident set of the snakemake process and its children
+(``getrusage``, through a small launcher). The job table counts what the SLURM profile would
+submit: jobs of one group count once, local rules not at all.
 
 Run: ``python -m bench.scale [--panda 10616] [--tcga 1000] [--records 1000]``
 """
