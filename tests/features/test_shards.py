@@ -16,6 +16,7 @@ from abmilx.features.shards import (
     manifest_path,
     parse_shard,
     plan_shards,
+    reusable_slides,
     shard_manifest_path,
     shard_members,
     shards_dir,
@@ -177,3 +178,16 @@ def test_a_damaged_manifest_is_named_with_what_to_do(tmp_path):
     shard.write_text(json.dumps({"slides": {}}))  # edited by hand
     with pytest.raises(DamagedFileError, match=rf"{shard.name}: not a feature manifest: needs"):
         combine_shards(out, 2, 3)
+
+
+def test_a_manifest_of_another_shape_vouches_for_no_slide(tmp_path):
+    """A shard's resume skips a damaged manifest (a JSON list here) instead of failing on it."""
+    store = write_store(tmp_path / "patches.lmdb", counts=COUNTS)
+    out = tmp_path / "sharded"
+    _sharded(store, out, 2)
+    current = json.loads(manifest_path(out).read_text())["fingerprint"]
+    assert reusable_slides(out, current, DATASET) == set(DATASET)
+    manifest_path(out).write_text('["a", "b"]')
+    for stale in shards_dir(out).glob("*/*.json"):
+        stale.unlink()
+    assert reusable_slides(out, current, DATASET) == set()

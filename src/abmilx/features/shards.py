@@ -144,12 +144,12 @@ def reusable_slides(out_dir: str | Path, current: dict, slide_ids: Sequence[str]
     wanted, listed = set(slide_ids), {}
     for path in _manifests(out_dir):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+            record = read_manifest(path, ["fingerprint", "slides"])
+        except (OSError, DamagedFileError):
             continue  # a damaged manifest vouches for nothing
-        if record.get("fingerprint") != current:
+        if record["fingerprint"] != current:
             continue
-        for slide_id, entry in (record.get("slides") or {}).items():
+        for slide_id, entry in record["slides"].items():
             if slide_id in wanted:
                 listed.setdefault(slide_id, []).append(entry)
     reused = set()
