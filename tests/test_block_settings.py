@@ -21,8 +21,8 @@ BLOCKS = [(SegmentationSettings, "segmentation"), (TilingSettings, "tiling")]
 def test_fields_are_the_schema_block_and_defaults_live_only_there(settings_type, block):
     properties = load_schema()["$defs"][block]["properties"]
     fields = dataclasses.fields(settings_type)
-    # Keys only the dataset join reads (tiling.pack) are the block's but no slide's setting.
-    dataset_keys = getattr(settings_type, "DATASET_KEYS", ())
+    # Keys only the dataset's jobs read (slides_per_job, tiling.pack) are no slide's setting.
+    dataset_keys = settings_type.DATASET_KEYS
     assert sorted([field.name for field in fields] + list(dataset_keys)) == sorted(properties)
     assert all(field.default is dataclasses.MISSING for field in fields)
     assert all(field.default_factory is dataclasses.MISSING for field in fields)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+from functools import partial
 
 
 def json_object(parser: argparse.ArgumentParser, text: str, option: str = "--settings") -> dict:
@@ -54,3 +55,51 @@ def optional_mpp(text: str) -> float | None:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"--mpp must be positive, got {text!r}")
     return value
+
+
+def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a per-slide stage's shard job (rules segment_tissue, tile_slide)."""
+    parser.add_argument(
+        "--slides",
+        required=True,
+        help="JSON list of the shard's slides: objects with slide_id, path, mpp and the sheet's"
+        " per-slide columns",
+    )
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out-dir", required=True, help="where each slide's files go")
+    parser.add_argument("--manifest", required=True, help="the shard manifest to write (.json)")
+    parser.add_argument(
+        "--settings", required=True, help="JSON object: the stage's config block, strict"
+    )
+    parser.add_argument("--code", required=True, help="digest of the stage's code")
+    parser.add_argument("--threads", type=int, default=1, help="slides at a time")
+
+
+def run_shard(parser: argparse.ArgumentParser, args: argparse.Namespace, stage: str, work) -> int:
+    """Run ``work(job, settings=, strict=, code=)`` on every slide of ``--slides``, then write
+    the shard manifest, or name the failed slides and exit 1 (abmilx.shards.finish_shard)."""
+    from pathlib import Path
+
+    from abmilx.shards import finish_shard, run_slides
+
+    try:
+        slides = json.loads(args.slides)
+    except json.JSONDecodeError as error:
+        parser.error(f"--slides is not valid JSON: {error}")
+    if not isinstance(slides, list) or not all(
+        isinstance(job, dict) and "slide_id" in job for job in slides
+    ):
+        parser.error("--slides must be a JSON list of objects with a slide_id")
+    settings = json_object(parser, args.settings)
+    strict = bool(settings.pop("strict", False))
+    done, failed = run_slides(
+        partial(work, settings=settings, strict=strict, code=args.code), slides, args.threads
+    )
+    return finish_shard(
+        args.manifest,
+        stage=stage,
+        dataset=args.dataset,
+        shard=Path(args.manifest).stem,
+        done=done,
+        failed=failed,
+    )

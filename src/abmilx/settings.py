@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 
 class SettingsError(ValueError):
@@ -23,6 +23,11 @@ class SettingsError(ValueError):
 @dataclass(frozen=True, kw_only=True)
 class BlockSettings:
     """Base of a config block's settings: a subclass declares the block's keys as fields."""
+
+    # Keys of the block that only the dataset's jobs read (how many slides a job takes, how
+    # tiles are joined), never one slide's processing: dropped by from_settings, and left out of
+    # what a slide's record is fingerprinted with, so changing them redoes no slide.
+    DATASET_KEYS: ClassVar[tuple[str, ...]] = ("slides_per_job",)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -43,8 +48,9 @@ class BlockSettings:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], what: str = "settings") -> Self:
         """Every key of the block (a rule's `--settings`, the config block), none unknown."""
-        cls._check_keys(settings, what, complete=True)
-        return cls(**copy.deepcopy(dict(settings)))
+        per_slide = {k: v for k, v in settings.items() if k not in cls.DATASET_KEYS}
+        cls._check_keys(per_slide, what, complete=True)
+        return cls(**copy.deepcopy(per_slide))
 
     @classmethod
     def known(cls, settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,18 +10,15 @@ from test_extract import SETTINGS, write_store
 from abmilx.features.__main__ import main
 from abmilx.features.extract import extract, load_features
 from abmilx.features.shards import (
-    Shard,
     combine_shards,
     listed_slides,
     manifest_path,
-    parse_shard,
-    plan_shards,
     reusable_slides,
     shard_manifest_path,
-    shard_members,
     shards_dir,
 )
 from abmilx.integrity import DamagedFileError
+from abmilx.shards import Shard, parse_shard, plan_shards, shard_members
 
 torch.set_num_threads(1)
 

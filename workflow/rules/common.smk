@@ -28,9 +28,10 @@ from abmilx.experiments import (
     training_settings as run_training_settings,
     weights_path,
 )
-from abmilx.features.shards import listed_slides, plan_shards, shard_manifest_path
+from abmilx.features.shards import listed_slides, shard_manifest_path
 from abmilx.provenance import code_digest, config_hash, files_digest
 from abmilx.report.coverage import encode as encode_coverage
+from abmilx.shards import lost_files, plan_shards, shard_slides
 from abmilx.sheets import given_split_columns, load_dataset_sheets
 from abmilx.workflow_plan import append_to_pythonpath, plan_workflow
 
@@ -186,6 +187,11 @@ def slide_ids(dataset):
     return list(slide_table(dataset)["slide_id"])
 
 
+def mpp_text(mpp):
+    """A sheet's mpp as the --mpp of a command: blank for none."""
+    return "" if pd.isna(mpp) else f"{float(mpp):g}"
+
+
 @cache
 def slide_jobs(dataset):
     """slide_id -> what its per-slide jobs take, as ready strings: Snakemake calls every input
@@ -201,51 +207,128 @@ def slide_jobs(dataset):
         table["geojson"] if "geojson" in table else blank,
         table["segmentation"] if "segmentation" in table else blank,
     ):
-        mpp = "" if pd.isna(mpp) else f"{float(mpp):g}"
         jobs[slide] = {
+            "slide_id": slide,
             "path": str(path),
             "geojson": geojson or "",
-            "mpp": mpp,
+            "mpp": mpp_text(mpp),
             "overrides": overrides or "",
         }
     return jobs
 
 
-def slide_path(wildcards):
-    return slide_jobs(wildcards.dataset)[wildcards.slide]["path"]
+# --- segmentation.smk, tiling.smk: one job per shard of a dataset's sorted slide ids ---
+SHARD_FOLDERS = {
+    "segmentation": "results/qc/segmentation/{dataset}",
+    "tiling": "results/tiles/{dataset}/slides",
+}
+# What a shard job needs of each slide, by stage (the slide sheet's per-slide columns).
+SHARD_JOB_KEYS = {
+    "segmentation": ("slide_id", "path", "mpp", "geojson", "overrides"),
+    "tiling": ("slide_id", "path", "mpp"),
+}
 
 
-def slide_store(path):
-    """A per-slide store: temporary (removed once packed) under tiling.pack: move."""
-    return temp(path) if config["tiling"]["pack"] == "move" else path
+@cache
+def stage_shards(stage, dataset):
+    """{shard name: its slide ids} of a per-slide stage (segmentation, tiling)."""
+    return shard_slides(slide_jobs(dataset), config[stage]["slides_per_job"])
 
 
-def mpp_override(wildcards):
-    return slide_jobs(wildcards.dataset)[wildcards.slide]["mpp"]
+def shard_manifest(stage, dataset, shard):
+    folder = SHARD_FOLDERS[stage].format(dataset=dataset)
+    return f"{folder}.shards/{config[stage]['slides_per_job']}/{shard}.json"
 
 
-def segment_inputs(wildcards):
-    """The slide and, where its sheet row names one, its tissue annotation (`geojson`)."""
-    job = slide_jobs(wildcards.dataset)[wildcards.slide]
-    return {"slide": job["path"], "geojson": job["geojson"] or []}
+def shard_manifests(stage, dataset):
+    """The manifests of a stage's shards: what the jobs reading its per-slide files wait for."""
+    return [shard_manifest(stage, dataset, s) for s in stage_shards(stage, dataset)]
 
 
-def slide_geojson(wildcards):
-    """The slide's tissue annotation (sheet column `geojson`), or '' for none."""
-    return slide_jobs(wildcards.dataset)[wildcards.slide]["geojson"]
+def shard_members_of(wildcards, stage):
+    return stage_shards(stage, wildcards.dataset)[wildcards.shard]
 
 
-def slide_overrides(wildcards):
-    """The slide's segmentation settings (sheet column `segmentation`, JSON), or '' for none."""
-    return slide_jobs(wildcards.dataset)[wildcards.slide]["overrides"]
+def segment_shard_inputs(wildcards):
+    """The shard's slide files and the tissue annotations its sheet rows name (`geojson`)."""
+    jobs = slide_jobs(wildcards.dataset)
+    members = shard_members_of(wildcards, "segmentation")
+    return {
+        "slides": [jobs[s]["path"] for s in members],
+        "geojson": [jobs[s]["geojson"] for s in members if jobs[s]["geojson"]],
+    }
 
 
-def tile_qc_files(dataset):
-    return expand(
-        "results/tiles/{dataset}/slides/{slide}.json",
-        dataset=dataset,
-        slide=slide_ids(dataset),
-    )
+@cache
+def segmentation_shard_of(dataset):
+    """slide_id -> the segmentation shard holding it (a tiling shard waits for those)."""
+    return {
+        slide: shard
+        for shard, members in stage_shards("segmentation", dataset).items()
+        for slide in members
+    }
+
+
+def tile_shard_inputs(wildcards):
+    """The shard's slide files and the segmentation shards of its slides (their manifests)."""
+    jobs = slide_jobs(wildcards.dataset)
+    members = shard_members_of(wildcards, "tiling")
+    of = segmentation_shard_of(wildcards.dataset)
+    segmentation = dict.fromkeys(of[s] for s in members)
+    return {
+        "slides": [jobs[s]["path"] for s in members],
+        "segmentation": [
+            shard_manifest("segmentation", wildcards.dataset, shard) for shard in segmentation
+        ],
+    }
+
+
+def shard_slide_jobs(stage):
+    """Param: the shard's slides as the job's --slides JSON (a changed path, mpp, annotation or
+    override reruns the shard, which redoes only that slide)."""
+    keys = SHARD_JOB_KEYS[stage]
+
+    def slides(wildcards):
+        jobs = slide_jobs(wildcards.dataset)
+        return json.dumps(
+            [
+                {key: jobs[s][key] for key in keys}
+                for s in shard_members_of(wildcards, stage)
+            ],
+            separators=(",", ":"),
+        )
+
+    return slides
+
+
+def lost_shard_files(stage):
+    """Param: the files the shard's manifest lists that are gone, so that the shard reruns and
+    makes them again (Snakemake sees only the manifest). Under tiling.pack: move the stores are
+    removed once packed, and not lost."""
+    skip = ("store",) if stage == "tiling" and config["tiling"]["pack"] == "move" else ()
+
+    def lost(wildcards):
+        manifest = shard_manifest(stage, wildcards.dataset, wildcards.shard)
+        return " ".join(lost_files(manifest, skip))
+
+    return lost
+
+
+def shard_resources(rule):
+    """The rule's per-slide `resources` for a shard job: memory for the slides it runs at once
+    (its threads), runtime for its rounds of them."""
+    resources = job_resources(rule)
+    stage = {"segment_tissue": "segmentation", "tile_slide": "tiling"}[rule]
+    size = config[stage]["slides_per_job"]
+
+    def at_once(threads):
+        return max(1, min(threads, size))
+
+    return {
+        **resources,
+        "mem_mb": lambda w, threads: resources["mem_mb"] * at_once(threads),
+        "runtime": lambda w, threads: resources["runtime"] * -(-size // at_once(threads)),
+    }
 
 
 def experiments_for(dataset, kind=None):
@@ -569,7 +652,7 @@ def slide_inputs(dataset):
     """Slide sheet, tiling QC records (slide mpp) and lesions: the dataset's annotation folder
     (and PANDA's providers CSV) when it has one, else a generated cohort's truth masks.
     """
-    inputs = {"sheet": slide_sheet_path(dataset), "qc": tile_qc_files(dataset)}
+    inputs = {"sheet": slide_sheet_path(dataset), "qc": shard_manifests("tiling", dataset)}
     annotations = dataset_config(dataset).get("annotations")
     if annotations:
         folders = annotations["dir"]

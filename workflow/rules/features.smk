@@ -70,7 +70,7 @@ rule combine_feature_shards:
 # QC and the scale's µm/px and patch size, then written in the layout above.
 rule import_h5_features:
     input:
-        qc=lambda w: tile_qc_files(w.dataset),
+        qc=lambda w: shard_manifests("tiling", w.dataset),
         h5=h5_feature_files,
     output:
         directory("results/features/{dataset}/{feature_set}"),

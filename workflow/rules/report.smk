@@ -10,7 +10,7 @@
 
 rule qc_table:
     input:
-        qc=[f for d in DATASETS for f in tile_qc_files(d)],
+        shards=[f for d in DATASETS for f in shard_manifests("tiling", d)],
     output:
         report(
             "results/qc/slides.tsv",
@@ -25,17 +25,13 @@ rule qc_table:
     params:
         code=code_digest("abmilx.report"),
     shell:
-        "python -m abmilx.report qc --records {input.qc:q} --out {output:q} > {log:q} 2>&1"
+        "python -m abmilx.report qc --shards {input.shards:q} --out {output:q} > {log:q} 2>&1"
         " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule segmentation_overview:
     input:
-        records=lambda w: expand(
-            "results/qc/segmentation/{dataset}/{slide}.json",
-            dataset=w.dataset,
-            slide=slide_ids(w.dataset),
-        ),
+        shards=lambda w: shard_manifests("segmentation", w.dataset),
     output:
         report(
             "results/qc/segmentation/{dataset}.png",
@@ -57,7 +53,7 @@ rule segmentation_overview:
         max_slides=config["qc_overview_slides"],
         code=code_digest("abmilx.report.segmentation_sheet"),
     shell:
-        "python -m abmilx.report.segmentation_sheet --records {input.records:q}"
+        "python -m abmilx.report.segmentation_sheet --shards {input.shards:q}"
         " --max-slides {params.max_slides:q} --out {output:q} > {log:q} 2>&1"
         " || {{ rm -rf {output:q}; exit 1; }}"
 

@@ -5,7 +5,7 @@ rule make_splits:
     input:
         slides=lambda w: slide_sheet_path(w.dataset),
         labels=lambda w: label_sheet_path(w.dataset),
-        qc=lambda w: tile_qc_files(w.dataset),
+        qc=lambda w: shard_manifests("tiling", w.dataset),
     output:
         split="results/splits/{dataset}.csv",
         summary="results/splits/{dataset}.json",

@@ -1,30 +1,30 @@
-# Multi-scale tiling by exact µm/px into one LMDB per slide, then one dataset index of them
-# (or a packed copy: config tiling.pack).
-# Job group `tiling`: on a cluster, several slides per job (profiles/slurm, docs/scale.md).
+# Multi-scale tiling by exact µm/px into one LMDB per slide, by shards of a dataset's slides as
+# segmentation.smk (config tiling/slides_per_job): each slide's store and QC record in
+# results/tiles/<dataset>/slides/, listed by the shard's manifest; then one dataset index of the
+# stores (or a packed copy: config tiling.pack).
 
 
 rule tile_slide:
     input:
-        slide=slide_path,
-        segmentation="results/qc/segmentation/{dataset}/{slide}.json",
+        unpack(tile_shard_inputs),
     output:
-        store=slide_store("results/tiles/{dataset}/slides/{slide}.lmdb"),
-        qc="results/tiles/{dataset}/slides/{slide}.json",
+        "results/tiles/{dataset}/slides.shards/{slides_per_job}/{shard}.json",
     log:
-        "results/logs/tile_slide/{dataset}/{slide}.log",
+        "results/logs/tile_slide/{dataset}/{slides_per_job}/{shard}.log",
     benchmark:
-        "results/benchmarks/tile_slide/{dataset}/{slide}.tsv"
-    group:
-        "tiling"
+        "results/benchmarks/tile_slide/{dataset}/{slides_per_job}/{shard}.tsv"
+    wildcard_constraints:
+        slides_per_job=str(config["tiling"]["slides_per_job"]),
+        shard=r"\d+-of-\d+",
     conda:
         SHELL_ENV
-    threads: 1
+    threads: job_threads("tile_slide")
     resources:
-        **job_resources("tile_slide"),
+        **shard_resources("tile_slide"),
     params:
-        # the segmentation's outputs share the prefix of its QC record (an input)
-        prefix=lambda w, input: input.segmentation.removesuffix(".json"),
-        mpp=mpp_override,
+        slides=shard_slide_jobs("tiling"),
+        out_dir="results/tiles/{dataset}/slides",
+        segmentation_dir="results/qc/segmentation/{dataset}",
         # all of the block but `pack` (TilingSettings.DATASET_KEYS), which only pack_tiles reads
         settings=json.dumps(
             {
@@ -34,21 +34,18 @@ rule tile_slide:
             sort_keys=True,
         ),
         code=code_digest("abmilx.tiling"),
+        lost=lost_shard_files("tiling"),
     shell:
-        "python -m abmilx.tiling tile --slide {input.slide:q} --slide-id {wildcards.slide:q}"
-        " --dataset {wildcards.dataset:q} --mpp={params.mpp:q} --segmentation {params.prefix:q}"
-        " --out-store {output.store:q} --out-qc {output.qc:q} --settings {params.settings:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        "python -m abmilx.tiling tile-shard --slides {params.slides:q}"
+        " --dataset {wildcards.dataset:q} --segmentation-dir {params.segmentation_dir:q}"
+        " --out-dir {params.out_dir:q} --manifest {output:q} --settings {params.settings:q}"
+        " --code {params.code:q} --threads {threads} > {log:q} 2>&1"
         " || {{ rm -rf {output:q}; exit 1; }}"
 
 
 rule pack_tiles:
     input:
-        stores=lambda w: expand(
-            "results/tiles/{dataset}/slides/{slide}.lmdb",
-            dataset=w.dataset,
-            slide=slide_ids(w.dataset),
-        ),
+        shards=lambda w: shard_manifests("tiling", w.dataset),
     output:
         "results/tiles/{dataset}/patches.lmdb",
     log:
@@ -61,10 +58,9 @@ rule pack_tiles:
     resources:
         **job_resources("pack_tiles"),
     params:
-        # move packs as copy does (the same file): only the removal of the stores differs
-        mode="index" if config["tiling"]["pack"] == "index" else "copy",
+        mode=config["tiling"]["pack"],
         code=code_digest("abmilx.tiling"),
     shell:
-        "python -m abmilx.tiling pack --mode {params.mode:q} --stores {input.stores:q}"
+        "python -m abmilx.tiling pack --mode {params.mode:q} --shards {input.shards:q}"
         " --out {output:q} > {log:q} 2>&1"
         " || {{ rm -rf {output:q}; exit 1; }}"

@@ -27,11 +27,9 @@ import torch
 
 from abmilx.features.shards import (
     manifest_path,
-    parse_shard,
     partial_dir,
     reusable_slides,
     shard_manifest_path,
-    shard_members,
     slide_entries,
     write_json,
 )
@@ -43,6 +41,7 @@ from abmilx.progress import Progress
 from abmilx.provenance import changed_parts, code_digest, config_hash, files_digest, fingerprint
 from abmilx.runtime.devices import resolve_amp, resolve_device, set_threads
 from abmilx.runtime.seeding import seed_everything
+from abmilx.shards import parse_shard, shard_members
 
 log = logging.getLogger(__name__)
 

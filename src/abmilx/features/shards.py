@@ -1,10 +1,8 @@
-"""Shards of a dataset's slides for feature extraction, their manifests and the dataset manifest.
+"""Feature-extraction shards' manifests and the dataset manifest.
 
-A shard is a run of `slides_per_job` slides of the dataset's slide ids in sorted order (the last
-one shorter), named "<index>-of-<count>" with both zero-padded, and given to its job as the first
-and the last id of the run: the job encodes the slides of the patch store between the two (the
-store leaves out slides without patches, so it may hold fewer). Shard k of a given size holds the
-same slides whatever else runs, so each shard is its own cluster job. A shard job writes its
+A shard (abmilx.shards) is given to its job as the first and the last slide id of its run: the
+job encodes the slides of the patch store between the two (the store leaves out slides without
+patches, so it may hold fewer). A shard job writes its
 slides' files into the feature folder and lists them, with the fingerprint of what made them, in
 `<folder>.shards/<slides_per_job>/<name>.json`; `combine_shards` joins the lists into the
 dataset manifest `<folder>.manifest.json`, the same file a one-job extraction writes.
@@ -21,55 +19,13 @@ import json
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from abmilx.integrity import DamagedFileError, read_json_object, written_whole
 from abmilx.provenance import content_digest
+from abmilx.shards import shard_name
 
-SHARD_DIGITS = 5
 # What a shard manifest holds (extract.py writes it; combine_shards reads every key).
 SHARD_KEYS = ("fingerprint", "settings", "store_slides", "shard", "members", "slides")
-
-
-class Shard(NamedTuple):
-    name: str  # "<index>-of-<count>"
-    first: str  # its first and last slide id
-    last: str
-
-
-def plan_shards(slide_ids: Iterable[str], slides_per_job: int) -> list[Shard]:
-    """The shards of a dataset: its sorted slide ids in runs of `slides_per_job`."""
-    if slides_per_job < 1:
-        raise ValueError(f"slides_per_job must be at least 1, got {slides_per_job}")
-    ordered = sorted(slide_ids)
-    if not ordered:
-        raise ValueError("no slides to cut into shards")
-    starts = range(0, len(ordered), slides_per_job)
-    return [
-        Shard(
-            shard_name(index, len(starts)),
-            ordered[start],
-            ordered[min(start + slides_per_job, len(ordered)) - 1],
-        )
-        for index, start in enumerate(starts)
-    ]
-
-
-def shard_members(slide_ids: Iterable[str], first: str, last: str) -> list[str]:
-    """The slides of `slide_ids` (a store's) that fall in a shard, sorted."""
-    return sorted(slide for slide in slide_ids if first <= slide <= last)
-
-
-def shard_name(index: int, count: int) -> str:
-    return f"{index:0{SHARD_DIGITS}d}-of-{count:0{SHARD_DIGITS}d}"
-
-
-def parse_shard(name: str) -> tuple[int, int]:
-    """(index, count) of a shard name "<index>-of-<count>"."""
-    index, sep, count = name.partition("-of-")
-    if not (sep and index.isdigit() and count.isdigit()) or int(index) >= int(count):
-        raise ValueError(f"shard {name!r}: expected <index>-of-<count> with index < count")
-    return int(index), int(count)
 
 
 def manifest_path(out_dir: str | Path) -> Path:

@@ -15,6 +15,7 @@ from abmilx.report.tables import (
     write_declared_tables,
     write_tables,
 )
+from abmilx.shards import listed_files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     qc = commands.add_parser("qc", help="results/qc/slides.tsv from per-slide QC records")
     qc.add_argument("--records", nargs="*", default=[], help="per-slide tiling QC JSON files")
+    qc.add_argument("--shards", nargs="*", default=[], help="tiling shard manifests listing them")
     qc.add_argument("--out", required=True)
     tables = commands.add_parser("tables", help="paper tables from metrics.json files")
     tables.add_argument("--metrics", nargs="*", default=[])
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "qc":
-        table = write_qc_table(args.records, args.out)
+        records = [*args.records, *listed_files(args.shards, "record")]
+        table = write_qc_table(records, args.out)
         print(table["status"].value_counts().to_string())
     elif args.command == "tables":
         table = write_tables(

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from abmilx.integrity import read_json_object
 from abmilx.report.figures.draw import save
+from abmilx.shards import listed_files
 
 
 def chosen_records(records: list[dict], max_slides: int) -> list[dict]:
@@ -51,11 +52,17 @@ def render(qc_records: list[Path], max_slides: int, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", nargs="+", required=True, help="segmentation QC JSON files")
+    parser.add_argument("--records", nargs="*", default=[], help="segmentation QC JSON files")
+    parser.add_argument(
+        "--shards", nargs="*", default=[], help="segmentation shard manifests listing them"
+    )
     parser.add_argument("--max-slides", type=int, required=True, help="config: qc_overview_slides")
     parser.add_argument("--out", required=True, help="PNG (the PDF is written beside it)")
     args = parser.parse_args(argv)
-    print(f"wrote {render([Path(p) for p in args.records], args.max_slides, Path(args.out))}")
+    records = [Path(p) for p in [*args.records, *listed_files(args.shards, "record")]]
+    if not records:
+        parser.error("no records: give --records or --shards")
+    print(f"wrote {render(records, args.max_slides, Path(args.out))}")
 
 
 if __name__ == "__main__":

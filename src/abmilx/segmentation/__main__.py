@@ -1,19 +1,25 @@
 """CLI: python -m abmilx.segmentation segment --slide PATH --slide-id ID --dataset D [--mpp F]
 [--geojson PATH] [--overrides JSON] --out-prefix PREFIX --settings JSON [--threads N]
+python -m abmilx.segmentation segment-shard --slides JSON --dataset D --out-dir DIR
+--manifest PATH --settings JSON --code DIGEST [--threads N]
 
 ``--overrides`` (the slide sheet's ``segmentation`` column) is a JSON object of settings that
 replace those of ``--settings`` for this slide; empty means none. ``--geojson`` empty means none.
+``segment-shard`` (rule segment_tissue) segments a shard of slides, ``--threads`` at a time,
+each into DIR/<slide_id>.*, skipping those already made from the same inputs, and writes the
+shard manifest when all are done (abmilx.shards).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 import cv2
 
-from abmilx.arguments import json_object, optional_mpp
-from abmilx.segmentation.segment import segment_slide
+from abmilx.arguments import add_shard_arguments, json_object, optional_mpp, run_shard
+from abmilx.segmentation.segment import segment_shard_slide, segment_slide
 from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.slides import SlideError
 
@@ -35,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         "--overrides", default="", help="JSON object of this slide's settings (sheet column)"
     )
     segment.add_argument("--threads", type=int, default=1)
+    shard = commands.add_parser("segment-shard", help="segment a shard of slides (the workflow)")
+    add_shard_arguments(shard)
     args = parser.parse_args(argv)
+    if args.command == "segment-shard":
+        return run_shard(
+            parser,
+            args,
+            "segmentation",
+            partial(segment_shard_slide, out_dir=args.out_dir, dataset=args.dataset),
+        )
     given = json_object(parser, args.settings)
     # strict is a property of the run, not of a slide: --settings only, never --overrides.
     strict = bool(given.pop("strict", False))

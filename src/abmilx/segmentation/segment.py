@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from abmilx.geometry import (
     rasterize_polygons,
     read_geojson,
 )
-from abmilx.integrity import written_whole
+from abmilx.integrity import read_json_object, written_whole
+from abmilx.provenance import config_hash
 from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.segmentation.tissue import tissue_mask
+from abmilx.shards import file_facts, finished
 from abmilx.slides import Slide, SlideError, check_mpp
 
 OUTPUT_SUFFIXES = (".json", ".geojson", ".mask.png", ".overlay.png")
@@ -157,6 +160,7 @@ def segment_slide(
     geojson: str | Path | None = None,
     strict: bool = False,
     overridden: Sequence[str] = (),
+    fingerprint: str | None = None,
 ) -> dict:
     """Segment tissue, write ``<out_prefix>.{json,geojson,mask.png,overlay.png}``, return the record.
 
@@ -169,9 +173,12 @@ def segment_slide(
     told, and all four files (empty GeoJSON, blank images); ``strict`` raises
     :class:`SlideError` instead and writes nothing, so that a failed job leaves no file that
     looks finished. ``overridden`` names the
-    settings that came from the slide sheet instead of the config (recorded, not applied here).
+    settings that came from the slide sheet instead of the config (recorded, not applied here);
+    ``fingerprint`` (what a shard job made the record from) is recorded for its rerun.
     """
     record = empty_record(dataset, slide_id)
+    if fingerprint is not None:
+        record["fingerprint"] = fingerprint
     record["settings"] = settings.as_dict()
     record["overridden_settings"] = sorted(overridden)
     record["mask_source"] = "geojson" if geojson else "computed"
@@ -233,3 +240,52 @@ def segment_slide(
         raise SlideError(slide_path, f"slide {slide_id}: {record['status']}: {record['reason']}")
     write_outputs(out_prefix, record, polygons, mask, overlay)
     return record
+
+
+def segment_shard_slide(
+    job: dict, *, out_dir: str, dataset: str, settings: dict, strict: bool, code: str
+) -> dict:
+    """One slide of a shard job (rule segment_tissue): segmented unless its record says it was
+    made from the same slide file, annotation, settings and code. ``job`` is the slide's entry
+    of the job's ``--slides`` (slide_id, path, mpp, geojson, overrides: sheet columns)."""
+    slide_id = job["slide_id"]
+    overrides = json.loads(job["overrides"]) if job["overrides"] else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"slide {slide_id}: its segmentation column is not a JSON object")
+    chosen = SegmentationSettings.from_settings(settings, "--settings").updated(
+        overrides, f"slide {slide_id}: segmentation column"
+    )
+    mpp = float(job["mpp"]) if job["mpp"] else None
+    paths = output_paths(Path(out_dir) / slide_id)
+    fingerprint = config_hash(
+        {
+            "slide": file_facts(job["path"]),
+            "geojson": job["geojson"] and file_facts(job["geojson"]),
+            "mpp": mpp,
+            "settings": chosen.as_dict(),
+            "overridden": sorted(overrides),
+            "strict": strict,
+            "code": code,
+            "dataset": dataset,
+        }
+    )
+    files = {"record": str(paths["json"])} | {
+        kind: str(path) for kind, path in paths.items() if kind != "json"
+    }
+    if finished(paths["json"], [paths[k] for k in ("geojson", "mask", "overlay")], fingerprint):
+        status = read_json_object(paths["json"])["status"]
+        return {"status": status, "files": files, "reused": True}
+    record = segment_slide(
+        job["path"],
+        Path(out_dir) / slide_id,
+        chosen,
+        slide_id=slide_id,
+        dataset=dataset,
+        mpp=mpp,
+        geojson=job["geojson"] or None,
+        strict=strict,
+        overridden=sorted(overrides),
+        fingerprint=fingerprint,
+    )
+    print(f"{slide_id}: {record['status']} {record['reason']}".rstrip(), file=sys.stderr)
+    return {"status": record["status"], "files": files, "reused": False}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Self
 
 from abmilx.settings import BlockSettings
 from abmilx.tiling.grid import INCLUSION_RULES
@@ -24,14 +22,7 @@ class TilingSettings(BlockSettings):
     fast_read: bool
     passthrough: bool
 
-    # Keys of the block that only the dataset join reads (rule pack_tiles), never a slide's
-    # tiling: dropped here, and left out of tile_slide's params so changing them retiles nothing.
-    DATASET_KEYS = ("pack",)
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], what: str = "settings") -> Self:
-        per_slide = {k: v for k, v in settings.items() if k not in cls.DATASET_KEYS}
-        return super().from_settings(per_slide, what)
+    DATASET_KEYS = ("slides_per_job", "pack")  # pack: only rule pack_tiles reads it
 
     def __post_init__(self) -> None:
         scales = dict(self.scales)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -15,6 +16,8 @@ from abmilx.geometry import read_geojson
 from abmilx.integrity import read_json_object, written_whole
 from abmilx.patches.store import PatchStoreWriter, write_empty_store
 from abmilx.progress import Progress
+from abmilx.provenance import config_hash, content_digest
+from abmilx.shards import file_facts, finished
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.grid import (
     ScalePlan,
@@ -72,6 +75,7 @@ def tile_slide(
     mpp: float | None = None,
     strict: bool = False,
     threads: int = 1,
+    fingerprint: str | None = None,
 ) -> dict:
     """Write the slide's patch store and its QC record (segmentation record + ``patches``).
 
@@ -83,6 +87,7 @@ def tile_slide(
     (same pixels, several times faster; the QC record names the reader of each scale).
     ``passthrough`` stores a source tile's JPEG bytes unchanged where a patch is exactly one tile
     at the tile's own resolution (its pixels are OpenSlide's, at the scanner's JPEG quality).
+    ``fingerprint`` (what a shard job made the record from) replaces the segmentation's.
     """
     scales = dict(settings.scales)
     # segmentation.segment.output_paths names these two, but importing it costs scipy's start-up
@@ -91,6 +96,9 @@ def tile_slide(
         raise FileNotFoundError(f"segmentation record {paths['json']} does not exist")
     record = read_json_object(paths["json"])
     record.update(dataset=dataset, slide_id=slide_id)
+    record.pop("fingerprint", None)
+    if fingerprint is not None:
+        record["fingerprint"] = fingerprint
     record["tiling"] = {
         "patch_size": settings.patch_size,
         "min_tissue_fraction": settings.min_tissue_fraction,
@@ -209,3 +217,56 @@ def _tile(
                 )
         progress.finish()
     return {plan.name: len(selected[plan.name][1]) for plan in plans}
+
+
+def tile_shard_slide(
+    job: dict,
+    *,
+    segmentation_dir: str,
+    out_dir: str,
+    dataset: str,
+    settings: dict,
+    strict: bool,
+    code: str,
+) -> dict:
+    """One slide of a shard job (rule tile_slide): tiled unless its QC record says it was made
+    from the same slide file, segmentation, settings and code, and its store is there (under
+    tiling.pack: move the store is gone once packed, so the slide is tiled again)."""
+    slide_id = job["slide_id"]
+    segmentation = Path(segmentation_dir) / slide_id
+    chosen = TilingSettings.from_settings(settings, "--settings")
+    mpp = float(job["mpp"]) if job["mpp"] else None
+    store, qc = Path(out_dir) / f"{slide_id}.lmdb", Path(out_dir) / f"{slide_id}.json"
+    fingerprint = config_hash(
+        {
+            "slide": file_facts(job["path"]),
+            "segmentation": [
+                content_digest(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")
+            ],
+            "mpp": mpp,
+            "settings": chosen.as_dict(),
+            "strict": strict,
+            "code": code,
+            "dataset": dataset,
+        }
+    )
+    files = {"record": str(qc), "store": str(store)}
+    if finished(qc, [store], fingerprint):
+        return {"status": read_json_object(qc)["status"], "files": files, "reused": True}
+    record = tile_slide(
+        job["path"],
+        segmentation,
+        store,
+        qc,
+        chosen,
+        slide_id=slide_id,
+        dataset=dataset,
+        mpp=mpp,
+        strict=strict,
+        fingerprint=fingerprint,
+    )
+    print(
+        f"{slide_id}: {record['status']} {record['patches']} {record['reason']}".rstrip(),
+        file=sys.stderr,
+    )
+    return {"status": record["status"], "files": files, "reused": False}
