@@ -5,8 +5,8 @@ match file names and never open them, and a dry run reads nothing else), then ti
 ``snakemake -n`` on it, with and without ``profiles/slurm``, and once more with every per-slide
 output present (the no-op dry run after a finished run; for cohorts up to ``--records`` slides
 also with the job records Snakemake keeps after a real run, which the no-op reads). For scale,
-the same per-slide job count is planned once more by a minimal Snakefile (chained one-line rules
-in the same groups, nothing else): Snakemake's own floor, which no change of ours can go below.
+the same count of per-slide shard jobs is planned once more by a minimal Snakefile (chained
+one-line rules, nothing else): Snakemake's own floor, which no change of ours can go below.
 Peak memory is the largest resident set of the snakemake process and its children
 (``getrusage``, through a small launcher). The job table counts what the SLURM profile would
 submit: jobs of one group count once, local rules not at all.
@@ -33,10 +33,23 @@ import yaml
 from abmilx.config import REPO_ROOT
 
 BIN = Path(sys.executable).parent
+SEGMENTATION = {
+    "record": ".json",
+    "geojson": ".geojson",
+    "mask": ".mask.png",
+    "overlay": ".overlay.png",
+}
+TILING = {"record": ".json", "store": ".lmdb"}
 PAPER = REPO_ROOT / "workflow" / "configs" / "paper"
 UUID = "0b1f2d3c-4a5b-6c7d-8e9f-000000000000"
 PLAN_LIMIT_S, PLAN_LIMIT_MB, NOOP_LIMIT_S = 20.0, 1024.0, 30.0
 SLIDES_PER_CLUSTER_JOB = 100  # at most one cluster job per this many slides, per per-slide rule
+# The per-slide stages, one job per shard of slides (config <stage>/slides_per_job), and the
+# folder of each dataset's per-slide files: their shard manifests are read at parse time.
+SHARD_RULES = {
+    "segment_tissue": ("segmentation", "results/qc/segmentation/{dataset}/{slide}", SEGMENTATION),
+    "tile_slide": ("tiling", "results/tiles/{dataset}/slides/{slide}", TILING),
+}
 
 
 def _write(path: Path, text: str) -> None:
@@ -193,26 +206,47 @@ def directory_outputs() -> dict[str, re.Pattern]:
     return {rule: re.compile("|".join(found)) for rule, found in patterns.items()}
 
 
+def shard_manifest(rule: str, output: str, shell: str) -> str:
+    """A finished shard's manifest: its slides (the job's --slides) with their files, which are
+    made too (empty): the workflow checks at parse time that every listed file is there."""
+    stage, pattern, suffixes = SHARD_RULES[rule]
+    found = re.search(r"--slides '(\[.*?\])'", shell)
+    dataset = re.search(r"--dataset (\S+)", shell).group(1).strip("'")
+    slides = {}
+    for job in json.loads(found.group(1)) if found else []:
+        prefix = pattern.format(dataset=dataset, slide=job["slide_id"])
+        slides[job["slide_id"]] = {
+            "status": "ok",
+            "files": {kind: prefix + suffix for kind, suffix in suffixes.items()},
+        }
+    record = {"stage": stage, "dataset": dataset, "shard": Path(output).stem, "slides": slides}
+    return json.dumps(record)
+
+
 def finish(workdir: Path, planned: str) -> dict:
     """Every planned job's outputs present and up to date, nothing computed: empty files (a
-    directory for its rule's directory outputs) from the dry run's ``output:`` lines, then
-    ``snakemake --touch`` to give them the DAG's order of modification times."""
+    directory for its rule's directory outputs, the per-slide files a shard manifest lists) from
+    the dry run's ``output:`` lines and shell commands (``-p``), then ``snakemake --touch`` to
+    give them the DAG's order of modification times."""
     directories = directory_outputs()
-    rule = None
-    for line in planned.splitlines():
-        line = line.strip()
-        job = re.match(r"(?:local)?rule (\w+):", line)
-        if job:
-            rule = job.group(1)
+    jobs = re.split(r"^(?=(?:local)?rule \w+:)", planned, flags=re.M)
+    for job in jobs:
+        head = re.match(r"(?:local)?rule (\w+):", job)
+        outputs = re.search(r"^\s*output: (.+)$", job, flags=re.M)
+        if not head or not outputs:
             continue
-        if not line.startswith("output: "):
-            continue
-        for name in line.removeprefix("output: ").split(", "):
+        rule = head.group(1)
+        for name in outputs.group(1).split(", "):
             path = workdir / name
             if rule in directories and directories[rule].fullmatch(name):
                 path.mkdir(parents=True, exist_ok=True)
             elif rule == "combine_feature_shards":  # read at parse time: a manifest of no slide
                 _write(path, json.dumps({"fingerprint": None, "settings": {}, "slides": {}}))
+            elif rule in SHARD_RULES:
+                manifest = shard_manifest(rule, name, job)
+                _write(path, manifest)
+                files = json.loads(manifest)["slides"].values()
+                _touch_all([workdir / f for entry in files for f in entry["files"].values()])
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
@@ -222,37 +256,29 @@ def finish(workdir: Path, planned: str) -> dict:
 FLOOR_RULE = """
 rule {name}:
     input:
-        "{source}/{{slide}}"
+        "{source}/{{item}}"
     output:
-        "{name}/{{slide}}"
-    group:
-        "{group}"
+        "{name}/{{item}}"
     shell:
         "cp {{input}} {{output}}"
 """
 
 
-def snakemake_floor(workdir: Path, n: int, rules: list[tuple[str, str]], slurm_args: list[str]):
-    """Dry-run time of a minimal Snakefile planning ``n`` slides through ``rules`` ((group,
-    rule) pairs chained in order), under the same SLURM arguments as the real plan."""
+def snakemake_floor(workdir: Path, jobs: int, rules: list[str], slurm_args: list[str]):
+    """Dry-run time of a minimal Snakefile planning ``jobs`` items through ``rules`` (chained in
+    order), under the same SLURM arguments as the real plan."""
     workdir.mkdir(parents=True, exist_ok=True)
-    _touch_all([workdir / "slides" / f"s{k:06d}" for k in range(n)])
-    last, text = "slides", ""
-    for group, rule in rules:
-        text += FLOOR_RULE.format(name=rule, source=last, group=group)
+    _touch_all([workdir / "items" / f"s{k:06d}" for k in range(jobs)])
+    last, text = "items", ""
+    for rule in rules:
+        text += FLOOR_RULE.format(name=rule, source=last)
         last = rule
-    all_rule = f'rule all:\n    input:\n        expand("{last}/{{slide}}", slide=SLIDES)\n'
+    all_rule = f'rule all:\n    input:\n        expand("{last}/{{item}}", item=ITEMS)\n'
     _write(
         workdir / "Snakefile",
-        f"SLIDES = [f's{{k:06d}}' for k in range({n})]\n\n\n{all_rule}\n" + text,
+        f"ITEMS = [f's{{k:06d}}' for k in range({jobs})]\n\n\n{all_rule}\n" + text,
     )
     return snakemake(workdir, "-n", "--snakefile", str(workdir / "Snakefile"), *slurm_args)
-
-
-def slide_groups() -> dict[str, int]:
-    """The per-slide job groups and their slides per cluster job, as profiles/slurm sets them."""
-    profile = yaml.safe_load((REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-    return {group: int(n) for group, n in (item.split("=") for item in profile["group-components"])}
 
 
 def measure(
@@ -263,30 +289,31 @@ def measure(
     workdir = root / name
     start = time.perf_counter()
     layout(workdir, n)
-    (workdir / "config.yaml").write_text(config.read_text())
-    row = {"cohort": name, "slides": n, "layout_s": time.perf_counter() - start}
+    settings = yaml.safe_load(config.read_text())
+    if slides_per_job is not None:
+        for stage, _, _ in SHARD_RULES.values():
+            settings.setdefault(stage, {})["slides_per_job"] = slides_per_job
+    (workdir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    row = {
+        "cohort": name,
+        "slides": n,
+        "layout_s": time.perf_counter() - start,
+        "slides_per_job": slides_per_job or SLIDES_PER_CLUSTER_JOB,
+    }
     plain = dry_run(workdir)
     row["plain"] = {k: v for k, v in plain.items() if k != "output"}
     slurm_args = ["--profile", "profiles/slurm"]
-    if slides_per_job is not None:
-        slurm_args += ["--group-components", *(f"{g}={slides_per_job}" for g in slide_groups())]
     slurm = dry_run(workdir, *slurm_args)
     row["slurm"] = {k: v for k, v in slurm.items() if k != "output"}
     row["by_rule"], row["by_group"] = submissions(slurm["output"], local_rules())
-    grouped = sorted(
-        (group, rule)
-        for group in {k for k in row["by_group"] if ":" not in k}
-        for rule in (k.split(":", 1)[1] for k in row["by_group"] if k.startswith(f"{group}:"))
-    )
-    sizes = {group: slides_per_job or size for group, size in slide_groups().items()}
-    floor_args = ["--group-components", *(f"{g}={k}" for g, k in sizes.items())]
+    row["floor_rules"] = [rule for rule in SHARD_RULES if rule in row["by_rule"]]
+    shards = max([row["by_rule"][rule] for rule in row["floor_rules"]], default=1)
     floor = snakemake_floor(
-        root / f"{name}-floor", n, grouped, ["--executor", "slurm", "--jobs", "100", *floor_args]
+        root / f"{name}-floor", shards, row["floor_rules"], ["--executor", "slurm", "--jobs", "100"]
     )
     row["floor"] = {k: v for k, v in floor.items() if k != "output"}
-    row["floor_rules"] = [rule for _, rule in grouped]
     if noop:
-        row["touch"] = {k: v for k, v in finish(workdir, plain["output"]).items() if k != "output"}
+        row["touch"] = {k: v for k, v in finish(workdir, slurm["output"]).items() if k != "output"}
         after = dry_run(workdir, *slurm_args)
         row["noop"] = {k: v for k, v in after.items() if k != "output"}
         row["noop_jobs"] = sum(submissions(after["output"], set())[0].values())
@@ -311,7 +338,7 @@ def report(row: dict) -> None:
     for key, label, limit in [
         ("plain", "dry run", None),
         ("slurm", "dry run, profiles/slurm", PLAN_LIMIT_S),
-        ("floor", "Snakemake alone, same per-slide jobs", None),
+        ("floor", "Snakemake alone, same shard jobs", None),
         ("noop", "no-op dry run after a finished run", NOOP_LIMIT_S),
         ("noop_recorded", "the same, with Snakemake's job records", NOOP_LIMIT_S),
     ]:
@@ -331,26 +358,25 @@ def report(row: dict) -> None:
     if "floor" in row:
         ratio = row["slurm"]["cpu_s"] / row["floor"]["cpu_s"]
         rules = " + ".join(row["floor_rules"])
-        print(f"{'our plan / Snakemake floor (CPU)':38s} {ratio:6.2f}  (floor: {n} x {rules})")
+        shards = max(row["by_rule"][rule] for rule in row["floor_rules"])
+        print(f"{'our plan / Snakemake floor (CPU)':38s} {ratio:6.2f}  (floor: {shards} x {rules})")
     if "noop" in row:
         print(f"{'jobs left after the finished run':38s} {row['noop_jobs']}")
         if "noop_recorded" in row:
             print(f"{'jobs left, with the job records':38s} {row['noop_recorded_jobs']}")
         else:
-            print(f"{'the same, with Snakemake job records':38s} not measured (--records {n})")
+            print(f"{'the same, with Snakemake job records':38s} not measured (over --records)")
     print("cluster submissions under profiles/slurm (a job group counts once):")
     groups = {k: v for k, v in row["by_group"].items() if ":" not in k}
     for group, count in sorted(groups.items()):
         rules = sorted(k.split(":", 1)[1] for k in row["by_group"] if k.startswith(f"{group}:"))
-        per_rule = {rule: row["by_group"][f"{group}:{rule}"] for rule in rules}
-        limit = -(-n // SLIDES_PER_CLUSTER_JOB)
-        ok = all(v <= limit for v in per_rule.values())
-        print(
-            f"  group {group:18s} {count:6d}  ({', '.join(rules)}; limit {limit} per rule:"
-            f" {verdict(ok)})"
-        )
+        print(f"  group {group:18s} {count:6d}  ({', '.join(rules)})")
+    limit = -(-n // row["slides_per_job"])
     for rule, count in sorted(row["by_rule"].items()):
-        print(f"  {rule:24s} {count:6d}")
+        line = f"  {rule:24s} {count:6d}"
+        if rule in SHARD_RULES:
+            line += f"  (per-slide stage; limit {limit}: {verdict(count <= limit)})"
+        print(line)
     total = sum(groups.values()) + sum(row["by_rule"].values())
     print(f"  {'total':24s} {total:6d}", flush=True)
 
@@ -370,7 +396,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--slides-per-job",
         type=int,
         default=None,
-        help="slides per cluster job of each per-slide group (default: profiles/slurm's)",
+        help="slides per segmentation and tiling job (default: the config's)",
     )
     parser.add_argument(
         "--records",

@@ -56,12 +56,13 @@ def test_bench_writes_the_dated_performance_page(bench, tmp_path):
 
 
 def test_scale_bench(bench, capsys):
-    """12 placeholder PANDA slides: planned, counted in groups of 5 per rule, finished, no-op."""
+    """12 placeholder PANDA slides: planned in shards of 5 per stage, finished, no-op."""
     (row,) = bench("scale").main(["--panda", "12", "--tcga", "0", "--slides-per-job", "5"])
-    groups = {k: v for k, v in row["by_group"].items() if ":" not in k}
-    assert groups == {"segmentation": 3, "tiling": 3}  # 12 slides, 5 per cluster job
-    assert row["by_group"]["segmentation:segment_tissue"] == 3
-    assert not {"segment_tissue", "tile_slide", "adapt_sheets", "make_splits"} & set(row["by_rule"])
+    assert row["by_group"] == {}  # no job groups: a paper cohort's slides are files, not drawn
+    assert (
+        row["by_rule"]["segment_tissue"] == row["by_rule"]["tile_slide"] == 3
+    )  # 12 slides, 5 a job
+    assert not {"adapt_sheets", "make_splits", "combine_feature_shards"} & set(row["by_rule"])
     assert row["by_rule"]["pack_tiles"] == 1 and row["by_rule"]["train_e2e"] > 1
     assert row["noop_jobs"] == 0  # every output present: nothing left to run
     assert row["noop_recorded_jobs"] == 0  # and Snakemake's records of them agree
@@ -70,6 +71,7 @@ def test_scale_bench(bench, capsys):
         assert row[key]["wall_s"] > 0 and row[key]["cpu_s"] > 0 and row[key]["peak_mb"] > 50
     out = capsys.readouterr().out
     assert "(limit 20 s, 1024 MB:" in out and "(limit 30 s:" in out
+    assert "segment_tissue                3  (per-slide stage; limit 3: OK)" in out
 
 
 def test_pack_bench(bench, capsys):

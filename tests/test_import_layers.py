@@ -12,7 +12,7 @@ from abmilx.provenance import PACKAGE, PACKAGE_ROOT, import_closure, imported_mo
 
 # Shared layers, bottom up: a shared package may import its own layer and those below it.
 SHARED_LAYERS = (
-    ("abmilx", "provenance", "progress", "arguments", "geometry", "runtime", "integrity"),
+    ("abmilx", "provenance", "progress", "arguments", "geometry", "runtime", "integrity", "shards"),
     ("models", "config", "settings", "slides", "sheets", "experiments", "annotations"),
     ("patches",),  # the patch store, its decoding and augmentation
     ("training",),  # the engine: trainer, Task protocol, run files

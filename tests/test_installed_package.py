@@ -121,7 +121,7 @@ def test_validate_dry_runs_a_checkouts_workflow_with_the_installed_package(insta
         "abmilx", "validate", "config.yaml", "--snakefile", str(REPO_ROOT), cwd=elsewhere
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "segment_tissue 14" in result.stdout and "train_e2e 1" in result.stdout
+    assert "segment_tissue 2" in result.stdout and "train_e2e 1" in result.stdout
     assert not (elsewhere / "results").exists()
 
 

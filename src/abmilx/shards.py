@@ -93,8 +93,14 @@ def finished(record_path: Path, others: Iterable[Path], fingerprint: str) -> boo
         return False  # a damaged record is made again
 
 
-def _run_one(work: Callable[[dict], dict], job: dict) -> dict:
-    return work(job)
+def _run_one(work: Callable[[dict], dict], job: dict) -> tuple[dict | None, str]:
+    """(what work returned, "") or (None, the error and its traceback): the error travels as
+    text, since an exception that cannot be unpickled (one whose constructor takes other
+    arguments) would break the whole pool and fail every other slide with it."""
+    try:
+        return work(job), ""
+    except Exception as error:
+        return None, "".join(traceback.format_exception(error)).rstrip()
 
 
 def run_slides(
@@ -106,17 +112,16 @@ def run_slides(
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
 
-    def failure(slide_id: str, error: BaseException) -> None:
-        print(f"{slide_id}: failed", file=sys.stderr)
-        traceback.print_exception(error, file=sys.stderr)
-        failed[slide_id] = f"{type(error).__name__}: {error}"
+    def settle(slide_id: str, result: dict | None, error: str) -> None:
+        if result is not None:
+            done[slide_id] = result
+            return
+        print(f"{slide_id}: failed\n{error}", file=sys.stderr)
+        failed[slide_id] = error.splitlines()[-1]
 
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            try:
-                done[job["slide_id"]] = work(job)
-            except Exception as error:
-                failure(job["slide_id"], error)
+            settle(job["slide_id"], *_run_one(work, job))
         return done, failed
     # spawn: a forked child would inherit the parent's OpenSlide and OpenCV state
     context = multiprocessing.get_context("spawn")
@@ -124,9 +129,9 @@ def run_slides(
         futures = {pool.submit(_run_one, work, job): job["slide_id"] for job in jobs}
         for future in as_completed(futures):
             try:
-                done[futures[future]] = future.result()
+                settle(futures[future], *future.result())
             except Exception as error:
-                failure(futures[future], error)
+                settle(futures[future], None, f"{type(error).__name__}: {error}")
     return done, failed
 
 

@@ -1,7 +1,9 @@
 """Dry runs with profiles/slurm: the demo and every paper config resolve, jobs carry the config's
 resources, cheap rules stay local, and an experiment's `gpus` starts torchrun."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +76,7 @@ def test_demo_with_two_gpus_a_partition_and_an_account(tmp_path):
     config["experiments"]["abmilx_r18_e2e"]["gpus"] = 2
     config["resources"] = {
         "train_e2e": {"slurm_partition": "gpu", "slurm_account": "lab", "cpus_per_task": 16},
-        "tile_slide": {"runtime": 15},
+        "tile_slide": {"runtime": 15, "threads": 4},
     }
     jobs = dry_run(tmp_path, config, "results/tables", "results/figures", flag="--workflow-profile")
     assert_cluster_resources(jobs)
@@ -87,7 +89,10 @@ def test_demo_with_two_gpus_a_partition_and_an_account(tmp_path):
     assert train["resources"]["mem_mb"] == "32000"  # the rule's default stays
     assert train["shell"].startswith("torchrun --standalone --nproc-per-node 2 -m abmilx.e2e")
     assert " - 1) / 2 ))" in train["shell"]  # the job's threads shared by 2 processes
-    assert jobs["tile_slide"][0]["resources"]["runtime"] == "15"
+    for job in jobs["tile_slide"]:  # one slide's resources, times the shard's rounds of 4
+        slides = len(json.loads(re.search(r"--slides '(\[.*?\])'", job["shell"]).group(1)))
+        assert job["resources"]["runtime"] == str(15 * -(-slides // 4)), (slides, job)
+        assert job["resources"]["mem_mb"] == str(4000 * min(4, slides)), (slides, job)
     assert jobs["train_two_stage"][0]["shell"].startswith("python -m abmilx.two_stage")
     assert jobs["train_two_stage"][0]["resources"]["gpu"] == "0"  # the demo's say gpus: 0
 

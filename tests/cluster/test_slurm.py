@@ -1,5 +1,5 @@
 """The tiny demo through a real local SLURM cluster with profiles/slurm equals a local run, and a
-group job that fails on one slide keeps the slides it finished.
+segmentation shard job that fails on one slide keeps the slides it finished.
 
 Opt-in (`make slurm-test`, or `pytest -m slurm tests/cluster`); skipped, saying why, when the
 daemons cannot start. Both runs use one thread per job so that they compute the same floats.
@@ -9,7 +9,6 @@ its log of accepted `sbatch` requests) and compared with what bench.scale reads 
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,14 +29,14 @@ from bench.scale import local_rules, submissions
 pytestmark = pytest.mark.slurm
 BIN = Path(sys.executable).parent
 TARGETS = ["results/tables", "results/qc/slides.tsv"]
-SLIDE_GROUPS = {"synthesis": "synthesize_slide", "segmentation": "segment_tissue",
-                "tiling": "tile_slide"}  # fmt: skip
+SLIDE_GROUPS = {"synthesis": "synthesize_slide"}  # per-slide jobs grouped on a cluster
+SHARD_RULES = {"segment_tissue": "segmentation", "tile_slide": "tiling"}  # a job per shard
 SLIDE_RULES = set(SLIDE_GROUPS.values())
-CLUSTER_RULES = SLIDE_RULES | {"pack_tiles", "pretrain_encoder", "extract_features",
-                               "train_two_stage", "train_e2e", "evaluate_fold"}  # fmt: skip
+CLUSTER_RULES = SLIDE_RULES | set(SHARD_RULES) | {"pack_tiles", "pretrain_encoder",
+    "extract_features", "train_two_stage", "train_e2e", "evaluate_fold"}  # fmt: skip
 LOCAL_RULES = {"cohort_sheets", "make_splits", "aggregate_folds", "qc_table", "tables",
                "combine_feature_shards"}  # fmt: skip
-SLIDES_PER_JOB = 4  # so that the tiny cohorts' 14 slides make several group jobs
+SLIDES_PER_JOB = 4  # so that the tiny cohorts' 14 slides make several group and shard jobs
 
 
 def cluster_config() -> dict:
@@ -50,7 +49,10 @@ def cluster_config() -> dict:
     }
     for rule in ("pretrain_encoder", "extract_features", "evaluate_fold"):
         config["resources"][rule]["gpus"] = 0
-    config["features"] = {"slides_per_job": SLIDES_PER_JOB}  # feature shards: several GPU jobs
+    for rule in SHARD_RULES:
+        config["resources"][rule]["threads"] = 1
+    for block in ("features", *SHARD_RULES.values()):  # several shard jobs per dataset
+        config[block] = {**config.get(block, {}), "slides_per_job": SLIDES_PER_JOB}
     return config
 
 
@@ -76,8 +78,8 @@ def snakemake(
 
 
 def slurm_args(slides_per_job: int, cores: int) -> list[str]:
-    """profiles/slurm with `slides_per_job` slides per group job, sized for `cores` at a time
-    (the SLURM plugin runs them one after another all the same: docs/scale.md)."""
+    """profiles/slurm with `slides_per_job` slides per synthesis group job, sized for `cores` at a
+    time (the SLURM plugin runs them one after another all the same: docs/scale.md)."""
     return [
         "--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"),
         "--jobs", "4", "--latency-wait", "5",
@@ -154,9 +156,11 @@ def test_demo_on_slurm_equals_local_run(tmp_path):
     assert all(job["JobState"] == "COMPLETED" for job in jobs), jobs
     assert set(ran) >= CLUSTER_RULES - SLIDE_RULES, ran
     assert not set(ran) & (LOCAL_RULES | SLIDE_RULES), ran  # per-slide work is grouped
-    n_slides = sum(d["synthetic"]["n_slides"] for d in config["datasets"].values())
+    sizes = [d["synthetic"]["n_slides"] for d in config["datasets"].values()]
     for group, rule in SLIDE_GROUPS.items():
-        assert ran[group] == ran[f"{group}:{rule}"] == -(-n_slides // SLIDES_PER_JOB), ran
+        assert ran[group] == ran[f"{group}:{rule}"] == -(-sum(sizes) // SLIDES_PER_JOB), ran
+    for rule in SHARD_RULES:  # one sbatch per shard of each dataset's slides
+        assert ran[rule] == sum(-(-n // SLIDES_PER_JOB) for n in sizes), ran
     # one sbatch per feature shard: the evaluation dataset's slides in runs of SLIDES_PER_JOB
     assert ran["extract_features"] == -(-config["datasets"]["tiny"]["synthetic"]["n_slides"]
                                         // SLIDES_PER_JOB), ran  # fmt: skip
@@ -182,36 +186,37 @@ def segmentation_files(slide: str) -> list[str]:
     return [f"{prefix}{ext}" for ext in (".json", ".geojson", ".mask.png", ".overlay.png")]
 
 
-def test_failed_group_keeps_finished_slides_and_reruns_only_the_rest(tmp_path):
-    """Three slides' segmentation in one group job; one slide file is broken (`strict: true`
-    makes that a failed job). The SLURM executor runs a group's jobs one after another, and the
-    greedy scheduler takes the largest input first, so the broken file (a few bytes) comes last.
-    The group job fails; the two slides it finished keep their files (profiles/slurm:
-    keep-incomplete), the broken one leaves none. Once the file is mended, the rerun's one group
-    job computes that slide alone."""
+def test_failed_shard_keeps_finished_slides_and_reruns_only_the_rest(tmp_path):
+    """A segmentation shard job of three slides; one slide file is broken (`strict: true`
+    makes that a failed slide). The job segments the other two, then fails naming the broken
+    one, with no manifest; the two keep their files, the broken one has none. Once the file is
+    mended, the rerun's one shard job segments that slide alone."""
     config = cluster_config()
     config["strict"] = True
+    config["segmentation"]["slides_per_job"] = 3
     workdir = tmp_path / "run"
     prepare(workdir, config)
     tiny = config["datasets"]["tiny"]
     plan = plan_from_settings("tiny", {"task": tiny["task"], "classes": tiny["classes"],
-                                       **tiny["synthetic"]}).head(3)  # fmt: skip
-    slides = list(plan["slide_id"])
-    broken, slide_file = slides[1], workdir / "results/cohort/tiny/slides" / plan["file"].iloc[1]
-    targets = [name for slide in slides for name in segmentation_files(slide)]
+                                       **tiny["synthetic"]}).sort_values("slide_id")  # fmt: skip
+    shards = -(-len(plan) // 3)
+    manifest = f"results/qc/segmentation/tiny.shards/3/00000-of-{shards:05d}.json"
+    first = plan.head(3)  # the first shard: the first three slide ids
+    slides = list(first["slide_id"])
+    broken, slide_file = slides[1], workdir / "results/cohort/tiny/slides" / first["file"].iloc[1]
     # the slide files, made here (a local run), then one of them broken
-    files = [f"results/cohort/tiny/slides/{name}" for name in plan["file"]]
+    files = [f"results/cohort/tiny/slides/{name}" for name in first["file"]]
     made = snakemake(workdir, "--cores", "1", env=dict(os.environ), timeout=600, targets=files)
     assert made.returncode == 0, made.stderr[-4000:]
     intact = slide_file.read_bytes()
     slide_file.write_bytes(b"not a slide\n")
 
-    args = [*slurm_args(slides_per_job=3, cores=1), "--retries", "0", "--scheduler", "greedy"]
-    plan_jobs, _ = planned(workdir, args, targets)
-    assert plan_jobs == {"segmentation": 1, "segmentation:segment_tissue": 1}, plan_jobs
+    args = [*slurm_args(slides_per_job=3, cores=1), "--retries", "0"]
+    plan_jobs, _ = planned(workdir, args, [manifest])
+    assert plan_jobs == {"segment_tissue": 1}, plan_jobs
     try:
         with LocalSlurm(tmp_path / "cluster") as cluster:
-            failed = snakemake(workdir, *args, env=cluster.env, timeout=900, targets=targets)
+            failed = snakemake(workdir, *args, env=cluster.env, timeout=900, targets=[manifest])
             failed_jobs = cluster.submitted_jobs()
             present = {slide: all((workdir / f).exists() for f in segmentation_files(slide))
                        for slide in slides}  # fmt: skip
@@ -219,28 +224,30 @@ def test_failed_group_keeps_finished_slides_and_reruns_only_the_rest(tmp_path):
                        if not present[s] and (workdir / f).exists()]  # fmt: skip
             kept = {f: (workdir / f).stat() for s in slides if present[s]
                     for f in segmentation_files(s)}  # fmt: skip
+            had_manifest = (workdir / manifest).exists()
             slide_file.write_bytes(intact)
-            _, dry = planned(workdir, args, targets)
-            again = snakemake(workdir, *args, env=cluster.env, timeout=900, targets=targets)
+            plan_again, _ = planned(workdir, args, [manifest])
+            again = snakemake(workdir, *args, env=cluster.env, timeout=900, targets=[manifest])
             jobs = cluster.submitted_jobs()
     except ClusterUnavailable as reason:
         pytest.skip(f"no local SLURM cluster: {reason}")
     assert failed.returncode != 0, failed.stdout[-3000:]
-    assert [(j["Comment"], j["JobState"]) for j in failed_jobs] == [
-        ("rule_segmentation_segment_tissue", "FAILED")
+    assert [(j["Comment"].split("_wildcards_")[0], j["JobState"]) for j in failed_jobs] == [
+        ("rule_segment_tissue", "FAILED")
     ], failed_jobs
     assert not partial, partial  # the failed slide wrote nothing
+    assert not had_manifest  # the shard is not done
     assert present == {slide: slide != broken for slide in slides}, present
-    assert sorted(set(re.findall(r"slide=([^,\s]+)", dry))) == [broken], dry[-3000:]
+    assert plan_again == {"segment_tissue": 1}, plan_again
 
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-6000:]
-    assert [(j["Comment"], j["JobState"]) for j in jobs[1:]] == [
-        ("rule_segmentation_segment_tissue", "COMPLETED")
-    ], jobs  # one more group job, holding the mended slide only
+    assert [(j["Comment"].split("_wildcards_")[0], j["JobState"]) for j in jobs[1:]] == [
+        ("rule_segment_tissue", "COMPLETED")
+    ], jobs  # one more shard job, which segmented the mended slide only
     for name, before in kept.items():
         after = (workdir / name).stat()
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), name
-    assert all((workdir / f).is_file() for f in targets)
+    assert all((workdir / f).is_file() for s in slides for f in segmentation_files(s))
     record = json.loads((workdir / segmentation_files(broken)[0]).read_text())
     assert record["status"] == "ok", record
     print(f"\nkept {sorted(s for s in slides if present[s])}, reran {broken}")

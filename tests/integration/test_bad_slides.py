@@ -228,7 +228,8 @@ KILLED_WRITER = textwrap.dedent(
 
 
 def test_killed_tiling_job_is_redone(finished_run):
-    """A tiling job killed mid-write leaves only ``<store>.partial``; the rerun redoes it."""
+    """A tiling job killed mid-write leaves only ``<store>.partial``: the next run finds the
+    store missing from its shard's manifest, reruns that shard and tiles that slide alone."""
     slides_dir = finished_run / "results" / "tiles" / DATASET / "slides"
     store = slides_dir / "good0.lmdb"
     store.unlink()  # the killed job had not finished: its output is not there yet
@@ -236,9 +237,9 @@ def test_killed_tiling_job_is_redone(finished_run):
     assert killed.returncode == -signal.SIGKILL
     partial = store.with_name(store.name + ".partial")
     assert partial.is_file() and not store.exists()
-    # Snakemake asks for the store again (a missing intermediate whose consumers are newer
-    # reruns only when it is requested, as here, or when a consumer must rerun)
-    target = str(store.relative_to(finished_run))
+    others = {p.name: p.stat().st_mtime_ns for p in slides_dir.glob("*.lmdb")}
+    (manifest,) = (finished_run / "results" / "tiles" / DATASET).glob("slides.shards/*/*.json")
+    target = str(manifest.relative_to(finished_run))
     dry = snakemake(finished_run, "-n", target)
     assert dry.returncode == 0, dry.stderr[-4000:]
     assert "tile_slide" in dry.stdout + dry.stderr, dry.stdout[-4000:]
@@ -247,6 +248,7 @@ def test_killed_tiling_job_is_redone(finished_run):
     assert store.is_file() and not partial.exists()
     with PatchStore(store) as opened:
         assert opened.count("good0", "main") > 0
+    assert {name: (slides_dir / name).stat().st_mtime_ns for name in others} == others
 
 
 def test_strict_run_fails_naming_the_bad_slide(finished_run):

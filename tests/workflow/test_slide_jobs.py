@@ -1,7 +1,9 @@
-"""Per-slide jobs take their slide's sheet row: the annotation as an input, mpp, geojson and
-segmentation overrides on the command line, blank ones as empty arguments."""
+"""Shard jobs take their slides' sheet rows: the annotations as inputs, mpp, geojson and
+segmentation overrides in the command's --slides, blank ones as empty strings."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,22 +37,19 @@ def test_segmentation_jobs_take_their_sheet_row(tmp_path):
     (data / "labels.csv").write_text("case_id,label\nca,IDC\ncb,ILC\n")
     (tmp_path / "config.yaml").write_text(CONFIG)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    targets = [f"results/qc/segmentation/s/{slide}.json" for slide in "ab"]
+    target = "results/qc/segmentation/s.shards/100/00000-of-00001.json"
     result = subprocess.run(
-        [str(BIN / "snakemake"), "-n", "--directory", str(tmp_path), *targets],
+        [str(BIN / "snakemake"), "-n", "-p", "--directory", str(tmp_path), target],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    inputs = {line.strip() for line in output.splitlines() if line.strip().startswith("input:")}
-    assert inputs == {f"input: {data / 'a.svs'}, {data / 'a.geojson'}", f"input: {data / 'b.svs'}"}
-    shells = {
-        line.split("--slide-id ")[1][0]: line
-        for line in output.splitlines()
-        if "--slide-id" in line
-    }
-    assert (
-        f"--mpp=0.5 --geojson={data / 'a.geojson'} --overrides='{{\"working_mpp\": 8.0}}'"
-        in shells["a"]
-    )
-    assert "--mpp= --geojson= --overrides= " in shells["b"]  # empty: none
+    inputs = [line.strip() for line in output.splitlines() if line.strip().startswith("input:")]
+    assert inputs == [f"input: {data / 'a.svs'}, {data / 'b.svs'}, {data / 'a.geojson'}"]
+    slides = json.loads(re.search(r"--slides '(\[.*?\])'", output).group(1))
+    assert slides == [
+        {"slide_id": "a", "path": str(data / "a.svs"), "mpp": "0.5",
+         "geojson": str(data / "a.geojson"), "overrides": '{"working_mpp": 8.0}'},
+        {"slide_id": "b", "path": str(data / "b.svs"), "mpp": "", "geojson": "",
+         "overrides": ""},  # blank: none
+    ]  # fmt: skip

@@ -278,7 +278,8 @@ def tile_shard_inputs(wildcards):
     return {
         "slides": [jobs[s]["path"] for s in members],
         "segmentation": [
-            shard_manifest("segmentation", wildcards.dataset, shard) for shard in segmentation
+            shard_manifest("segmentation", wildcards.dataset, shard)
+            for shard in segmentation
         ],
     }
 
@@ -305,7 +306,9 @@ def lost_shard_files(stage):
     """Param: the files the shard's manifest lists that are gone, so that the shard reruns and
     makes them again (Snakemake sees only the manifest). Under tiling.pack: move the stores are
     removed once packed, and not lost."""
-    skip = ("store",) if stage == "tiling" and config["tiling"]["pack"] == "move" else ()
+    skip = (
+        ("store",) if stage == "tiling" and config["tiling"]["pack"] == "move" else ()
+    )
 
     def lost(wildcards):
         manifest = shard_manifest(stage, wildcards.dataset, wildcards.shard)
@@ -319,15 +322,16 @@ def shard_resources(rule):
     (its threads), runtime for its rounds of them."""
     resources = job_resources(rule)
     stage = {"segment_tissue": "segmentation", "tile_slide": "tiling"}[rule]
-    size = config[stage]["slides_per_job"]
 
-    def at_once(threads):
-        return max(1, min(threads, size))
+    def rounds(wildcards, threads):
+        slides = len(stage_shards(stage, wildcards.dataset)[wildcards.shard])
+        at_once = max(1, min(threads, slides))
+        return at_once, -(-slides // at_once)
 
     return {
         **resources,
-        "mem_mb": lambda w, threads: resources["mem_mb"] * at_once(threads),
-        "runtime": lambda w, threads: resources["runtime"] * -(-size // at_once(threads)),
+        "mem_mb": lambda w, threads: resources["mem_mb"] * rounds(w, threads)[0],
+        "runtime": lambda w, threads: resources["runtime"] * rounds(w, threads)[1],
     }
 
 
@@ -652,7 +656,10 @@ def slide_inputs(dataset):
     """Slide sheet, tiling QC records (slide mpp) and lesions: the dataset's annotation folder
     (and PANDA's providers CSV) when it has one, else a generated cohort's truth masks.
     """
-    inputs = {"sheet": slide_sheet_path(dataset), "qc": shard_manifests("tiling", dataset)}
+    inputs = {
+        "sheet": slide_sheet_path(dataset),
+        "qc": shard_manifests("tiling", dataset),
+    }
     annotations = dataset_config(dataset).get("annotations")
     if annotations:
         folders = annotations["dir"]
