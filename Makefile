@@ -25,9 +25,9 @@ test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 # Opt-in: a real single-node SLURM on this machine (Debian's packages, needs root), the tiny demo
-# through profiles/slurm with job groups: its sbatch submissions counted against the dry run's,
-# its splits, predictions and metrics compared with a local run's; then a group job that fails on
-# one slide, whose finished slides must be kept and not recomputed by the rerun.
+# through profiles/slurm with shard and group jobs: its sbatch submissions counted against the dry
+# run's, its splits, predictions and metrics compared with a local run's; then a segmentation
+# shard job that fails on one slide, whose finished slides must be kept and not recomputed.
 slurm-test: $(STAMP)
 	@missing=; for tool in slurmctld slurmd sbatch munged; do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \

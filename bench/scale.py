@@ -11,7 +11,7 @@ Peak memory is the largest resident set of the snakemake process and its childre
 (``getrusage``, through a small launcher). The job table counts what the SLURM profile would
 submit: jobs of one group count once, local rules not at all.
 
-Run: ``python -m bench.scale [--panda 10616] [--tcga 1000] [--records 1000]``
+Run: ``python -m bench.scale [--panda 10616] [--tcga 1000] [--records 20000]``
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def measure(
         if n <= records:
             # `--touch` records no job; a real run leaves Snakemake a record per output (params,
             # code, input), which the no-op reads. `--forceall` makes touch record every job, one
-            # job at a time (minutes per thousand slides).
+            # job at a time (about a minute for PANDA's 400-odd jobs).
             snakemake(workdir, "--touch", "--forceall", "--cores", "2", "--quiet")
             recorded = dry_run(workdir, *slurm_args)
             row["noop_recorded"] = {k: v for k, v in recorded.items() if k != "output"}
@@ -401,9 +401,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--records",
         type=int,
-        default=1000,
+        default=20000,
         help="cohorts of at most this many slides also time the no-op with Snakemake's job"
-        " records, as a real run leaves them (recording takes minutes per thousand slides)",
+        " records, as a real run leaves them (recording goes one job at a time)",
     )
     args = parser.parse_args(argv)
     rows = []
