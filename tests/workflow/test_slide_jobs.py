@@ -53,3 +53,28 @@ def test_segmentation_jobs_take_their_sheet_row(tmp_path):
         {"slide_id": "b", "path": str(data / "b.svs"), "mpp": "", "geojson": "",
          "overrides": ""},  # blank: none
     ]  # fmt: skip
+
+
+def test_a_shard_too_long_for_one_command_line_fails_before_any_job(tmp_path):
+    """500 slides of long paths in one shard would be refused by the kernel at the job's start
+    (one argument of at most 128 KiB): the dry run names the key to lower instead."""
+    data = tmp_path / "data" / ("long_folder_name_" * 12)
+    data.mkdir(parents=True)
+    rows = ["slide_id,case_id,path"]
+    for k in range(500):
+        (data / f"slide_{k:04d}.svs").write_bytes(b"")
+        rows.append(f"s{k:04d},c{k:04d},{data / f'slide_{k:04d}.svs'}")
+    (tmp_path / "data" / "slides.csv").write_text("\n".join(rows) + "\n")
+    labels = [f"c{k:04d},{'IDC' if k % 2 else 'ILC'}" for k in range(500)]
+    (tmp_path / "data" / "labels.csv").write_text("case_id,label\n" + "\n".join(labels) + "\n")
+    (tmp_path / "config.yaml").write_text(CONFIG + "segmentation: {slides_per_job: 500}\n")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--directory", str(tmp_path),
+         "results/qc/segmentation/s.shards/500/00000-of-00001.json"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert "config key 'segmentation/slides_per_job': the slides of s's shard" in output, output
+    assert "lower slides_per_job" in output

@@ -222,6 +222,8 @@ SHARD_FOLDERS = {
     "segmentation": "results/qc/segmentation/{dataset}",
     "tiling": "results/tiles/{dataset}/slides",
 }
+# Linux refuses a command argument over 128 KiB (MAX_ARG_STRLEN); the shell command is one.
+SHARD_ARGUMENT_BYTES = 120_000
 # What a shard job needs of each slide, by stage (the slide sheet's per-slide columns).
 SHARD_JOB_KEYS = {
     "segmentation": ("slide_id", "path", "mpp", "geojson", "overrides"),
@@ -291,13 +293,20 @@ def shard_slide_jobs(stage):
 
     def slides(wildcards):
         jobs = slide_jobs(wildcards.dataset)
-        return json.dumps(
+        text = json.dumps(
             [
                 {key: jobs[s][key] for key in keys}
                 for s in shard_members_of(wildcards, stage)
             ],
             separators=(",", ":"),
         )
+        if len(text.encode()) > SHARD_ARGUMENT_BYTES:
+            raise ConfigError(
+                f"config key '{stage}/slides_per_job': the slides of {wildcards.dataset}'s"
+                f" shard {wildcards.shard} take {len(text.encode())} bytes on its command line,"
+                f" over the {SHARD_ARGUMENT_BYTES} one argument may hold; lower slides_per_job"
+            )
+        return text
 
     return slides
 
