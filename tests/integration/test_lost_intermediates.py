@@ -64,3 +64,33 @@ def test_a_damaged_feature_manifest_stops_the_dry_run_naming_it(finished_tiny_ru
     finally:  # as it was, modification time included: the other tests share the run
         manifest.write_bytes(intact)
         os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_lost_segmentation_file_reruns_its_shard_and_a_damaged_manifest_is_named(
+    finished_tiny_run,
+):
+    """Snakemake sees the segmentation shard's manifest only: a slide file it lists that is
+    gone reruns that shard (which redoes that slide alone: tests/segmentation), and a damaged
+    manifest stops the dry run naming it."""
+    folder = finished_tiny_run / "results" / "qc" / "segmentation"
+    overlay = sorted((folder / "tiny").glob("*.overlay.png"))[0]
+    (manifest,) = folder.glob("tiny.shards/*/*.json")
+    kept = {path: (path.read_bytes(), path.stat()) for path in (overlay, manifest)}
+    try:
+        overlay.unlink()
+        dry = snakemake(finished_tiny_run, "-n", "--cores", "2")
+        planned = dry.stdout + dry.stderr
+        assert dry.returncode == 0, planned[-4000:]
+        assert "rule segment_tissue:" in planned
+        assert planned.count("rule segment_tissue:") == 1  # that shard, not tiny_pretraining's
+        manifest.write_text('{"stage": "segmentation"}')  # edited by hand
+        dry = snakemake(finished_tiny_run, "-n", "--cores", "2")
+        assert dry.returncode != 0
+        name = manifest.relative_to(finished_tiny_run)
+        assert f"{name}: not a shard manifest: needs keys" in dry.stdout + dry.stderr, dry.stderr[
+            -4000:
+        ]
+    finally:  # as it was, modification times included: the other tests share the run
+        for path, (data, stat) in kept.items():
+            path.write_bytes(data)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
