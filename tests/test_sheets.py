@@ -233,6 +233,7 @@ def test_optional_segmentation_and_geojson_columns(slide_dir: Path) -> None:
         ('"[20]"', "must be a JSON object"),
         ('"{""saturation_treshold"": 20}"', "unknown segmentation setting(s) saturation_treshold"),
         ('"{""strict"": true}"', "unknown segmentation setting(s) strict"),
+        ('"{""slides_per_job"": 5}"', "unknown segmentation setting(s) slides_per_job"),
         ('"{""working_mpp"": -1}"', "setting 'working_mpp'"),
         ('"{""median_kernel"": ""7""}"', "setting 'median_kernel': '7' is not of type 'integer'"),
     ],

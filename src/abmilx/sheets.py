@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from abmilx.config import name_problem
+from abmilx.settings import BlockSettings
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,10 @@ def _segmentation_overrides(sheet: _Sheet) -> list[str]:
     import jsonschema
 
     schema = _segmentation_schema()
-    allowed = sorted(schema["$defs"]["segmentation"].get("properties", {}))
+    # slides_per_job is the dataset's (how many slides a job takes), never one slide's
+    allowed = sorted(
+        set(schema["$defs"]["segmentation"].get("properties", {})) - set(BlockSettings.DATASET_KEYS)
+    )
     validator = jsonschema.Draft202012Validator(schema)
     canonical = []
     for line, value in zip(sheet.lines, sheet.values("segmentation"), strict=True):
