@@ -72,11 +72,14 @@ def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
         "--settings", required=True, help="JSON object: the stage's config block, strict"
     )
     parser.add_argument("--code", required=True, help="digest of the stage's code")
-    parser.add_argument("--threads", type=int, default=1, help="slides at a time")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="slides at a time (threads per slide if fewer)"
+    )
 
 
 def run_shard(parser: argparse.ArgumentParser, args: argparse.Namespace, stage: str, work) -> int:
-    """Run ``work(job, settings=, strict=, code=)`` on every slide of ``--slides``, then write
+    """Run ``work(job, settings=, strict=, code=, threads=)`` on every slide of ``--slides``,
+    ``--threads`` slides at a time (each with its share of the threads), then write
     the shard manifest, or name the failed slides and exit 1 (abmilx.shards.finish_shard)."""
     from pathlib import Path
 
@@ -92,9 +95,12 @@ def run_shard(parser: argparse.ArgumentParser, args: argparse.Namespace, stage: 
         parser.error("--slides must be a JSON list of objects with a slide_id")
     settings = json_object(parser, args.settings)
     strict = bool(settings.pop("strict", False))
-    done, failed = run_slides(
-        partial(work, settings=settings, strict=strict, code=args.code), slides, args.threads
+    # fewer slides than threads (a few large slides on a workstation): each gets the rest
+    at_once = max(1, min(args.threads, len(slides)))
+    work = partial(
+        work, settings=settings, strict=strict, code=args.code, threads=args.threads // at_once
     )
+    done, failed = run_slides(work, slides, at_once)
     return finish_shard(
         args.manifest,
         stage=stage,

@@ -10,6 +10,7 @@ import shutil
 import pytest
 from conftest import SEGMENT_SETTINGS
 
+import abmilx.tiling.tile as tile_module
 from abmilx.config import schema_defaults
 from abmilx.integrity import DamagedFileError
 from abmilx.segmentation.__main__ import main as segmentation_main
@@ -150,3 +151,17 @@ def test_a_damaged_shard_manifest_is_named(tmp_path):
         manifest.write_text(text)
         with pytest.raises(DamagedFileError, match=f"s.json: not a shard manifest: .*{problem}"):
             lost_files(manifest)
+
+
+def test_fewer_slides_than_threads_share_the_threads(three_slides, tmp_path, monkeypatch):
+    """One slide and four threads: the slide is tiled in the job's process with 4 patch
+    threads, not 1 (a few large slides on a workstation)."""
+    jobs = slide_jobs({"a": three_slides["a"]})
+    assert segment(tmp_path, jobs) == 0
+    given = []
+    real = tile_module.tile_slide
+    monkeypatch.setattr(
+        tile_module, "tile_slide", lambda *a, **k: given.append(k["threads"]) or real(*a, **k)
+    )
+    assert tile(tmp_path, jobs, threads=4) == 0
+    assert given == [4]

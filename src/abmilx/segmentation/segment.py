@@ -243,7 +243,14 @@ def segment_slide(
 
 
 def segment_shard_slide(
-    job: dict, *, out_dir: str, dataset: str, settings: dict, strict: bool, code: str
+    job: dict,
+    *,
+    out_dir: str,
+    dataset: str,
+    settings: dict,
+    strict: bool,
+    code: str,
+    threads: int = 1,
 ) -> dict:
     """One slide of a shard job (rule segment_tissue): segmented unless its record says it was
     made from the same slide file, annotation, settings and code. ``job`` is the slide's entry
@@ -275,6 +282,7 @@ def segment_shard_slide(
     if finished(paths["json"], [paths[k] for k in ("geojson", "mask", "overlay")], fingerprint):
         status = read_json_object(paths["json"])["status"]
         return {"status": status, "files": files, "reused": True}
+    cv2.setNumThreads(threads)
     record = segment_slide(
         job["path"],
         Path(out_dir) / slide_id,

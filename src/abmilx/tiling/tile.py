@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from abmilx.geometry import read_geojson
@@ -228,6 +229,7 @@ def tile_shard_slide(
     settings: dict,
     strict: bool,
     code: str,
+    threads: int = 1,
 ) -> dict:
     """One slide of a shard job (rule tile_slide): tiled unless its QC record says it was made
     from the same slide file, segmentation, settings and code, and its store is there (under
@@ -253,6 +255,7 @@ def tile_shard_slide(
     files = {"record": str(qc), "store": str(store)}
     if finished(qc, [store], fingerprint):
         return {"status": read_json_object(qc)["status"], "files": files, "reused": True}
+    cv2.setNumThreads(1)  # parallelism comes from the patch threads, as in the tile command
     record = tile_slide(
         job["path"],
         segmentation,
@@ -263,6 +266,7 @@ def tile_shard_slide(
         dataset=dataset,
         mpp=mpp,
         strict=strict,
+        threads=threads,
         fingerprint=fingerprint,
     )
     print(
