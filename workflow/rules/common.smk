@@ -248,7 +248,15 @@ def shard_manifests(stage, dataset):
 
 
 def shard_members_of(wildcards, stage):
-    return stage_shards(stage, wildcards.dataset)[wildcards.shard]
+    shards = stage_shards(stage, wildcards.dataset)
+    if wildcards.shard not in shards:
+        raise ValueError(
+            f"{wildcards.dataset} has no {stage} shard {wildcards.shard}: its"
+            f" {len(slide_jobs(wildcards.dataset))} slides make shards {next(iter(shards))}"
+            f" to {next(reversed(shards))} at {stage}/slides_per_job"
+            f" {config[stage]['slides_per_job']}"
+        )
+    return shards[wildcards.shard]
 
 
 def segment_shard_inputs(wildcards):
