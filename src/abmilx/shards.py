@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from abmilx.integrity import DamagedFileError, read_json_object, written_whole
+from abmilx.provenance import config_hash
 
 SHARD_DIGITS = 5
 # What a segmentation or tiling shard manifest holds.
@@ -83,14 +84,26 @@ def file_facts(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def finished(record_path: Path, others: Iterable[Path], fingerprint: str) -> bool:
-    """Whether a slide's files are there and its record was made from the same inputs."""
-    if not record_path.is_file() or not all(Path(p).exists() for p in others):
-        return False
+def job_mpp(job: dict) -> float | None:
+    """A shard job's slide mpp (the sheet's; blank for the file's own)."""
+    return float(job["mpp"]) if job["mpp"] else None
+
+
+def slide_fingerprint(job: dict, **parts: Any) -> str:
+    """What a slide's record was made from: its file, its mpp and the stage's ``parts``."""
+    return config_hash({"slide": file_facts(job["path"]), "mpp": job_mpp(job), **parts})
+
+
+def finished_status(files: dict[str, str], fingerprint: str) -> str | None:
+    """The status of a slide whose files (``record`` among them) are all there and whose
+    record was made from the same inputs; None when it must be made again."""
+    if not all(Path(file).exists() for file in files.values()):
+        return None
     try:
-        return read_json_object(record_path).get("fingerprint") == fingerprint
+        record = read_json_object(files["record"])
     except (OSError, DamagedFileError):
-        return False  # a damaged record is made again
+        return None  # a damaged record is made again
+    return record.get("status") if record.get("fingerprint") == fingerprint else None
 
 
 def _run_one(work: Callable[[dict], dict], job: dict) -> tuple[dict | None, str]:

@@ -18,11 +18,10 @@ from abmilx.geometry import (
     rasterize_polygons,
     read_geojson,
 )
-from abmilx.integrity import read_json_object, written_whole
-from abmilx.provenance import config_hash
+from abmilx.integrity import written_whole
 from abmilx.segmentation.settings import SegmentationSettings
 from abmilx.segmentation.tissue import tissue_mask
-from abmilx.shards import file_facts, finished
+from abmilx.shards import file_facts, finished_status, job_mpp, slide_fingerprint
 from abmilx.slides import Slide, SlideError, check_mpp
 
 OUTPUT_SUFFIXES = (".json", ".geojson", ".mask.png", ".overlay.png")
@@ -262,25 +261,20 @@ def segment_shard_slide(
     chosen = SegmentationSettings.from_settings(settings, "--settings").updated(
         overrides, f"slide {slide_id}: segmentation column"
     )
-    mpp = float(job["mpp"]) if job["mpp"] else None
     paths = output_paths(Path(out_dir) / slide_id)
-    fingerprint = config_hash(
-        {
-            "slide": file_facts(job["path"]),
-            "geojson": job["geojson"] and file_facts(job["geojson"]),
-            "mpp": mpp,
-            "settings": chosen.as_dict(),
-            "overridden": sorted(overrides),
-            "strict": strict,
-            "code": code,
-            "dataset": dataset,
-        }
+    fingerprint = slide_fingerprint(
+        job,
+        geojson=job["geojson"] and file_facts(job["geojson"]),
+        settings=chosen.as_dict(),
+        overridden=sorted(overrides),
+        strict=strict,
+        code=code,
+        dataset=dataset,
     )
     files = {"record": str(paths["json"])} | {
         kind: str(path) for kind, path in paths.items() if kind != "json"
     }
-    if finished(paths["json"], [paths[k] for k in ("geojson", "mask", "overlay")], fingerprint):
-        status = read_json_object(paths["json"])["status"]
+    if (status := finished_status(files, fingerprint)) is not None:
         return {"status": status, "files": files, "reused": True}
     cv2.setNumThreads(threads)
     record = segment_slide(
@@ -289,7 +283,7 @@ def segment_shard_slide(
         chosen,
         slide_id=slide_id,
         dataset=dataset,
-        mpp=mpp,
+        mpp=job_mpp(job),
         geojson=job["geojson"] or None,
         strict=strict,
         overridden=sorted(overrides),

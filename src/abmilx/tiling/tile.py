@@ -17,8 +17,8 @@ from abmilx.geometry import read_geojson
 from abmilx.integrity import read_json_object, written_whole
 from abmilx.patches.store import PatchStoreWriter, write_empty_store
 from abmilx.progress import Progress
-from abmilx.provenance import config_hash, content_digest
-from abmilx.shards import file_facts, finished
+from abmilx.provenance import content_digest
+from abmilx.shards import finished_status, job_mpp, slide_fingerprint
 from abmilx.slides import Slide, SlideError
 from abmilx.tiling.grid import (
     ScalePlan,
@@ -237,24 +237,18 @@ def tile_shard_slide(
     slide_id = job["slide_id"]
     segmentation = Path(segmentation_dir) / slide_id
     chosen = TilingSettings.from_settings(settings, "--settings")
-    mpp = float(job["mpp"]) if job["mpp"] else None
     store, qc = Path(out_dir) / f"{slide_id}.lmdb", Path(out_dir) / f"{slide_id}.json"
-    fingerprint = config_hash(
-        {
-            "slide": file_facts(job["path"]),
-            "segmentation": [
-                content_digest(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")
-            ],
-            "mpp": mpp,
-            "settings": chosen.as_dict(),
-            "strict": strict,
-            "code": code,
-            "dataset": dataset,
-        }
+    fingerprint = slide_fingerprint(
+        job,
+        segmentation=[content_digest(f"{segmentation}.{suffix}") for suffix in ("json", "geojson")],
+        settings=chosen.as_dict(),
+        strict=strict,
+        code=code,
+        dataset=dataset,
     )
     files = {"record": str(qc), "store": str(store)}
-    if finished(qc, [store], fingerprint):
-        return {"status": read_json_object(qc)["status"], "files": files, "reused": True}
+    if (status := finished_status(files, fingerprint)) is not None:
+        return {"status": status, "files": files, "reused": True}
     cv2.setNumThreads(1)  # parallelism comes from the patch threads, as in the tile command
     record = tile_slide(
         job["path"],
@@ -264,7 +258,7 @@ def tile_shard_slide(
         chosen,
         slide_id=slide_id,
         dataset=dataset,
-        mpp=mpp,
+        mpp=job_mpp(job),
         strict=strict,
         threads=threads,
         fingerprint=fingerprint,
